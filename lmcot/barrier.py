@@ -1,0 +1,79 @@
+"""Loss and error along the linear path between two models, and the barriers computed from them.
+
+For ``theta(a) = (1 - a) theta_A + a theta_B`` on a grid of ``a`` in [0, 1]:
+
+- ``barrier``: ``max_a [L(theta(a)) - ((1 - a) L(theta_A) + a L(theta_B))]`` (Frankle et al. 2020);
+- ``midpoint``: ``L(theta(1/2))``;
+- ``max_minus_endpoint_mean``: ``max_a L(theta(a)) - (L(theta_A) + L(theta_B)) / 2``.
+
+``L`` is the mean cross-entropy (``loss``, nats) or the error rate (``error``, 1 - accuracy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from lmcot.training import evaluate
+
+METRICS = ("loss", "error")
+
+
+def evaluation_grid(alphas: Sequence[float]) -> list[float]:
+    """The grid actually evaluated: ``alphas`` plus the endpoints 0 and 1 and the midpoint 1/2, sorted."""
+    return sorted({float(a) for a in alphas} | {0.0, 0.5, 1.0})
+
+
+@torch.no_grad()
+def interpolation_curve(
+    model: torch.nn.Module,
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    alphas: Sequence[float],
+    splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    batch_size: int = 4096,
+) -> list[dict]:
+    """Evaluate ``model`` at every point of the path from ``state_a`` to ``state_b``.
+
+    ``model`` is only a container of the right architecture: its tensors are overwritten in place at
+    each ``alpha`` (no model is rebuilt). Returns rows ``{alpha, split, metric, value}``.
+    """
+    targets = model.state_dict()
+    if set(targets) != set(state_a) or set(targets) != set(state_b):
+        raise ValueError("interpolation_curve: the two states and the model have different tensors")
+    rows = []
+    for alpha in alphas:
+        for name, target in targets.items():
+            a, b = state_a[name], state_b[name]
+            if target.is_floating_point():
+                target.copy_(torch.lerp(a.to(target), b.to(target), float(alpha)))
+            else:  # integer buffers such as BatchNorm's step counter are not interpolated
+                target.copy_(a)
+        for split, (x, y) in splits.items():
+            result = evaluate(model, x, y, batch_size)
+            rows.append({"alpha": float(alpha), "split": split, "metric": "loss", "value": result["loss"]})
+            rows.append({"alpha": float(alpha), "split": split, "metric": "error", "value": 1 - result["accuracy"]})
+    return rows
+
+
+def barrier_summary(alphas: Sequence[float], values: Sequence[float]) -> dict:
+    """Barrier, midpoint value and max-minus-endpoint-mean of one curve ``values`` over ``alphas``.
+
+    ``alphas`` must include 0, 1/2 and 1 (see :func:`evaluation_grid`).
+    """
+    alphas, values = np.asarray(alphas, dtype=float), np.asarray(values, dtype=float)
+    order = np.argsort(alphas)
+    alphas, values = alphas[order], values[order]
+    if alphas.min() < 0 or alphas.max() > 1 or not all(np.isclose(alphas, a).any() for a in (0, 0.5, 1)):
+        raise ValueError(f"the alpha grid must lie in [0, 1] and include 0, 0.5 and 1; got {alphas.tolist()}")
+    value_a, value_b = values[0], values[-1]
+    chord = (1 - alphas) * value_a + alphas * value_b
+    return {
+        "barrier": float(np.max(values - chord)),
+        "midpoint": float(values[np.isclose(alphas, 0.5)][0]),
+        "max_minus_endpoint_mean": float(values.max() - (value_a + value_b) / 2),
+        "value_a": float(value_a),
+        "value_b": float(value_b),
+    }

@@ -1,0 +1,240 @@
+"""``params.yaml``: reading, checking against one schema, and the list of configurations it sweeps.
+
+Every stage calls :func:`load_params` first, so a typo or an out-of-range value fails in seconds with
+a message naming the key, the value and what is valid, before any data is made or model trained.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmcot.alignment import METHODS
+from lmcot.data import DATASETS
+from lmcot.models import ARCHITECTURES
+from lmcot.training import OPTIMIZERS, SCHEDULES
+
+
+class ParamsError(ValueError):
+    """One or more problems in params.yaml; the message lists each on its own line."""
+
+
+# --- a tiny schema language: each rule checks one value and returns it (normalised) or raises ------
+
+
+class Invalid(Exception):
+    pass
+
+
+def integer(minimum=None, maximum=None):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise Invalid(f"must be an integer{_range(minimum, maximum)}")
+        if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+            raise Invalid(f"must be an integer{_range(minimum, maximum)}")
+        return v
+
+    return check
+
+
+def number(minimum=None, maximum=None, exclusive_minimum=False):
+    def check(v):
+        if isinstance(v, str):  # YAML 1.1 readers turn 1e-4 into a string; accept it if it is a number
+            try:
+                v = float(v)
+            except ValueError:
+                raise Invalid(f"must be a number{_range(minimum, maximum, exclusive_minimum)}") from None
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise Invalid(f"must be a number{_range(minimum, maximum, exclusive_minimum)}")
+        too_low = minimum is not None and (v <= minimum if exclusive_minimum else v < minimum)
+        if too_low or (maximum is not None and v > maximum):
+            raise Invalid(f"must be a number{_range(minimum, maximum, exclusive_minimum)}")
+        return v
+
+    return check
+
+
+def _range(minimum, maximum, exclusive_minimum=False):
+    low = f"> {minimum}" if exclusive_minimum else f">= {minimum}"
+    if minimum is not None and maximum is not None:
+        return f" {low} and <= {maximum}"
+    if minimum is not None:
+        return f" {low}"
+    return f" <= {maximum}" if maximum is not None else ""
+
+
+def boolean(v):
+    if not isinstance(v, bool):
+        raise Invalid("must be true or false")
+    return v
+
+
+def text(v):
+    if not isinstance(v, str) or not v:
+        raise Invalid("must be a non-empty string")
+    return v
+
+
+def one_of(choices):
+    def check(v):
+        if v not in choices:
+            hint = difflib.get_close_matches(str(v), choices, n=1)
+            raise Invalid(f"is not valid{'; did you mean ' + repr(hint[0]) + '?' if hint else ''} (valid: {', '.join(choices)})")
+        return v
+
+    return check
+
+
+def list_of(item, min_length=1, unique=True):
+    def check(v):
+        if not isinstance(v, list):
+            raise Invalid(f"must be a list (for one value write [{v}])")
+        if len(v) < min_length:
+            raise Invalid(f"must list at least {min_length} value{'s' if min_length > 1 else ''}")
+        out = []
+        for i, x in enumerate(v):
+            try:
+                out.append(item(x))
+            except Invalid as err:
+                raise Invalid(f"item [{i}] = {x!r} {err}") from None
+        if unique and len(set(out)) != len(out):
+            raise Invalid("must not repeat a value")
+        return out
+
+    return check
+
+
+DATASET_OPTIONS = {
+    "mnist1d": {"num_samples": integer(100), "test_fraction": number(0, 1, exclusive_minimum=True), "seed": integer(0)},
+    "digits": {"test_fraction": number(0, 1, exclusive_minimum=True), "seed": integer(0)},
+    **{name: {"root": text, "download": boolean} for name in ("mnist", "fashion_mnist", "cifar10")},
+}
+
+SCHEMA = {
+    "prepare": DATASET_OPTIONS,
+    "train": {
+        "sweep": {
+            "datasets": list_of(one_of(DATASETS)),
+            "archs": list_of(one_of(tuple(ARCHITECTURES))),
+            "depths": list_of(integer(1)),
+            "widths": list_of(integer(1)),
+            "lrs": list_of(number(0, exclusive_minimum=True)),
+        },
+        "seeds": list_of(integer(0), min_length=2),
+        "recipe": {
+            "optimizer": one_of(OPTIMIZERS),
+            "momentum": number(0, 1),
+            "weight_decay": number(0),
+            "epochs": integer(1),
+            "batch_size": integer(1),
+            "warmup_epochs": number(0),
+            "schedule": one_of(SCHEDULES),
+        },
+    },
+    "align": {
+        "methods": list_of(one_of(tuple(METHODS))),
+        "weight_matching": {"max_sweeps": integer(1), "seed": integer(0)},
+        "activation_matching": {"num_samples": integer(1)},
+    },
+    "barrier": {
+        "alphas": list_of(number(0, 1), min_length=2),
+        "splits": list_of(one_of(("train", "test"))),
+        "batch_size": integer(1),
+    },
+    "report": {"dpi": integer(50, 600), "figure_format": one_of(("png", "svg", "pdf"))},
+}
+
+
+def validate(params, schema=SCHEMA, where="") -> dict:
+    """Check ``params`` against ``schema``; return the normalised params or raise :class:`ParamsError`."""
+    errors = []
+    result = _validate(params, schema, where, errors)
+    if errors:
+        raise ParamsError("invalid params.yaml:\n" + "\n".join(f"  - {e}" for e in errors))
+    _check_rules(result)
+    return result
+
+
+def _validate(value, schema, where, errors):
+    if callable(schema):
+        try:
+            return schema(value)
+        except Invalid as err:
+            errors.append(f"{where} = {value!r}: {err}")
+            return value
+    if not isinstance(value, dict):
+        errors.append(f"{where or 'params'} must be a mapping with keys {', '.join(schema)}; got {value!r}")
+        return value
+    out = {}
+    for key in value:
+        if key not in schema:
+            hint = difflib.get_close_matches(str(key), list(schema), n=1)
+            suggestion = f"; did you mean {_join(where, hint[0])!r}?" if hint else ""
+            errors.append(f"unknown key {_join(where, key)!r}{suggestion} (valid under {where or 'the top level'}: {', '.join(schema)})")
+    for key, sub in schema.items():
+        if key not in value:
+            errors.append(f"missing key {_join(where, key)!r}")
+        else:
+            out[key] = _validate(value[key], sub, _join(where, key), errors)
+    return out
+
+
+def _join(where, key):
+    return f"{where}.{key}" if where else str(key)
+
+
+def _check_rules(params):
+    """Rules across fields."""
+    missing = [d for d in params["train"]["sweep"]["datasets"] if d not in params["prepare"]]
+    if missing:
+        raise ParamsError(f"invalid params.yaml:\n  - train.sweep.datasets names {missing} but prepare has no options for it")
+
+
+def read_yaml(path):
+    """Read YAML the way DVC does (YAML 1.2, so ``1e-4`` is a number)."""
+    from ruamel.yaml import YAML
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: params file not found")
+    try:
+        return YAML(typ="safe", pure=True).load(path.read_text())
+    except Exception as err:  # ruamel raises many error types, all of them parse errors here
+        raise ParamsError(f"{path} is not valid YAML: {err}") from None
+
+
+def load_params(path="params.yaml") -> dict:
+    """Read and validate the whole params file."""
+    return validate(read_yaml(path))
+
+
+# --- the configurations a sweep spans -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One cell of the sweep; every seed of it is trained alike."""
+
+    dataset: str
+    arch: str
+    depth: int
+    width: int
+    lr: float
+
+    @property
+    def name(self) -> str:
+        """Directory name used by dvc.yaml's matrix stages (``${item.*}`` printed as Python prints)."""
+        return f"{self.dataset}-{self.arch}-d{self.depth}-w{self.width}-lr{self.lr}"
+
+    def as_dict(self) -> dict:
+        return {"dataset": self.dataset, "arch": self.arch, "depth": self.depth, "width": self.width, "lr": self.lr}
+
+
+def configurations(params: dict) -> list[Configuration]:
+    """Every configuration of ``train.sweep``, in the order dvc.yaml's matrix lists them."""
+    sweep = params["train"]["sweep"]
+    keys = ("datasets", "archs", "depths", "widths", "lrs")
+    return [Configuration(*values) for values in itertools.product(*(sweep[k] for k in keys))]

@@ -1,0 +1,138 @@
+"""Reading and writing artifacts: atomic files, models (safetensors + JSON sidecar), data sets."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lmcot.models import build_model
+
+MODEL_FORMAT = "lmcot-model/1"
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success move it into place, on error delete it.
+
+    Readers never see a half-written file, and a crash leaves any earlier file at ``path`` intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+
+def save_model(model: torch.nn.Module, path, config: dict, metrics: dict) -> None:
+    """Write ``path`` (``.safetensors`` weights) and its sidecar ``path.with_suffix('.json')``.
+
+    ``config`` must hold what :func:`~lmcot.models.build_model` needs (arch, input_shape, num_classes,
+    width, depth) and may hold anything else that describes the run (seed, recipe, ...).
+    """
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, tmp)
+        digest = sha256_of(tmp)
+    sidecar = {"format": MODEL_FORMAT, "config": config, "metrics": metrics, "weights_sha256": digest}
+    write_json(path.with_suffix(".json"), sidecar)
+
+
+def read_sidecar(path) -> dict:
+    sidecar_path = Path(path).with_suffix(".json")
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{sidecar_path}: model sidecar missing (expected next to the weights)") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{sidecar_path}: model sidecar is not valid JSON ({err})") from None
+    if sidecar.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{sidecar_path}: format is {sidecar.get('format')!r}, expected {MODEL_FORMAT!r}")
+    return sidecar
+
+
+def load_model(path, device="cpu") -> torch.nn.Module:
+    """Return the model saved at ``path`` (weights or sidecar path), in eval mode, ready to run.
+
+    Raises an error naming the file when the weights are missing, damaged, or from another architecture.
+    """
+    weights = Path(path).with_suffix(".safetensors")
+    sidecar = read_sidecar(weights)
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights}: weights file missing")
+    if sha256_of(weights) != sidecar["weights_sha256"]:
+        raise ValueError(f"{weights}: weights do not match the checksum in the sidecar (file damaged or replaced)")
+    cfg = sidecar["config"]
+    model = build_model(cfg["arch"], cfg["input_shape"], cfg["num_classes"], cfg["width"], cfg["depth"])
+    try:
+        state = load_file(weights)
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError) as err:
+        raise ValueError(f"{weights}: cannot load weights into {cfg['arch']} ({err})") from None
+    return model.to(device).eval()
+
+
+# --- data sets ------------------------------------------------------------------------------------
+
+
+def save_dataset(path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
+    """Write arrays and JSON-able metadata into one safetensors file (byte-for-byte deterministic)."""
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"lmcot": json.dumps(metadata, sort_keys=True)})
+
+
+def load_dataset(path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: prepared data set missing (run the prepare stage: dvc repro)")
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = json.loads(f.metadata()["lmcot"])
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, KeyError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a prepared lmcot data set ({err})") from None
+    return arrays, metadata

@@ -1,0 +1,56 @@
+"""Architectures. Each one says how to build it, its permutation symmetry, and its hidden activations.
+
+An architecture is an ``nn.Module`` with two extra methods that the alignment code relies on:
+
+- ``permutation_spec()``: a :class:`~lmcot.permutation.PermutationSpec` naming every permutation;
+- ``hidden_activations(x)``: for every permutation name, the activations of the units it permutes, as a
+  ``(samples, units)`` tensor (what activation matching correlates).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lmcot.permutation import PermutationSpec, chain_spec
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network: ``depth`` hidden layers of ``width`` units each.
+
+    Input of any shape ``(batch, *input_shape)`` is flattened; output ``(batch, num_classes)`` logits.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int, depth: int):
+        super().__init__()
+        sizes = [math.prod(input_shape)] + [width] * depth + [num_classes]
+        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x)
+
+    def hidden_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        acts = {}
+        x = x.flatten(1)
+        for i, layer in enumerate(self.layers[:-1]):
+            x = torch.relu(layer(x))
+            acts[f"P{i}"] = x
+        return acts
+
+    def permutation_spec(self) -> PermutationSpec:
+        return chain_spec([f"layers.{i}" for i in range(len(self.layers))])
+
+
+ARCHITECTURES = {"mlp": MLP}
+
+
+def build_model(arch: str, input_shape, num_classes: int, width: int, depth: int) -> nn.Module:
+    """Build an untrained model; the caller seeds torch first for a reproducible initialisation."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](tuple(input_shape), num_classes, width, depth)

@@ -1,0 +1,107 @@
+"""Which axes of which tensors each hidden-unit permutation acts on, and how to apply it.
+
+A :class:`PermutationSpec` is the one description of an architecture's permutation symmetry. Every
+alignment method, the code that applies a permutation and the checks that a permutation is valid are
+written against it, so a new architecture only has to say which axes its permutations act on.
+
+Convention: a permutation ``perm`` of ``n`` units is a ``LongTensor`` of shape ``(n,)``; applying it
+to model B along an axis puts B's unit ``perm[i]`` at position ``i``. Matching A to B therefore means
+finding ``perm`` such that B's unit ``perm[i]`` plays the role of A's unit ``i``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+StateDict = Mapping[str, torch.Tensor]
+Permutations = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PermutationSpec:
+    """``axes[name]`` lists the ``(parameter, axis)`` pairs that permutation ``name`` acts on."""
+
+    axes: Mapping[str, tuple[tuple[str, int], ...]]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.axes)
+
+    def acting_on(self, param: str) -> dict[int, str]:
+        """Map axis -> permutation name for one parameter (axes no permutation touches are absent)."""
+        return {axis: name for name, pairs in self.axes.items() for p, axis in pairs if p == param}
+
+    def sizes(self, state: StateDict) -> dict[str, int]:
+        """Number of units of each permutation in ``state``; raises if the spec does not fit it."""
+        sizes = {}
+        for name, pairs in self.axes.items():
+            if not pairs:
+                raise ValueError(f"permutation {name!r} acts on no tensor")
+            for param, axis in pairs:
+                if param not in state:
+                    raise KeyError(f"permutation {name!r} names parameter {param!r}, which the model lacks")
+                tensor = state[param]
+                if not -tensor.dim() <= axis < tensor.dim():
+                    raise ValueError(f"permutation {name!r}: {param!r} has {tensor.dim()} axes, no axis {axis}")
+                n = tensor.shape[axis]
+                if sizes.setdefault(name, n) != n:
+                    raise ValueError(
+                        f"permutation {name!r} acts on axes of different sizes ({sizes[name]} and {n} at {param!r})"
+                    )
+        return sizes
+
+
+def check_permutations(spec: PermutationSpec, perms: Mapping[str, torch.Tensor], state: StateDict) -> None:
+    """Raise ``ValueError`` unless ``perms`` holds one valid permutation of the right size per spec entry."""
+    sizes = spec.sizes(state)
+    missing = set(sizes) - set(perms)
+    extra = set(perms) - set(sizes)
+    if missing or extra:
+        raise ValueError(f"permutations do not match the spec: missing {sorted(missing)}, unexpected {sorted(extra)}")
+    for name, n in sizes.items():
+        perm = torch.as_tensor(perms[name])
+        if perm.shape != (n,) or not torch.equal(torch.sort(perm).values, torch.arange(n, device=perm.device)):
+            raise ValueError(f"permutation {name!r} is not a permutation of {n} units")
+
+
+def apply_permutations(spec: PermutationSpec, perms: Mapping[str, torch.Tensor], state: StateDict) -> dict:
+    """Return a new state dict with every permuted axis reordered; other tensors are shared, not copied."""
+    check_permutations(spec, perms, state)
+    return {param: permute_tensor(spec, perms, param, tensor) for param, tensor in state.items()}
+
+
+def permute_tensor(
+    spec: PermutationSpec, perms: Mapping[str, torch.Tensor], param: str, tensor: torch.Tensor, skip_axis=None
+) -> torch.Tensor:
+    """Permute every axis of ``tensor`` that the spec names, except ``skip_axis``."""
+    for axis, name in spec.acting_on(param).items():
+        if axis != skip_axis:
+            tensor = tensor.index_select(axis, torch.as_tensor(perms[name], device=tensor.device))
+    return tensor
+
+
+def identity_permutations(spec: PermutationSpec, state: StateDict) -> Permutations:
+    return {name: torch.arange(n) for name, n in spec.sizes(state).items()}
+
+
+def random_permutations(spec: PermutationSpec, state: StateDict, generator: torch.Generator) -> Permutations:
+    return {name: torch.randperm(n, generator=generator) for name, n in spec.sizes(state).items()}
+
+
+def invert_permutations(perms: Mapping[str, torch.Tensor]) -> Permutations:
+    return {name: torch.argsort(torch.as_tensor(perm)) for name, perm in perms.items()}
+
+
+def chain_spec(layers: list[str], prefix: str = "P") -> PermutationSpec:
+    """Spec of a plain chain of layers ``layers[0] -> ... -> layers[-1]`` (Linear or Conv).
+
+    Hidden layer ``i`` has output units permuted by ``{prefix}{i}``: its weight's axis 0, its bias and
+    the input axis (axis 1) of the next layer's weight. The last layer's outputs (classes) stay fixed.
+    """
+    axes = {}
+    for i, (layer, following) in enumerate(zip(layers[:-1], layers[1:], strict=True)):
+        axes[f"{prefix}{i}"] = ((f"{layer}.weight", 0), (f"{layer}.bias", 0), (f"{following}.weight", 1))
+    return PermutationSpec(axes)

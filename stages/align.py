@@ -1,0 +1,60 @@
+"""Stage align: for every pair of seeds of one configuration and every method, one permutation per
+hidden layer -> results/<config>/alignment.json.
+
+Each permutation is checked to leave model B's function unchanged before it is written.
+"""
+
+import argparse
+import itertools
+import logging
+import time
+
+from common import find_configuration, model_path, prepared_path, results_dir, setup
+from tqdm import tqdm
+
+from lmcot.alignment import align, output_change
+from lmcot.data import Dataset
+from lmcot.io import load_model, write_json
+
+log = logging.getLogger("align")
+
+
+def method_options(method: str, params: dict) -> dict:
+    """Keyword options of ``method`` from the ``align.<method>`` params (none for most methods)."""
+    return {"weight_matching": params["align"]["weight_matching"]}.get(method, {})
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("config", help="configuration name, as dvc.yaml builds it")
+    args = parser.parse_args()
+    params = setup("align")
+    config = find_configuration(params, args.config)
+    data = Dataset.load(prepared_path(config.dataset))
+    inputs = data.x_train[: params["align"]["activation_matching"]["num_samples"]]
+    models = {seed: load_model(model_path(config, seed)) for seed in params["train"]["seeds"]}
+    pairs = list(itertools.combinations(params["train"]["seeds"], 2))
+    records = []
+    for (seed_a, seed_b), method in tqdm(list(itertools.product(pairs, params["align"]["methods"])), desc=config.name):
+        start = time.perf_counter()
+        perms = align(method, models[seed_a], models[seed_b], inputs, **method_options(method, params))
+        seconds = time.perf_counter() - start
+        change = output_change(models[seed_b], perms, data.x_test[:512])
+        if change > 1e-3:
+            raise RuntimeError(f"{method} permutation changed model {seed_b}'s outputs by {change:.3g}: a bug")
+        log.info("%s seeds %d-%d %s: %.3f s", config.name, seed_a, seed_b, method, seconds)
+        records.append(
+            {
+                "seed_a": seed_a,
+                "seed_b": seed_b,
+                "method": method,
+                "seconds": seconds,
+                "output_change": change,
+                "permutations": {name: perm.tolist() for name, perm in perms.items()},
+            }
+        )
+    write_json(results_dir(config) / "alignment.json", {"configuration": config.as_dict(), "alignments": records})
+
+
+if __name__ == "__main__":
+    main()

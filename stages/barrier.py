@@ -1,0 +1,56 @@
+"""Stage barrier: loss and error along the linear path between model A and aligned model B, for every
+pair and method of one configuration -> results/<config>/curves.csv and results/<config>/barriers.csv.
+"""
+
+import argparse
+import json
+import logging
+
+import pandas as pd
+import torch
+from common import find_configuration, model_path, prepared_path, results_dir, setup
+from tqdm import tqdm
+
+from lmcot.barrier import barrier_summary, evaluation_grid, interpolation_curve
+from lmcot.data import Dataset
+from lmcot.io import load_model, write_csv
+from lmcot.permutation import apply_permutations
+
+log = logging.getLogger("barrier")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("config", help="configuration name, as dvc.yaml builds it")
+    args = parser.parse_args()
+    params = setup("barrier")
+    config = find_configuration(params, args.config)
+    data = Dataset.load(prepared_path(config.dataset))
+    splits = {split: data.split(split) for split in params["barrier"]["splits"]}
+    alphas = evaluation_grid(params["barrier"]["alphas"])
+    alignment = json.loads((results_dir(config) / "alignment.json").read_text())
+    models = {seed: load_model(model_path(config, seed)) for seed in params["train"]["seeds"]}
+    container = load_model(model_path(config, params["train"]["seeds"][0]))  # reused for every path point
+
+    curves = []
+    for record in tqdm(alignment["alignments"], desc=config.name):
+        model_a, model_b = models[record["seed_a"]], models[record["seed_b"]]
+        perms = {name: torch.tensor(perm) for name, perm in record["permutations"].items()}
+        state_b = apply_permutations(model_b.permutation_spec(), perms, model_b.state_dict())
+        keys = {**config.as_dict(), "seed_a": record["seed_a"], "seed_b": record["seed_b"], "method": record["method"]}
+        rows = interpolation_curve(container, model_a.state_dict(), state_b, alphas, splits, params["barrier"]["batch_size"])
+        curves += [{**keys, **row} for row in rows]
+    curves = pd.DataFrame(curves)
+
+    group_keys = [*config.as_dict(), "seed_a", "seed_b", "method", "split", "metric"]
+    barriers = pd.DataFrame(
+        [{**dict(zip(group_keys, key)), **barrier_summary(g["alpha"], g["value"])} for key, g in curves.groupby(group_keys, sort=False)]
+    )
+    for row in barriers.query("split == 'test' and metric == 'loss'").itertuples():
+        log.info("seeds %d-%d %-20s test loss barrier %.4f", row.seed_a, row.seed_b, row.method, row.barrier)
+    write_csv(results_dir(config) / "curves.csv", curves)
+    write_csv(results_dir(config) / "barriers.csv", barriers)
+
+
+if __name__ == "__main__":
+    main()

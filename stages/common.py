@@ -1,0 +1,45 @@
+"""What the stage scripts share: where artifacts live, logging, and finding this stage's configuration.
+
+The directory layout is the pipeline's, not the science's, so it lives here rather than in `lmcot`.
+dvc.yaml spells the same paths; tests/test_pipeline.py checks that the two agree.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+from lmcot.config import Configuration, ParamsError, configurations, load_params
+
+PREPARED = Path("data/prepared")
+MODELS = Path("models")
+RESULTS = Path("results")
+REPORTS = Path("reports")
+
+
+def prepared_path(dataset: str) -> Path:
+    return PREPARED / f"{dataset}.safetensors"
+
+
+def model_path(config: Configuration, seed: int) -> Path:
+    return MODELS / config.name / f"seed{seed}.safetensors"
+
+
+def results_dir(config: Configuration) -> Path:
+    return RESULTS / config.name
+
+
+def setup(stage: str) -> dict:
+    """Configure logging and return the validated params; exit with the error list if they are invalid."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage} %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return load_params()
+    except (ParamsError, FileNotFoundError) as err:
+        sys.exit(f"{stage}: {err}")
+
+
+def find_configuration(params: dict, name: str) -> Configuration:
+    for config in configurations(params):
+        if config.name == name:
+            return config
+    valid = ", ".join(c.name for c in configurations(params))
+    sys.exit(f"configuration {name!r} is not in train.sweep of params.yaml (valid: {valid})")

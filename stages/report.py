@@ -1,0 +1,68 @@
+"""Stage report: gather every configuration's results into reports/ (tables, DVC metrics and plots,
+seaborn figures, and reports/README.md, the report a person reads)."""
+
+import logging
+import sys
+
+import pandas as pd
+from common import REPORTS, results_dir, setup
+
+from lmcot import report
+from lmcot.barrier import evaluation_grid
+from lmcot.config import configurations
+from lmcot.io import atomic_path, write_csv, write_json, write_text
+
+log = logging.getLogger("report")
+
+
+def read_results(params, name):
+    frames = []
+    for config in configurations(params):  # only the current sweep, never stale folders
+        path = results_dir(config) / name
+        if not path.exists():
+            sys.exit(f"report: {path} is missing; run `dvc repro` to make it")
+        frames.append(pd.read_csv(path))
+    return pd.concat(frames, ignore_index=True)
+
+
+def save_figure(figure, name, params):
+    fmt = params["report"]["figure_format"]
+    path = REPORTS / "figures" / f"{name}.{fmt}"
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=fmt, dpi=params["report"]["dpi"], bbox_inches="tight")
+    report.close(figure)
+    return path.relative_to(REPORTS)
+
+
+def main():
+    params = setup("report")
+    barriers = read_results(params, "barriers.csv")
+    curves = read_results(params, "curves.csv")
+    methods = params["align"]["methods"]
+    write_csv(REPORTS / "barriers.csv", barriers)
+    write_csv(REPORTS / "curves.csv", curves)
+    write_json(REPORTS / "metrics.json", report.metrics(barriers))
+
+    test_loss = report.summary_table(barriers, "test", "loss")
+    write_csv(REPORTS / "plots" / "barrier_vs_width.csv", report.wide_by_method(test_loss, ["width", *report.CONFIG_KEYS[:3], "lr"])[["width", *methods]])
+    mean_curve = curves[(curves["split"] == "test") & (curves["metric"] == "loss")]
+    mean_curve = mean_curve.groupby([*report.CONFIG_KEYS, "method", "alpha"])["value"].mean().reset_index(name="mean")
+    write_csv(REPORTS / "plots" / "interpolation.csv", report.wide_by_method(mean_curve, [*report.CONFIG_KEYS, "alpha"])[["alpha", *methods]])
+
+    dpi = params["report"]["dpi"]
+    figures = {
+        "interpolation_test": save_figure(report.interpolation_figure(curves, "test", dpi), "interpolation_test", params),
+        "barrier_vs_width_test": save_figure(report.barrier_vs_width_figure(barriers, "test", dpi), "barrier_vs_width_test", params),
+    }
+    if "train" in set(barriers["split"]):
+        figures["interpolation_train"] = save_figure(report.interpolation_figure(curves, "train", dpi), "interpolation_train", params)
+
+    endpoints = report.endpoint_table(barriers)
+    grid = evaluation_grid(params["barrier"]["alphas"])
+    text = report.write_markdown(params, barriers, endpoints, figures, grid)
+    write_text(REPORTS / "README.md", text)
+    log.info("wrote %s", REPORTS / "README.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Stage train: every seed of one configuration -> models/<config>/seed<N>.{safetensors,json}.
+
+Also writes results/<config>/training.csv (per-epoch train/test loss and accuracy of every seed).
+"""
+
+import argparse
+import logging
+
+import pandas as pd
+from common import find_configuration, model_path, prepared_path, results_dir, setup
+from tqdm import tqdm
+
+from lmcot.data import Dataset
+from lmcot.io import save_model, write_csv
+from lmcot.training import Recipe, train_model
+
+log = logging.getLogger("train")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("config", help="configuration name, as dvc.yaml builds it")
+    args = parser.parse_args()
+    params = setup("train")
+    config = find_configuration(params, args.config)
+    recipe = Recipe(lr=float(config.lr), **params["train"]["recipe"])
+    data = Dataset.load(prepared_path(config.dataset))
+    log.info("%s: training seeds %s with %s", config.name, params["train"]["seeds"], recipe)
+    histories = []
+    for seed in tqdm(params["train"]["seeds"], desc=config.name):
+        model, history = train_model(data, config.arch, config.width, config.depth, recipe, seed)
+        sidecar_config = {
+            **config.as_dict(),
+            "seed": seed,
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+            "recipe": params["train"]["recipe"],
+        }
+        final = {k: v for k, v in history[-1].items() if k != "epoch"}
+        save_model(model, model_path(config, seed), sidecar_config, final)
+        histories += [{"seed": seed, **row} for row in history]
+    write_csv(results_dir(config) / "training.csv", pd.DataFrame(histories))
+
+
+if __name__ == "__main__":
+    main()
