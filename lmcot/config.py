@@ -29,12 +29,16 @@ class Invalid(Exception):
     pass
 
 
-def integer(minimum=None, maximum=None):
+def integer(minimum=None, maximum=None, multiple_of=1):
+    expected = f"must be an integer{_range(minimum, maximum)}" + (
+        f", a multiple of {multiple_of}" if multiple_of > 1 else ""
+    )
+
     def check(v):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise Invalid(f"must be an integer{_range(minimum, maximum)}")
+        if isinstance(v, bool) or not isinstance(v, int) or v % multiple_of:
+            raise Invalid(expected)
         if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
-            raise Invalid(f"must be an integer{_range(minimum, maximum)}")
+            raise Invalid(expected)
         return v
 
     return check
@@ -82,7 +86,9 @@ def one_of(choices):
     def check(v):
         if v not in choices:
             hint = difflib.get_close_matches(str(v), choices, n=1)
-            raise Invalid(f"is not valid{'; did you mean ' + repr(hint[0]) + '?' if hint else ''} (valid: {', '.join(choices)})")
+            raise Invalid(
+                f"is not valid{'; did you mean ' + repr(hint[0]) + '?' if hint else ''} (valid: {', '.join(choices)})"
+            )
         return v
 
     return check
@@ -108,7 +114,11 @@ def list_of(item, min_length=1, unique=True):
 
 
 DATASET_OPTIONS = {
-    "mnist1d": {"num_samples": integer(100), "test_fraction": number(0, 1, exclusive_minimum=True), "seed": integer(0)},
+    "mnist1d": {
+        "num_samples": integer(100, multiple_of=10),
+        "test_fraction": number(0, 1, exclusive_minimum=True),
+        "seed": integer(0),
+    },
     "digits": {"test_fraction": number(0, 1, exclusive_minimum=True), "seed": integer(0)},
     **{name: {"root": text, "download": boolean} for name in ("mnist", "fashion_mnist", "cifar10")},
 }
@@ -173,7 +183,10 @@ def _validate(value, schema, where, errors):
         if key not in schema:
             hint = difflib.get_close_matches(str(key), list(schema), n=1)
             suggestion = f"; did you mean {_join(where, hint[0])!r}?" if hint else ""
-            errors.append(f"unknown key {_join(where, key)!r}{suggestion} (valid under {where or 'the top level'}: {', '.join(schema)})")
+            errors.append(
+                f"unknown key {_join(where, key)!r}{suggestion} "
+                f"(valid under {where or 'the top level'}: {', '.join(schema)})"
+            )
     for key, sub in schema.items():
         if key not in value:
             errors.append(f"missing key {_join(where, key)!r}")
@@ -190,7 +203,9 @@ def _check_rules(params):
     """Rules across fields."""
     missing = [d for d in params["train"]["sweep"]["datasets"] if d not in params["prepare"]]
     if missing:
-        raise ParamsError(f"invalid params.yaml:\n  - train.sweep.datasets names {missing} but prepare has no options for it")
+        raise ParamsError(
+            f"invalid params.yaml:\n  - train.sweep.datasets names {missing} but prepare has no options for it"
+        )
 
 
 def read_yaml(path):
@@ -238,3 +253,23 @@ def configurations(params: dict) -> list[Configuration]:
     sweep = params["train"]["sweep"]
     keys = ("datasets", "archs", "depths", "widths", "lrs")
     return [Configuration(*values) for values in itertools.product(*(sweep[k] for k in keys))]
+
+
+def main(argv=None) -> int:
+    """``python -m lmcot.config [params.yaml]``: validate a params file, print the configurations."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    path = argv[0] if argv else "params.yaml"
+    try:
+        params = load_params(path)
+    except (ParamsError, FileNotFoundError) as err:
+        print(f"{path}: {err}", file=sys.stderr)
+        return 2
+    configs = configurations(params)
+    print(f"{path}: valid; {len(configs)} configuration(s) x {len(params['train']['seeds'])} seeds")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -53,9 +53,7 @@ def standardise(ds: Dataset) -> Dataset:
     reduce_dims = [0] + list(range(2, ds.x_train.dim()))
     mean = ds.x_train.mean(dim=reduce_dims, keepdim=True)
     std = ds.x_train.std(dim=reduce_dims, keepdim=True).clamp_min(1e-8)
-    return Dataset(
-        ds.name, (ds.x_train - mean) / std, ds.y_train, (ds.x_test - mean) / std, ds.y_test, ds.classes
-    )
+    return Dataset(ds.name, (ds.x_train - mean) / std, ds.y_train, (ds.x_test - mean) / std, ds.y_test, ds.classes)
 
 
 def _from_numpy(name, x_train, y_train, x_test, y_test, classes) -> Dataset:
@@ -74,16 +72,25 @@ def _from_numpy(name, x_train, y_train, x_test, y_test, classes) -> Dataset:
 
 def make_mnist1d(num_samples: int, test_fraction: float, seed: int) -> Dataset:
     """MNIST-1D (Greydanus 2020), generated procedurally: inputs ``(n, 1, 40)``, 10 classes."""
+    import random
+
     from mnist1d.data import get_dataset_args, make_dataset
 
+    if num_samples % 10:
+        raise ValueError(
+            f"mnist1d makes num_samples // 10 samples per class: num_samples={num_samples} must be a multiple of 10"
+        )
     args = get_dataset_args()
-    args.num_samples = num_samples
-    args.train_split = 1.0 - test_fraction
-    args.seed = seed
-    raw = make_dataset(args)
-    return _from_numpy(
-        "mnist1d", raw["x"][:, None, :], raw["y"], raw["x_test"][:, None, :], raw["y_test"], range(10)
-    )
+    args.num_samples, args.train_split, args.seed = num_samples, 1.0, seed  # we split below, exactly
+    saved = random.getstate(), np.random.get_state()
+    try:  # mnist1d reseeds the global generators; leave them as we found them
+        raw = make_dataset(args)
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+    x, y = raw["x"][:, None, :], raw["y"]
+    n_train = num_samples - round(num_samples * test_fraction)
+    return _from_numpy("mnist1d", x[:n_train], y[:n_train], x[n_train:], y[n_train:], range(10))
 
 
 def load_digits(test_fraction: float, seed: int) -> Dataset:
@@ -133,7 +140,12 @@ def load_torchvision(name: str, root, download: bool = False) -> Dataset:
             f"{name}: missing {', '.join(p.name for p in missing)} in {folder}/. Put the original files there "
             f"(uncompressed), or set prepare.{name}.download: true on a machine with network access."
         )
-    splits = [cls(root=str(root), train=train, download=download) for train in (True, False)]
+    try:
+        splits = [cls(root=str(root), train=train, download=download) for train in (True, False)]
+    except RuntimeError as err:  # torchvision's "not found or corrupted" (a checksum failed)
+        raise ValueError(
+            f"{name}: cannot read the files in {Path(root) / TORCHVISION_FILES[name][0]}/ ({err})"
+        ) from None
 
     def arrays(split):
         x = torch.as_tensor(np.asarray(split.data))

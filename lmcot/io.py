@@ -116,6 +116,9 @@ def load_model(path, device="cpu") -> torch.nn.Module:
 # --- data sets ------------------------------------------------------------------------------------
 
 
+DATASET_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
 def save_dataset(path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
     """Write arrays and JSON-able metadata into one safetensors file (byte-for-byte deterministic)."""
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
@@ -131,8 +134,10 @@ def load_dataset(path) -> tuple[dict[str, torch.Tensor], dict]:
         raise FileNotFoundError(f"{path}: prepared data set missing (run the prepare stage: dvc repro)")
     try:
         with safe_open(path, framework="pt") as f:
-            metadata = json.loads(f.metadata()["lmcot"])
+            metadata = json.loads((f.metadata() or {})["lmcot"])
             arrays = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a prepared lmcot data set ({err})") from None
+        raise ValueError(f"{path}: not a prepared lmcot data set ({err!r})") from None
+    if set(arrays) != set(DATASET_ARRAYS):
+        raise ValueError(f"{path}: holds arrays {sorted(arrays)}, expected {list(DATASET_ARRAYS)}")
     return arrays, metadata

@@ -26,7 +26,7 @@ class MLP(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int, depth: int):
         super().__init__()
         sizes = [math.prod(input_shape)] + [width] * depth + [num_classes]
-        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)

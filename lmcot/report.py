@@ -43,7 +43,14 @@ def endpoint_table(barriers: pd.DataFrame) -> pd.DataFrame:
             per_model.setdefault((r.seed_b, r.metric), r.value_b)
         losses = [v for (s, m), v in per_model.items() if m == "loss"]
         errors = [v for (s, m), v in per_model.items() if m == "error"]
-        out.append({**dict(zip(CONFIG_KEYS, key)), "models": len(losses), "test_loss": np.mean(losses), "test_accuracy": 1 - np.mean(errors)})
+        out.append(
+            {
+                **dict(zip(CONFIG_KEYS, key, strict=True)),
+                "models": len(losses),
+                "test_loss": np.mean(losses),
+                "test_accuracy": 1 - np.mean(errors),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -58,7 +65,9 @@ def metrics(barriers: pd.DataFrame) -> dict:
                     method: {metric_key(r): round(float(r["mean"]), 6) for _, r in group.iterrows()}
                     for method, group in table.groupby("method")
                 }
-    out["endpoint_test_accuracy"] = {metric_key(r): round(float(r["test_accuracy"]), 6) for _, r in endpoint_table(barriers).iterrows()}
+    out["endpoint_test_accuracy"] = {
+        metric_key(r): round(float(r["test_accuracy"]), 6) for _, r in endpoint_table(barriers).iterrows()
+    }
     return out
 
 
@@ -72,13 +81,23 @@ def interpolation_figure(curves: pd.DataFrame, split: str = "test", dpi: int = 1
     data = curves[curves["split"] == split].copy()
     data["configuration"] = data.apply(config_label, axis=1)
     grid = sns.relplot(
-        data=data, x="alpha", y="value", hue="method", row="metric", col="configuration",
-        kind="line", errorbar=("pi", 100), facet_kws={"sharey": "row", "margin_titles": True},
-        height=2.6, aspect=1.2, marker="o", markersize=3,
+        data=data,
+        x="alpha",
+        y="value",
+        hue="method",
+        row="metric",
+        col="configuration",
+        kind="line",
+        errorbar=("pi", 100),
+        facet_kws={"sharey": "row", "margin_titles": True},
+        height=2.6,
+        aspect=1.2,
+        marker="o",
+        markersize=3,
     )
     grid.set_titles(row_template="{row_name}", col_template="{col_name}")
     grid.set_axis_labels("alpha (0: A, 1: aligned B)", "")
-    for ax, metric in zip(grid.axes[:, 0], grid.row_names):
+    for ax, metric in zip(grid.axes[:, 0], grid.row_names, strict=True):
         ax.set_ylabel("cross-entropy (nats)" if metric == "loss" else "error rate")
     grid.figure.suptitle(f"{split} split along the linear path; line = mean over pairs, band = min to max", y=1.02)
     grid.figure.set_dpi(dpi)
@@ -90,8 +109,18 @@ def barrier_vs_width_figure(barriers: pd.DataFrame, split: str = "test", dpi: in
     data = barriers[barriers["split"] == split].copy()
     data["setting"] = data.apply(lambda r: f"{r['dataset']} {r['arch']} d{r['depth']} lr{r['lr']}", axis=1)
     grid = sns.relplot(
-        data=data, x="width", y="barrier", hue="method", col="metric", row="setting", kind="line",
-        marker="o", errorbar=("pi", 100), facet_kws={"sharey": False}, height=3, aspect=1.2,
+        data=data,
+        x="width",
+        y="barrier",
+        hue="method",
+        col="metric",
+        row="setting",
+        kind="line",
+        marker="o",
+        errorbar=("pi", 100),
+        facet_kws={"sharey": False},
+        height=3,
+        aspect=1.2,
     )
     for ax in grid.axes.flat:
         ax.set_xscale("log", base=2)
@@ -115,14 +144,14 @@ def findings(barriers: pd.DataFrame, endpoints: pd.DataFrame) -> list[str]:
     lines = []
     table = summary_table(barriers, "test", "loss")
     pivot = table.pivot_table(index=CONFIG_KEYS, columns="method", values="mean")
-    for method in [m for m in pivot.columns if m != "identity"]:
-        if "identity" not in pivot.columns:
-            break
-        lower = pivot[method] < pivot["identity"]
+    baseline = "identity" if "identity" in pivot.columns else None
+    for method in [m for m in pivot.columns if baseline and m != baseline]:
+        lower = pivot[method] < pivot[baseline]
+        exceptions = [config_label(dict(zip(CONFIG_KEYS, k, strict=True))) for k in pivot.index[~lower]]
         lines.append(
-            f"`{method}` gives a lower mean test loss barrier than `identity` in {int(lower.sum())} of "
-            f"{len(lower)} configurations" + (" (all of them)." if lower.all() else
-            f"; not in: {', '.join(config_label(dict(zip(CONFIG_KEYS, k))) for k in pivot.index[~lower])}.")
+            f"`{method}` gives a lower mean test loss barrier than `{baseline}` in {int(lower.sum())} of "
+            f"{len(lower)} configurations"
+            + (f"; not in: {', '.join(exceptions)}." if exceptions else " (all of them).")
         )
     for method in pivot.columns:
         by_width = table[table["method"] == method].groupby("width")["mean"].mean()
@@ -133,7 +162,9 @@ def findings(barriers: pd.DataFrame, endpoints: pd.DataFrame) -> list[str]:
                 f"({by_width.iloc[0]:.3f}) to width {by_width.index[-1]} ({by_width.iloc[-1]:.3f})."
             )
     best = endpoints.loc[endpoints["test_accuracy"].idxmax()]
-    lines.append(f"The best endpoint models reach a mean test accuracy of {best['test_accuracy']:.3f} ({config_label(best)}).")
+    lines.append(
+        f"The best endpoint models reach a mean test accuracy of {best['test_accuracy']:.3f} ({config_label(best)})."
+    )
     return lines
 
 
@@ -146,7 +177,11 @@ def write_markdown(params: dict, barriers: pd.DataFrame, endpoints: pd.DataFrame
     def barrier_pivot(split, metric, value="barrier"):
         table = summary_table(barriers, split, metric, value)
         table["cell"] = table.apply(lambda r: f"{r['mean']:.4f} ± {0 if np.isnan(r['std']) else r['std']:.4f}", axis=1)
-        return table.pivot_table(index=CONFIG_KEYS, columns="method", values="cell", aggfunc="first").reset_index().rename_axis(columns=None)
+        return (
+            table.pivot_table(index=CONFIG_KEYS, columns="method", values="cell", aggfunc="first")
+            .reset_index()
+            .rename_axis(columns=None)
+        )
 
     parts = [
         "# Linear mode connectivity report",
@@ -160,7 +195,8 @@ def write_markdown(params: dict, barriers: pd.DataFrame, endpoints: pd.DataFrame
         f"learning rates: {', '.join(map(str, sweep['lrs']))}.",
         f"- Seeds {', '.join(map(str, seeds))} per configuration, so {n_pairs} pairs each. Training: "
         f"{recipe['optimizer']} (momentum {recipe['momentum']}, weight decay {recipe['weight_decay']}), "
-        f"{recipe['epochs']} epochs of batch {recipe['batch_size']}, {recipe['warmup_epochs']} warm-up epochs then a {recipe['schedule']} schedule.",
+        f"{recipe['epochs']} epochs of batch {recipe['batch_size']}, {recipe['warmup_epochs']} warm-up epochs "
+        f"then a {recipe['schedule']} schedule.",
         f"- Alignment methods: {', '.join(params['align']['methods'])}.",
         f"- Path grid ({len(grid)} points of alpha): {', '.join(f'{a:g}' for a in grid)}. A barrier is a maximum over "
         "this grid only, so it can miss a peak between grid points.",

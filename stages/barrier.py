@@ -38,13 +38,18 @@ def main():
         perms = {name: torch.tensor(perm) for name, perm in record["permutations"].items()}
         state_b = apply_permutations(model_b.permutation_spec(), perms, model_b.state_dict())
         keys = {**config.as_dict(), "seed_a": record["seed_a"], "seed_b": record["seed_b"], "method": record["method"]}
-        rows = interpolation_curve(container, model_a.state_dict(), state_b, alphas, splits, params["barrier"]["batch_size"])
+        rows = interpolation_curve(
+            container, model_a.state_dict(), state_b, alphas, splits, params["barrier"]["batch_size"]
+        )
         curves += [{**keys, **row} for row in rows]
     curves = pd.DataFrame(curves)
 
     group_keys = [*config.as_dict(), "seed_a", "seed_b", "method", "split", "metric"]
     barriers = pd.DataFrame(
-        [{**dict(zip(group_keys, key)), **barrier_summary(g["alpha"], g["value"])} for key, g in curves.groupby(group_keys, sort=False)]
+        [
+            {**dict(zip(group_keys, key, strict=True)), **barrier_summary(g["alpha"], g["value"])}
+            for key, g in curves.groupby(group_keys, sort=False)
+        ]
     )
     for row in barriers.query("split == 'test' and metric == 'loss'").itertuples():
         log.info("seeds %d-%d %-20s test loss barrier %.4f", row.seed_a, row.seed_b, row.method, row.barrier)

@@ -8,6 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
+# Import the lmcot that sits beside these scripts, also when DVC runs an experiment in a copy of the repo.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from lmcot.config import Configuration, ParamsError, configurations, load_params
 
 PREPARED = Path("data/prepared")

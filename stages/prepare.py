@@ -20,7 +20,11 @@ def main():
     ds = prepare(args.dataset, params["prepare"][args.dataset])
     log.info(
         "%s: %d train and %d test samples of shape %s, %d classes",
-        ds.name, len(ds.x_train), len(ds.x_test), ds.input_shape, ds.num_classes,
+        ds.name,
+        len(ds.x_train),
+        len(ds.x_test),
+        ds.input_shape,
+        ds.num_classes,
     )
     ds.save(prepared_path(args.dataset))
 

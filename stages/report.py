@@ -44,18 +44,30 @@ def main():
     write_json(REPORTS / "metrics.json", report.metrics(barriers))
 
     test_loss = report.summary_table(barriers, "test", "loss")
-    write_csv(REPORTS / "plots" / "barrier_vs_width.csv", report.wide_by_method(test_loss, ["width", *report.CONFIG_KEYS[:3], "lr"])[["width", *methods]])
+    write_csv(
+        REPORTS / "plots" / "barrier_vs_width.csv",
+        report.wide_by_method(test_loss, ["width", *report.CONFIG_KEYS[:3], "lr"])[["width", *methods]],
+    )
     mean_curve = curves[(curves["split"] == "test") & (curves["metric"] == "loss")]
     mean_curve = mean_curve.groupby([*report.CONFIG_KEYS, "method", "alpha"])["value"].mean().reset_index(name="mean")
-    write_csv(REPORTS / "plots" / "interpolation.csv", report.wide_by_method(mean_curve, [*report.CONFIG_KEYS, "alpha"])[["alpha", *methods]])
+    write_csv(
+        REPORTS / "plots" / "interpolation.csv",
+        report.wide_by_method(mean_curve, [*report.CONFIG_KEYS, "alpha"])[["alpha", *methods]],
+    )
 
     dpi = params["report"]["dpi"]
     figures = {
-        "interpolation_test": save_figure(report.interpolation_figure(curves, "test", dpi), "interpolation_test", params),
-        "barrier_vs_width_test": save_figure(report.barrier_vs_width_figure(barriers, "test", dpi), "barrier_vs_width_test", params),
+        "interpolation_test": save_figure(
+            report.interpolation_figure(curves, "test", dpi), "interpolation_test", params
+        ),
+        "barrier_vs_width_test": save_figure(
+            report.barrier_vs_width_figure(barriers, "test", dpi), "barrier_vs_width_test", params
+        ),
     }
     if "train" in set(barriers["split"]):
-        figures["interpolation_train"] = save_figure(report.interpolation_figure(curves, "train", dpi), "interpolation_train", params)
+        figures["interpolation_train"] = save_figure(
+            report.interpolation_figure(curves, "train", dpi), "interpolation_train", params
+        )
 
     endpoints = report.endpoint_table(barriers)
     grid = evaluation_grid(params["barrier"]["alphas"])

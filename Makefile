@@ -1,0 +1,44 @@
+# `make run`: set up and run the pipeline (dvc repro). `make test`: set up and run the tests.
+# Both create .venv with the pinned packages of requirements.lock the first time.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+# pip on some machines warns about every missing local index folder; keep its real messages only.
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup run test lint format check-params clean-venv
+
+setup: $(VENV)/.installed .dvc/config
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing pinned packages into $(VENV) (a few minutes the first time)..."
+	@$(BIN)/python -m pip install -q -r requirements.lock 2>&1 | $(QUIET_PIP)
+	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET_PIP)
+	@touch $@
+
+.dvc/config:
+	@if [ -d .git ]; then dvc init -q; else dvc init -q --no-scm; fi
+	@dvc config core.analytics false
+
+check-params: setup
+	@python -m lmcot.config params.yaml
+
+run: setup check-params
+	dvc repro
+
+test: setup
+	python -m pytest
+
+lint: setup
+	ruff check . && ruff format --check .
+
+format: setup
+	ruff check --fix . && ruff format .
+
+clean-venv:
+	rm -rf $(VENV)

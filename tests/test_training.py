@@ -1,0 +1,76 @@
+"""Training is reproducible, follows its schedule, stops on divergence; models save and load safely."""
+
+import json
+
+import pytest
+import torch
+
+from lmcot.io import load_model, save_model
+from lmcot.training import Recipe, train_model
+
+
+def train(digits, seed, **recipe):
+    return train_model(
+        digits, "mlp", 16, 2, Recipe(**{"lr": 0.05, "epochs": 2, "batch_size": 64, **recipe}), seed, False
+    )
+
+
+def test_same_seed_gives_bit_identical_weights(digits):
+    (first, history_1), (second, history_2) = train(digits, 7), train(digits, 7)
+    assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())
+    assert history_1 == history_2
+
+
+def test_different_seeds_give_different_weights(digits):
+    first, second = train(digits, 0)[0], train(digits, 1)[0]
+    assert not torch.equal(first.state_dict()["layers.0.weight"], second.state_dict()["layers.0.weight"])
+
+
+def test_training_learns(digits):
+    _, history = train(digits, 0, epochs=5)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["test_accuracy"] > 0.8  # digits is easy; chance is 0.1
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    recipe = Recipe(lr=1.0, epochs=10, warmup_epochs=2, schedule="cosine")
+    factors = [recipe.lr_factor(step, steps_per_epoch=5) for step in range(50)]
+    assert factors[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert factors[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert factors[-1] < 0.01
+    assert Recipe(lr=1.0, schedule="constant").lr_factor(1000, 5) == 1.0
+
+
+def test_divergence_names_the_run(digits):
+    with pytest.raises(FloatingPointError, match=r"seed=3.*epoch=1"):
+        train(digits, 3, lr=1e12, epochs=1)
+
+
+def test_saved_model_loads_ready_to_use(tmp_path, digits):
+    model, history = train(digits, 0)
+    config = {"arch": "mlp", "input_shape": list(digits.input_shape), "num_classes": 10, "width": 16, "depth": 2}
+    save_model(model, tmp_path / "m.safetensors", config, history[-1])
+    loaded = load_model(tmp_path / "m.safetensors")
+    assert not loaded.training
+    assert torch.equal(loaded(digits.x_test), model(digits.x_test))
+    assert json.loads((tmp_path / "m.json").read_text())["metrics"] == history[-1]
+    assert load_model(tmp_path / "m.json") is not None  # the sidecar path works too
+
+
+def test_damaged_models_are_detected_with_the_file_named(tmp_path, digits):
+    model, history = train(digits, 0)
+    config = {"arch": "mlp", "input_shape": list(digits.input_shape), "num_classes": 10, "width": 16, "depth": 2}
+    path = tmp_path / "m.safetensors"
+    save_model(model, path, config, history[-1])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(ValueError, match=r"m\.safetensors.*checksum"):
+        load_model(path)
+    # a sidecar that describes another architecture
+    save_model(model, path, {**config, "depth": 3}, history[-1])
+    with pytest.raises(ValueError, match=r"m\.safetensors.*cannot load"):
+        load_model(path)
+    (tmp_path / "m.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"m\.json"):
+        load_model(path)
