@@ -4,17 +4,16 @@ hidden layer -> results/<config>/alignment.json.
 Each permutation is checked to leave model B's function unchanged before it is written.
 """
 
-import argparse
 import itertools
 import logging
 import time
 
-from common import find_configuration, model_path, prepared_path, results_dir, setup
+from common import configuration_stage, load_seed_models, prepared_path, results_dir
 from tqdm import tqdm
 
 from lmcot.alignment import align, output_change
 from lmcot.data import Dataset
-from lmcot.io import load_model, write_json
+from lmcot.io import write_json
 
 log = logging.getLogger("align")
 
@@ -25,14 +24,10 @@ def method_options(method: str, params: dict) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("config", help="configuration name, as dvc.yaml builds it")
-    args = parser.parse_args()
-    params = setup("align")
-    config = find_configuration(params, args.config)
+    params, config = configuration_stage("align", __doc__)
     data = Dataset.load(prepared_path(config.dataset))
     inputs = data.x_train[: params["align"]["activation_matching"]["num_samples"]]
-    models = {seed: load_model(model_path(config, seed)) for seed in params["train"]["seeds"]}
+    models = load_seed_models(params, config)
     pairs = list(itertools.combinations(params["train"]["seeds"], 2))
     records = []
     for (seed_a, seed_b), method in tqdm(list(itertools.product(pairs, params["align"]["methods"])), desc=config.name):

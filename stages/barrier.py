@@ -2,13 +2,12 @@
 pair and method of one configuration -> results/<config>/curves.csv and results/<config>/barriers.csv.
 """
 
-import argparse
 import json
 import logging
 
 import pandas as pd
 import torch
-from common import find_configuration, model_path, prepared_path, results_dir, setup
+from common import configuration_stage, load_seed_models, model_path, prepared_path, results_dir
 from tqdm import tqdm
 
 from lmcot.barrier import barrier_summary, evaluation_grid, interpolation_curve
@@ -20,16 +19,12 @@ log = logging.getLogger("barrier")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("config", help="configuration name, as dvc.yaml builds it")
-    args = parser.parse_args()
-    params = setup("barrier")
-    config = find_configuration(params, args.config)
+    params, config = configuration_stage("barrier", __doc__)
     data = Dataset.load(prepared_path(config.dataset))
     splits = {split: data.split(split) for split in params["barrier"]["splits"]}
     alphas = evaluation_grid(params["barrier"]["alphas"])
     alignment = json.loads((results_dir(config) / "alignment.json").read_text())
-    models = {seed: load_model(model_path(config, seed)) for seed in params["train"]["seeds"]}
+    models = load_seed_models(params, config)
     container = load_model(model_path(config, params["train"]["seeds"][0]))  # reused for every path point
 
     curves = []

@@ -4,6 +4,7 @@ The directory layout is the pipeline's, not the science's, so it lives here rath
 dvc.yaml spells the same paths; tests/test_pipeline.py checks that the two agree.
 """
 
+import argparse
 import logging
 import sys
 from pathlib import Path
@@ -38,6 +39,22 @@ def setup(stage: str) -> dict:
         return load_params()
     except (ParamsError, FileNotFoundError) as err:
         sys.exit(f"{stage}: {err}")
+
+
+def configuration_stage(stage: str, description: str) -> tuple[dict, Configuration]:
+    """Start a per-configuration stage: read its one argument (the configuration name), validate params."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("config", help="configuration name, as dvc.yaml builds it")
+    args = parser.parse_args()
+    params = setup(stage)
+    return params, find_configuration(params, args.config)
+
+
+def load_seed_models(params: dict, config: Configuration) -> dict:
+    """Every trained seed of ``config``: seed -> model."""
+    from lmcot.io import load_model
+
+    return {seed: load_model(model_path(config, seed)) for seed in params["train"]["seeds"]}
 
 
 def find_configuration(params: dict, name: str) -> Configuration:

@@ -3,11 +3,10 @@
 Also writes results/<config>/training.csv (per-epoch train/test loss and accuracy of every seed).
 """
 
-import argparse
 import logging
 
 import pandas as pd
-from common import find_configuration, model_path, prepared_path, results_dir, setup
+from common import configuration_stage, model_path, prepared_path, results_dir
 from tqdm import tqdm
 
 from lmcot.data import Dataset
@@ -18,11 +17,7 @@ log = logging.getLogger("train")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("config", help="configuration name, as dvc.yaml builds it")
-    args = parser.parse_args()
-    params = setup("train")
-    config = find_configuration(params, args.config)
+    params, config = configuration_stage("train", __doc__)
     recipe = Recipe(lr=float(config.lr), **params["train"]["recipe"])
     data = Dataset.load(prepared_path(config.dataset))
     log.info("%s: training seeds %s with %s", config.name, params["train"]["seeds"], recipe)
