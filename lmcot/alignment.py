@@ -31,32 +31,44 @@ def identity(model_a, model_b, inputs=None) -> Permutations:
     return identity_permutations(model_a.permutation_spec(), model_a.state_dict())
 
 
+@torch.no_grad()
 def weight_matching(model_a, model_b, inputs=None, max_sweeps: int = 100, seed: int = 0) -> Permutations:
     """Git Re-Basin weight matching (Ainsworth et al. 2023) by coordinate descent with exact LAPs.
 
     Maximises ``sum_l <W_A^l, P_l W_B^l P_{l-1}^T>`` (biases included). Each step fixes all
     permutations but one, whose best value is a LAP over the summed inner products of every tensor it
-    acts on. Permutations are visited in a random order (``seed``); stops after a sweep with no gain.
+    acts on. Permutations are visited in a random order (``seed``); a permutation is solved again only
+    after a permutation it shares a tensor with has changed, and the descent stops when none has.
+    Scores are computed in float32 on the models' device; the LAPs are solved on the CPU.
     """
     spec = model_a.permutation_spec()
-    state_a = {k: v.detach().double() for k, v in model_a.state_dict().items()}
-    state_b = {k: v.detach().double() for k, v in model_b.state_dict().items()}
+    state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
+    state_b = {k: v.detach().float().to(next(iter(state_a.values())).device) for k, v in model_b.state_dict().items()}
     perms = identity_permutations(spec, state_a)
+    neighbours = {
+        name: {other for param, _ in pairs for other in spec.acting_on(param).values() if other != name}
+        for name, pairs in spec.axes.items()
+    }
     rng = np.random.default_rng(seed)
+    stale = set(spec.names)  # permutations whose score may have changed since they were last solved
     for sweep in range(max_sweeps):
-        improved = False
         for name in rng.permutation(spec.names):
+            if name not in stale:
+                continue
+            stale.discard(name)
             n = len(perms[name])
-            score = torch.zeros(n, n, dtype=torch.float64)
+            score = 0
             for param, axis in spec.axes[name]:
                 w_a = state_a[param].movedim(axis, 0).reshape(n, -1)
                 w_b = permute_tensor(spec, perms, param, state_b[param], skip_axis=axis)
-                score += w_a @ w_b.movedim(axis, 0).reshape(n, -1).T
+                score = score + w_a @ w_b.movedim(axis, 0).reshape(n, -1).T
+            score = score.double().cpu()
             new = solve_lap(score)
             gain = score[torch.arange(n), new].sum() - score[torch.arange(n), perms[name]].sum()
-            if gain > 1e-12 * score.abs().max():
-                perms[name], improved = new, True
-        if not improved:
+            if gain > 1e-6 * score.abs().max():
+                perms[name] = new
+                stale |= neighbours[name]
+        if not stale:
             log.debug("weight matching converged after %d sweeps", sweep + 1)
             break
     else:
@@ -77,14 +89,14 @@ def activation_matching(model_a, model_b, inputs: torch.Tensor, batch_size: int 
         x = inputs[start : start + batch_size]
         acts_a, acts_b = model_a.hidden_activations(x), model_b.hidden_activations(x)
         for name in acts_a:
-            a, b = acts_a[name].double(), acts_b[name].double()
+            a, b = acts_a[name].float(), acts_b[name].float()
             s = sums.setdefault(name, [0, 0.0, 0.0, 0.0, 0.0, 0.0])
-            s[0] += len(a)
-            s[1] += a.sum(0)
-            s[2] += b.sum(0)
-            s[3] += (a * a).sum(0)
-            s[4] += (b * b).sum(0)
-            s[5] += a.T @ b
+            s[0] += len(a)  # each batch's sums in float32 (fast), their running totals in float64
+            s[1] += a.sum(0).double()
+            s[2] += b.sum(0).double()
+            s[3] += (a * a).sum(0).double()
+            s[4] += (b * b).sum(0).double()
+            s[5] += (a.T @ b).double()
     perms = {}
     for name, (count, sa, sb, saa, sbb, sab) in sums.items():
         cov = sab / count - torch.outer(sa / count, sb / count)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lmcot.alignment import METHODS
 from lmcot.data import DATASETS
+from lmcot.device import DEVICES
 from lmcot.models import ARCHITECTURES
 from lmcot.training import OPTIMIZERS, SCHEDULES
 
@@ -124,6 +125,7 @@ DATASET_OPTIONS = {
 }
 
 SCHEMA = {
+    "device": one_of(DEVICES),
     "prepare": DATASET_OPTIONS,
     "train": {
         "sweep": {

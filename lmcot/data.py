@@ -38,6 +38,11 @@ class Dataset:
             raise ValueError(f"unknown split {name!r}; valid: train, test")
         return (self.x_train, self.y_train) if name == "train" else (self.x_test, self.y_test)
 
+    def to(self, device) -> Dataset:
+        """The same data with every tensor on ``device``."""
+        move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
+        return Dataset(self.name, classes=self.classes, **move)
+
     def save(self, path) -> None:
         arrays = {"x_train": self.x_train, "y_train": self.y_train, "x_test": self.x_test, "y_test": self.y_test}
         save_dataset(path, {k: v.numpy() for k, v in arrays.items()}, {"name": self.name, "classes": self.classes})

@@ -1,6 +1,7 @@
 """Architectures. Each one says how to build it, its permutation symmetry, and its hidden activations.
 
-An architecture is an ``nn.Module`` with two extra methods that the alignment code relies on:
+An architecture is an ``nn.Module`` with two extra methods that the alignment code relies on
+(and may add ``stacked_forward``, a fast path for training several seeds at once):
 
 - ``permutation_spec()``: a :class:`~lmcot.permutation.PermutationSpec` naming every permutation;
 - ``hidden_activations(x)``: for every permutation name, the activations of the units it permutes, as a
@@ -33,6 +34,20 @@ class MLP(nn.Module):
         for layer in self.layers[:-1]:
             x = torch.relu(layer(x))
         return self.layers[-1](x)
+
+    def stacked_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(models, batch, classes)`` of several MLPs at once.
+
+        ``params`` holds this MLP's tensors stacked on a leading model axis; ``x`` is
+        ``(models, batch, *input_shape)``. One batched matmul per layer, no per-model Python work.
+        """
+        x = x.flatten(2)
+        last = len(self.layers) - 1
+        for i in range(last + 1):
+            weight, bias = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            x = x.relu_() if i < last else x  # in place: baddbmm's backward does not need its output
+        return x
 
     def hidden_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         acts = {}

@@ -8,7 +8,7 @@ import itertools
 import logging
 import time
 
-from common import configuration_stage, load_seed_models, prepared_path, results_dir
+from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
 from tqdm import tqdm
 
 from lmcot.alignment import align, output_change
@@ -25,9 +25,10 @@ def method_options(method: str, params: dict) -> dict:
 
 def main():
     params, config = configuration_stage("align", __doc__)
-    data = Dataset.load(prepared_path(config.dataset))
+    device = stage_device(params)
+    data = Dataset.load(prepared_path(config.dataset)).to(device)
     inputs = data.x_train[: params["align"]["activation_matching"]["num_samples"]]
-    models = load_seed_models(params, config)
+    models = load_seed_models(params, config, device)
     pairs = list(itertools.combinations(params["train"]["seeds"], 2))
     records = []
     for (seed_a, seed_b), method in tqdm(list(itertools.product(pairs, params["align"]["methods"])), desc=config.name):

@@ -7,7 +7,7 @@ import logging
 
 import pandas as pd
 import torch
-from common import configuration_stage, load_seed_models, model_path, prepared_path, results_dir
+from common import configuration_stage, load_seed_models, model_path, prepared_path, results_dir, stage_device
 from tqdm import tqdm
 
 from lmcot.barrier import barrier_summary, evaluation_grid, interpolation_curve
@@ -20,12 +20,13 @@ log = logging.getLogger("barrier")
 
 def main():
     params, config = configuration_stage("barrier", __doc__)
-    data = Dataset.load(prepared_path(config.dataset))
+    device = stage_device(params)
+    data = Dataset.load(prepared_path(config.dataset)).to(device)
     splits = {split: data.split(split) for split in params["barrier"]["splits"]}
     alphas = evaluation_grid(params["barrier"]["alphas"])
     alignment = json.loads((results_dir(config) / "alignment.json").read_text())
-    models = load_seed_models(params, config)
-    container = load_model(model_path(config, params["train"]["seeds"][0]))  # reused for every path point
+    models = load_seed_models(params, config, device)
+    container = load_model(model_path(config, params["train"]["seeds"][0]), device)  # reused for every path point
 
     curves = []
     for record in tqdm(alignment["alignments"], desc=config.name):

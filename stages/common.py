@@ -32,6 +32,18 @@ def results_dir(config: Configuration) -> Path:
     return RESULTS / config.name
 
 
+def stage_device(params: dict):
+    """The torch device of the ``device`` setting; exits with the reason if it cannot be used."""
+    from lmcot.device import resolve_device
+
+    try:
+        device = resolve_device(params["device"])
+    except ValueError as err:
+        sys.exit(f"params.yaml: {err}")
+    logging.getLogger("device").info("running on %s", device)
+    return device
+
+
 def setup(stage: str) -> dict:
     """Configure logging and return the validated params; exit with the error list if they are invalid."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage} %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -50,11 +62,11 @@ def configuration_stage(stage: str, description: str) -> tuple[dict, Configurati
     return params, find_configuration(params, args.config)
 
 
-def load_seed_models(params: dict, config: Configuration) -> dict:
-    """Every trained seed of ``config``: seed -> model."""
+def load_seed_models(params: dict, config: Configuration, device="cpu") -> dict:
+    """Every trained seed of ``config``: seed -> model on ``device``."""
     from lmcot.io import load_model
 
-    return {seed: load_model(model_path(config, seed)) for seed in params["train"]["seeds"]}
+    return {seed: load_model(model_path(config, seed), device) for seed in params["train"]["seeds"]}
 
 
 def find_configuration(params: dict, name: str) -> Configuration:

@@ -109,3 +109,15 @@ def test_dvc_yaml_builds_the_same_configuration_names():
         cmd = stages[stage]["cmd"]
         rendered = re.sub(r"\$\{item\.(\w+)\}", lambda m: str(getattr(config, m.group(1))), cmd)
         assert rendered.endswith(" " + config.name), (stage, rendered)
+
+
+def test_device_setting(default):
+    from lmcot.device import resolve_device
+
+    with pytest.raises(ParamsError, match=r"device = 'gpu'.*auto, cpu, cuda"):
+        validate(edited(default, "device", "gpu"))
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")

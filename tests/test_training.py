@@ -4,14 +4,16 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lmcot.io import load_model, save_model
-from lmcot.training import Recipe, train_model
+from lmcot.models import build_model
+from lmcot.training import Recipe, make_optimizer, train_model, train_models
 
 
 def train(digits, seed, **recipe):
     return train_model(
-        digits, "mlp", 16, 2, Recipe(**{"lr": 0.05, "epochs": 2, "batch_size": 64, **recipe}), seed, False
+        digits, "mlp", 16, 2, Recipe(**{"lr": 0.05, "epochs": 2, "batch_size": 64, **recipe}), seed, progress=False
     )
 
 
@@ -74,3 +76,41 @@ def test_damaged_models_are_detected_with_the_file_named(tmp_path, digits):
     (tmp_path / "m.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"m\.json"):
         load_model(path)
+
+
+def plain_loop(digits, recipe, seed, width=16, depth=2):
+    """The usual PyTorch loop for one model, with the data order train_models documents."""
+    torch.manual_seed(seed)
+    model = build_model("mlp", digits.input_shape, digits.num_classes, width, depth)
+    optimizer = make_optimizer(model.parameters(), recipe)
+    order = torch.Generator().manual_seed(seed)
+    n, step = len(digits.x_train), 0
+    for _ in range(recipe.epochs):
+        for batch in torch.randperm(n, generator=order).split(recipe.batch_size):
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr * recipe.lr_factor(step, -(-n // recipe.batch_size))
+            loss = F.cross_entropy(model(digits.x_train[batch]), digits.y_train[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+    return model
+
+
+# Adam divides by the root of the squared-gradient average, so round-off in a near-zero gradient can
+# move a weight by up to lr per step; SGD passes round-off through unamplified.
+@pytest.mark.parametrize("optimizer, atol", [("sgd", 1e-6), ("adam", 1e-4)])
+def test_stacked_training_matches_each_seed_trained_alone(digits, optimizer, atol):
+    recipe = Recipe(
+        lr=0.05 if optimizer == "sgd" else 1e-3,
+        optimizer=optimizer,
+        epochs=3,
+        batch_size=100,
+        warmup_epochs=1,
+        weight_decay=1e-4,
+    )
+    stacked, _ = train_models(digits, "mlp", 16, 2, recipe, [3, 5, 8, 13], progress=False)
+    for seed, model in zip([3, 5, 8, 13], stacked, strict=True):
+        alone = plain_loop(digits, recipe, seed)
+        for name, value in alone.state_dict().items():
+            torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=atol, msg=f"seed {seed} {name}")

@@ -1,0 +1,34 @@
+"""The benchmark suite runs end to end (small sizes) and writes the promised keys."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmark_writes_every_headline_key(tmp_path):
+    out = tmp_path / "benchmarks.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks/run.py"),
+        "--quick",
+        "--skip-repro",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result = json.loads(out.read_text())
+    assert result["matmul_gflops"] > 0
+    for key in ("train_speedup_vs_naive_w128", "barrier_cost_per_point_ratio"):
+        assert result[key] > 0
+    assert {r["method"] for r in result["alignment"]} == {"identity", "weight_matching", "activation_matching"}
+    assert set(result["targets"]) >= {
+        "train_flops_fraction_w1024",
+        "weight_matching_seconds_w4096",
+        "repro_noop_seconds",
+    }
+    assert (tmp_path / "benchmarks.md").read_text().startswith("# Benchmarks")
