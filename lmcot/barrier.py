@@ -48,7 +48,7 @@ def interpolation_curve(
         for name, target in targets.items():
             a, b = state_a[name], state_b[name]
             if target.is_floating_point():
-                target.copy_(torch.lerp(a.to(target), b.to(target), float(alpha)))
+                torch.lerp(a.to(target), b.to(target), float(alpha), out=target)
             else:  # integer buffers such as BatchNorm's step counter are not interpolated
                 target.copy_(a)
         for split, (x, y) in splits.items():
