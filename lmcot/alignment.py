@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from lmcot.permutation import Permutations, apply_permutations, identity_permutations, permute_tensor
+from lmcot.permutation import Permutations, PermutationSpec, apply_permutations, identity_permutations, permute_tensor
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,11 @@ def weight_matching(model_a, model_b, inputs=None, max_sweeps: int = 100, seed: 
 
 
 @torch.no_grad()
-def activation_matching(model_a, model_b, inputs: torch.Tensor, batch_size: int = 4096) -> Permutations:
-    """Match units by the correlation of their activations on ``inputs`` (one LAP per layer).
+def activation_statistics(model_a, model_b, inputs: torch.Tensor, batch_size: int = 4096) -> dict:
+    """Per permutation name, the moments of both models' hidden activations on ``inputs``.
 
-    ``inputs``: ``(samples, *input_shape)``, typically training data. Correlations are accumulated
-    over batches, so memory stays ``O(batch_size * width + width^2)``.
+    Returns ``{name: (cross_covariance, std_a, std_b)}``, the covariance ``(n_a, n_b)`` centred,
+    float64. Accumulated over batches, so memory stays ``O(batch_size * width + width^2)``.
     """
     model_a.eval(), model_b.eval()
     sums = {}
@@ -97,20 +97,159 @@ def activation_matching(model_a, model_b, inputs: torch.Tensor, batch_size: int 
             s[3] += (a * a).sum(0).double()
             s[4] += (b * b).sum(0).double()
             s[5] += (a.T @ b).double()
-    perms = {}
+    stats = {}
     for name, (count, sa, sb, saa, sbb, sab) in sums.items():
-        cov = sab / count - torch.outer(sa / count, sb / count)
-        std_a = (saa / count - (sa / count) ** 2).clamp_min(0).sqrt()
-        std_b = (sbb / count - (sb / count) ** 2).clamp_min(0).sqrt()
-        corr = cov / torch.outer(std_a, std_b).clamp_min(1e-12)
-        perms[name] = solve_lap(corr)
+        mean_a, mean_b = sa / count, sb / count
+        cov = sab / count - torch.outer(mean_a, mean_b)
+        std_a = (saa / count - mean_a**2).clamp_min(0).sqrt()
+        std_b = (sbb / count - mean_b**2).clamp_min(0).sqrt()
+        stats[name] = (cov, std_a, std_b)
+    return stats
+
+
+def activation_matching(model_a, model_b, inputs: torch.Tensor, batch_size: int = 4096) -> Permutations:
+    """Match units by the correlation of their activations on ``inputs`` (one LAP per layer).
+
+    ``inputs``: ``(samples, *input_shape)``, typically training data. Units that never vary (dead
+    ReLUs) correlate 0 with everything.
+    """
+    stats = activation_statistics(model_a, model_b, inputs, batch_size)
+    return {name: solve_lap(cov / torch.outer(sa, sb).clamp_min(1e-12)) for name, (cov, sa, sb) in stats.items()}
+
+
+def activation_covariance(model_a, model_b, inputs: torch.Tensor, batch_size: int = 4096) -> Permutations:
+    """Ferbach et al.'s activation matching: one LAP per layer on the centred cross-covariance
+    ``E[(a - E a)(b - E b)^T]`` of the two models' post-activation outputs on ``inputs``."""
+    stats = activation_statistics(model_a, model_b, inputs, batch_size)
+    return {name: solve_lap(cov) for name, (cov, _, _) in stats.items()}
+
+
+# --- layer by layer, from the input to the output (Ferbach et al. 2024) ---------------------------
+
+
+def incoming_weights(spec: PermutationSpec, name: str, state, perms) -> torch.Tensor:
+    """The weights that feed the units of permutation ``name``, one row per unit: ``(n, fan_in)``.
+
+    They are the matrices whose axis 0 ``name`` permutes (biases excluded); their other axes are
+    permuted by ``perms``, so a layer of B is compared after its inputs were aligned.
+    """
+    blocks = [
+        permute_tensor(spec, perms, param, state[param], skip_axis=0).flatten(1)
+        for param, axis in spec.axes[name]
+        if axis == 0 and state[param].dim() >= 2
+    ]
+    if not blocks:
+        raise ValueError(f"permutation {name!r} permutes no weight matrix's output axis")
+    return torch.cat(blocks, dim=1)
+
+
+@torch.no_grad()
+def layerwise(model_a, model_b, unit_scores) -> Permutations:
+    """Solve the permutations one at a time in the spec's order (input to output).
+
+    ``unit_scores(name, w_a, w_b)`` returns the ``(n, n)`` score to maximise between A's and B's
+    units of permutation ``name``, from their incoming weights (B's already aligned at its inputs),
+    or a permutation directly.
+    """
+    spec = model_a.permutation_spec()
+    state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
+    state_b = {k: v.detach().float() for k, v in model_b.state_dict().items()}
+    identity_perms = identity_permutations(spec, state_a)
+    perms = dict(identity_perms)
+    for name in spec.names:
+        w_a = incoming_weights(spec, name, state_a, identity_perms)
+        w_b = incoming_weights(spec, name, state_b, perms)
+        result = unit_scores(name, w_a, w_b)
+        perms[name] = result if result.dtype == torch.int64 else solve_lap(result)
     return perms
+
+
+def naive_weight_matching(model_a, model_b, inputs=None) -> Permutations:
+    """Layer by layer, LAP on the inner products of incoming weight vectors, ``W_A W_B^T``."""
+    return layerwise(model_a, model_b, lambda name, w_a, w_b: w_a @ w_b.T)
+
+
+@torch.no_grad()
+def input_second_moments(model, inputs: torch.Tensor, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+    """Per permutation name, ``E[h h^T]`` (uncentred, ``(fan_in, fan_in)``) of the inputs its layer sees."""
+    if not hasattr(model, "layer_inputs"):
+        raise ValueError(f"{type(model).__name__} has no layer_inputs(), which covariance-aware matching needs")
+    model.eval()
+    moments, count = {}, 0
+    for start in range(0, len(inputs), batch_size):
+        for name, h in model.layer_inputs(inputs[start : start + batch_size]).items():
+            moments[name] = moments.get(name, 0) + (h.T.float() @ h.float()).double()
+        count += len(inputs[start : start + batch_size])
+    return {name: (m / count).float() for name, m in moments.items()}
+
+
+def cov_weight_matching(model_a, model_b, inputs: torch.Tensor, batch_size: int = 4096) -> Permutations:
+    """Ferbach et al.'s covariance-aware weight matching: layer by layer, LAP on ``W_A Sigma W_B^T``.
+
+    ``Sigma = E[h h^T]`` is the uncentred second moment of model A's inputs to that layer (its previous
+    layer's post-activation outputs; the data for the first layer) over ``inputs``. Neurons are matched
+    by how alike they act on the data: this minimises ``sum_i E[(w_A,i . h - w_B,pi(i) . h)^2]``.
+    """
+    sigma = input_second_moments(model_a, inputs, batch_size)
+    return layerwise(model_a, model_b, lambda name, w_a, w_b: w_a @ sigma[name].to(w_a) @ w_b.T)
+
+
+def ot_emd(model_a, model_b, inputs=None, num_iter_max: int = 1_000_000) -> Permutations:
+    """Exact optimal transport (POT's ``ot.emd``) between the two layers' neurons, layer by layer.
+
+    Each neuron is a point (its incoming weights) of uniform mass; the cost is the squared Euclidean
+    distance. With equal masses an optimal plan can be taken at a vertex of the Birkhoff polytope, a
+    permutation, which is what the network simplex returns. Wide layers need a large ``num_iter_max``.
+    """
+    import ot
+
+    def plan_to_permutation(name, w_a, w_b):
+        n = len(w_a)
+        cost = ot.dist(w_a.double().cpu().numpy(), w_b.double().cpu().numpy())
+        uniform = np.full(n, 1.0 / n)
+        plan = ot.emd(uniform, uniform, cost, numItermax=num_iter_max)
+        perm = plan.argmax(1)
+        if not np.allclose(plan[np.arange(n), perm], 1.0 / n):
+            raise RuntimeError(f"ot.emd returned a plan that is not a permutation at {name}; raise num_iter_max")
+        return torch.from_numpy(perm).long()
+
+    return layerwise(model_a, model_b, plan_to_permutation)
+
+
+def ot_sinkhorn(
+    model_a, model_b, inputs=None, epsilon: float = 0.01, num_iter_max: int = 10_000, stop_threshold: float = 1e-4
+) -> Permutations:
+    """Entropic optimal transport (POT's ``ot.sinkhorn``, log domain) between the layers' neurons,
+    layer by layer, rounded to a permutation by a LAP on the coupling.
+
+    The squared-distance cost is divided by its maximum, so ``epsilon`` is relative to the largest cost.
+    Iterations stop once the marginals are violated by less than ``stop_threshold``: the coupling is
+    only rounded, and tighter thresholds cost many more iterations for the same permutation.
+    """
+    import ot
+
+    def coupling(name, w_a, w_b):
+        n = len(w_a)
+        cost = ot.dist(w_a.double().cpu().numpy(), w_b.double().cpu().numpy())
+        uniform = np.full(n, 1.0 / n)
+        plan = ot.sinkhorn(
+            uniform, uniform, cost / max(cost.max(), 1e-300), epsilon, method="sinkhorn_log",
+            numItermax=num_iter_max, stopThr=stop_threshold, warn=False,
+        )  # fmt: skip
+        return torch.from_numpy(plan)
+
+    return layerwise(model_a, model_b, coupling)
 
 
 METHODS = {
     "identity": identity,
     "weight_matching": weight_matching,
     "activation_matching": activation_matching,
+    "naive_weight_matching": naive_weight_matching,
+    "cov_weight_matching": cov_weight_matching,
+    "activation_covariance": activation_covariance,
+    "ot_emd": ot_emd,
+    "ot_sinkhorn": ot_sinkhorn,
 }
 
 

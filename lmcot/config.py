@@ -148,8 +148,14 @@ SCHEMA = {
     },
     "align": {
         "methods": list_of(one_of(tuple(METHODS))),
+        "num_samples": integer(1),
         "weight_matching": {"max_sweeps": integer(1), "seed": integer(0)},
-        "activation_matching": {"num_samples": integer(1)},
+        "ot_emd": {"num_iter_max": integer(1000)},
+        "ot_sinkhorn": {
+            "epsilon": number(0, exclusive_minimum=True),
+            "num_iter_max": integer(1),
+            "stop_threshold": number(0, exclusive_minimum=True),
+        },
     },
     "barrier": {
         "alphas": list_of(number(0, 1), min_length=2),

@@ -57,6 +57,11 @@ class MLP(nn.Module):
             acts[f"P{i}"] = x
         return acts
 
+    def layer_inputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """For every permutation, the ``(samples, fan_in)`` inputs of the layer whose units it permutes."""
+        acts = self.hidden_activations(x)
+        return {f"P{i}": x.flatten(1) if i == 0 else acts[f"P{i - 1}"] for i in range(len(acts))}
+
     def permutation_spec(self) -> PermutationSpec:
         return chain_spec([f"layers.{i}" for i in range(len(self.layers))])
 

@@ -19,15 +19,15 @@ log = logging.getLogger("align")
 
 
 def method_options(method: str, params: dict) -> dict:
-    """Keyword options of ``method`` from the ``align.<method>`` params (none for most methods)."""
-    return {"weight_matching": params["align"]["weight_matching"]}.get(method, {})
+    """Keyword options of ``method``: its ``align.<method>`` group of params, if it has one."""
+    return params["align"].get(method, {})
 
 
 def main():
     params, config = configuration_stage("align", __doc__)
     device = stage_device(params)
     data = Dataset.load(prepared_path(config.dataset)).to(device)
-    inputs = data.x_train[: params["align"]["activation_matching"]["num_samples"]]
+    inputs = data.x_train[: params["align"]["num_samples"]]
     models = load_seed_models(params, config, device)
     pairs = list(itertools.combinations(params["train"]["seeds"], 2))
     records = []

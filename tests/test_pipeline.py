@@ -22,7 +22,7 @@ TINY = {
     "train.sweep.widths": [4, 8],
     "train.seeds": [0, 1, 2],
     "train.recipe.epochs": 2,
-    "align.activation_matching.num_samples": 300,
+    "align.num_samples": 300,
     "barrier.alphas": [0.0, 0.25, 0.5, 0.75, 1.0],
 }
 
