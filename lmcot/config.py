@@ -157,6 +157,10 @@ SCHEMA = {
             "stop_threshold": number(0, exclusive_minimum=True),
         },
     },
+    "dimension": {
+        "num_samples": integer(1),
+        "wasserstein_rate": {"repeats": integer(1), "seed": integer(0)},
+    },
     "barrier": {
         "alphas": list_of(number(0, 1), min_length=2),
         "splits": list_of(one_of(("train", "test"))),

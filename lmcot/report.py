@@ -71,6 +71,21 @@ def metrics(barriers: pd.DataFrame) -> dict:
     return out
 
 
+def dimension_table(dimensions: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of every dimension estimate: one row per (configuration, layer), one column per estimator."""
+    table = dimensions.pivot_table(index=[*CONFIG_KEYS, "layer"], columns="estimator", values="value", aggfunc="mean")
+    return table.reset_index().rename_axis(columns=None)
+
+
+def dimension_metrics(dimensions: pd.DataFrame) -> dict:
+    """DVC metrics: mean estimate per estimator, configuration and layer."""
+    means = dimensions.groupby(["estimator", *CONFIG_KEYS, "layer"], sort=True)["value"].mean().reset_index()
+    out = {}
+    for _, r in means.iterrows():
+        out.setdefault(r["estimator"], {}).setdefault(metric_key(r), {})[r["layer"]] = round(float(r["value"]), 4)
+    return out
+
+
 def wide_by_method(table: pd.DataFrame, index: list[str], value: str = "mean") -> pd.DataFrame:
     """One column per method (for DVC's data-series plots)."""
     return table.pivot_table(index=index, columns="method", values=value).reset_index().rename_axis(columns=None)
@@ -168,8 +183,13 @@ def findings(barriers: pd.DataFrame, endpoints: pd.DataFrame) -> list[str]:
     return lines
 
 
-def write_markdown(params: dict, barriers: pd.DataFrame, endpoints: pd.DataFrame, figures: dict, grid) -> str:
-    """The report: what was run, the tables, the figures (``figures``: name -> relative path), findings."""
+def write_markdown(
+    params: dict, barriers: pd.DataFrame, endpoints: pd.DataFrame, figures: dict, grid, dimensions=None
+) -> str:
+    """The report: what was run, the tables, the figures (``figures``: name -> relative path), findings.
+
+    ``dimensions`` (optional): the per-model, per-layer dimension estimates of the dimension stage.
+    """
     sweep, recipe = params["train"]["sweep"], params["train"]["recipe"]
     seeds = params["train"]["seeds"]
     n_pairs = len(seeds) * (len(seeds) - 1) // 2
@@ -216,6 +236,19 @@ def write_markdown(params: dict, barriers: pd.DataFrame, endpoints: pd.DataFrame
         for metric in ("loss", "error"):
             parts += [f"## {split.capitalize()} {metric} barrier", "", markdown_table(barrier_pivot(split, metric)), ""]
     parts += ["## Test loss at the midpoint", "", markdown_table(barrier_pivot("test", "loss", "midpoint")), ""]
+    if dimensions is not None and len(dimensions):
+        parts += [
+            "## Dimension of each layer's weight distribution",
+            "",
+            "Mean over seeds. `pr_weights`, `pr_cov`, `pr_activations`: participation ratio `tr(S)^2 / tr(S^2)` of "
+            "`S = W^T W`, `W Sigma W^T` and `E[a a^T]` (Ferbach et al.); `pca90/95/99`: principal components for "
+            "that share of the variance of the neurons' incoming weight vectors; `two_nn`, `mle`: TwoNN and "
+            "Levina-Bickel estimates on those vectors; `wasserstein_rate`: `-1/slope` of `log W2` between "
+            "disjoint neuron subsamples against `log n`.",
+            "",
+            markdown_table(dimension_table(dimensions), floatfmt=".2f"),
+            "",
+        ]
     parts += ["## Figures", ""]
     parts += [f"![{name}]({path})\n" for name, path in figures.items()]
     parts += [

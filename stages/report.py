@@ -41,7 +41,11 @@ def main():
     methods = params["align"]["methods"]
     write_csv(REPORTS / "barriers.csv", barriers)
     write_csv(REPORTS / "curves.csv", curves)
-    write_json(REPORTS / "metrics.json", report.metrics(barriers))
+    dimensions = read_results(params, "dimensions.csv")
+    write_csv(REPORTS / "dimensions.csv", dimensions)
+    write_json(
+        REPORTS / "metrics.json", {**report.metrics(barriers), "dimension": report.dimension_metrics(dimensions)}
+    )
 
     test_loss = report.summary_table(barriers, "test", "loss")
     write_csv(
@@ -71,7 +75,7 @@ def main():
 
     endpoints = report.endpoint_table(barriers)
     grid = evaluation_grid(params["barrier"]["alphas"])
-    text = report.write_markdown(params, barriers, endpoints, figures, grid)
+    text = report.write_markdown(params, barriers, endpoints, figures, grid, dimensions)
     write_text(REPORTS / "README.md", text)
     log.info("wrote %s", REPORTS / "README.md")
 

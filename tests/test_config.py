@@ -105,7 +105,7 @@ def test_dvc_yaml_builds_the_same_configuration_names():
     """dvc.yaml's matrix stages and lmcot.config.Configuration must name configurations alike."""
     stages = read_yaml(ROOT / "dvc.yaml")["stages"]
     config = Configuration("digits", "mlp", 3, 64, 0.001)
-    for stage in ("train", "align", "barrier"):
+    for stage in ("train", "align", "dimension", "barrier"):
         cmd = stages[stage]["cmd"]
         rendered = re.sub(r"\$\{item\.(\w+)\}", lambda m: str(getattr(config, m.group(1))), cmd)
         assert rendered.endswith(" " + config.name), (stage, rendered)

@@ -80,7 +80,14 @@ def test_first_run_makes_every_output(project):
     assert ran[-1] == "report"
     for seed in (0, 1, 2):
         assert (project / f"models/digits-mlp-d2-w8-lr0.05/seed{seed}.safetensors").exists()
-    for name in ("README.md", "metrics.json", "barriers.csv", "curves.csv", "figures/interpolation_test.png"):
+    for name in (
+        "README.md",
+        "metrics.json",
+        "barriers.csv",
+        "curves.csv",
+        "dimensions.csv",
+        "figures/interpolation_test.png",
+    ):
         assert (project / "reports" / name).exists(), name
 
 
@@ -137,6 +144,7 @@ def test_adding_a_width_trains_only_that_width(project):
         "align@digits-mlp-2-16-0.05",
         "barrier@digits-mlp-2-16-0.05",
         "check_params",
+        "dimension@digits-mlp-2-16-0.05",
         "report",
         "train@digits-mlp-2-16-0.05",
     ]
