@@ -43,9 +43,14 @@ def main():
     write_csv(REPORTS / "curves.csv", curves)
     dimensions = read_results(params, "dimensions.csv")
     write_csv(REPORTS / "dimensions.csv", dimensions)
-    write_json(
-        REPORTS / "metrics.json", {**report.metrics(barriers), "dimension": report.dimension_metrics(dimensions)}
-    )
+    analysis = report.ferbach_analysis(barriers, dimensions)
+    metrics = {
+        **report.metrics(barriers),
+        "dimension": report.dimension_metrics(dimensions),
+        "barrier_dimension_spearman": {m: round(r["rho"], 4) for m, r in analysis["correlations"].items()},
+        "barrier_width_loglog_slope": {m: round(s, 4) for m, s in analysis["slopes"].items()},
+    }
+    write_json(REPORTS / "metrics.json", metrics)
 
     test_loss = report.summary_table(barriers, "test", "loss")
     write_csv(
@@ -72,10 +77,21 @@ def main():
         figures["interpolation_train"] = save_figure(
             report.interpolation_figure(curves, "train", dpi), "interpolation_train", params
         )
+    if barriers["lr"].nunique() > 1:
+        figures["midpoint_vs_lr"] = save_figure(report.midpoint_vs_lr_figure(barriers, dpi), "midpoint_vs_lr", params)
+        figures["dimension_vs_lr"] = save_figure(
+            report.dimension_vs_lr_figure(dimensions, dpi), "dimension_vs_lr", params
+        )
+    if len(analysis["paired"]):
+        figure = report.barrier_vs_dimension_figure(analysis["paired"], dpi)
+        figures["barrier_vs_dimension"] = save_figure(figure, "barrier_vs_dimension", params)
+    if barriers["width"].nunique() > 1:
+        figure = report.barrier_loglog_figure(barriers, analysis["slopes"], dpi)
+        figures["barrier_vs_width_loglog"] = save_figure(figure, "barrier_vs_width_loglog", params)
 
     endpoints = report.endpoint_table(barriers)
     grid = evaluation_grid(params["barrier"]["alphas"])
-    text = report.write_markdown(params, barriers, endpoints, figures, grid, dimensions)
+    text = report.write_markdown(params, barriers, endpoints, figures, grid, dimensions, analysis)
     write_text(REPORTS / "README.md", text)
     log.info("wrote %s", REPORTS / "README.md")
 

@@ -18,15 +18,20 @@ def test_alignment_keeps_the_function(method, trained_pair, digits):
 DATA_METHODS = {"activation_matching", "activation_covariance"}
 
 
-@pytest.mark.parametrize("method", sorted(set(METHODS) - {"identity"} - DATA_METHODS))
-def test_planted_permutation_is_recovered_exactly(method, trained_pair, digits, generator):
-    model = trained_pair[0]
+def plant_and_align(method, model, inputs, generator):
+    """Shuffle ``model``'s units at random, align the copy back onto it; return what undoing needs."""
     spec = model.permutation_spec()
     planted = random_permutations(spec, model.state_dict(), generator)
     shuffled = permuted_copy(model, planted)
-    found = align(method, model, shuffled, digits.x_train)
+    found = align(method, model, shuffled, inputs)
+    return spec, shuffled, found, invert_permutations(planted)
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"identity"} - DATA_METHODS))
+def test_planted_permutation_is_recovered_exactly(method, trained_pair, digits, generator):
+    model = trained_pair[0]
     # aligning the shuffled copy back onto the original must undo the planted permutation
-    expected = invert_permutations(planted)
+    spec, shuffled, found, expected = plant_and_align(method, model, digits.x_train, generator)
     for name in spec.names:
         assert torch.equal(found[name], expected[name]), name
     restored = apply_permutations(spec, found, shuffled.state_dict())
@@ -38,11 +43,7 @@ def test_planted_permutation_is_recovered_on_every_active_unit(method, trained_p
     """Methods that see only activations cannot tell apart units that never fire (they are all 0 on
     the data); every other unit must be recovered exactly, and dead units must map to dead units."""
     model = trained_pair[0]
-    spec = model.permutation_spec()
-    planted = random_permutations(spec, model.state_dict(), generator)
-    shuffled = permuted_copy(model, planted)
-    found = align(method, model, shuffled, digits.x_train)
-    expected = invert_permutations(planted)
+    spec, _, found, expected = plant_and_align(method, model, digits.x_train, generator)
     active = {k: v.std(0) > 0 for k, v in model.hidden_activations(digits.x_train).items()}
     assert all(a.sum() >= 0.75 * len(a) for a in active.values())  # the test means something
     for name in spec.names:

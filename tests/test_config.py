@@ -79,7 +79,7 @@ def test_every_problem_is_reported_at_once(default):
 
 
 def test_yaml_is_read_as_dvc_reads_it(tmp_path, default):
-    text = (ROOT / "params.yaml").read_text().replace("lrs: [0.05]", "lrs: [1e-4, 0.05]")
+    text = re.sub(r"lrs: \[[^\]]*\]", "lrs: [1e-4, 0.05]", (ROOT / "params.yaml").read_text())
     (tmp_path / "params.yaml").write_text(text)
     assert load_params(tmp_path / "params.yaml")["train"]["sweep"]["lrs"] == [1e-4, 0.05]
 

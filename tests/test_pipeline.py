@@ -20,6 +20,8 @@ pytestmark = pytest.mark.slow
 TINY = {
     "train.sweep.datasets": ["digits"],
     "train.sweep.widths": [4, 8],
+    "train.sweep.lrs": [0.05],
+    "align.methods": ["identity", "weight_matching", "activation_matching"],
     "train.seeds": [0, 1, 2],
     "train.recipe.epochs": 2,
     "align.num_samples": 300,
@@ -162,3 +164,20 @@ def test_bad_params_fail_before_any_training(project):
     # the models trained before are untouched (epochs changed, but nothing retrained)
     assert (project / "models/digits-mlp-d2-w8-lr0.05/seed0.safetensors").exists()
     assert stages_run(result) == ["check_params"]
+
+
+def test_sweep_as_a_dvc_experiment(project):
+    """`dvc exp run -S` sweeps a list from params.yaml; the experiment runs in DVC's own copy of the repo."""
+    project, _ = project
+    set_params(project, {"train.sweep.widths": [4, 8], "train.recipe.epochs": 2})
+    dvc(project, "repro")  # back to the committed state's outputs
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny sweep"], cwd=project, check=True
+    )
+    result = dvc(project, "exp", "run", "--temp", "-n", "two-lrs", "-S", "train.sweep.lrs=[0.05,0.1]")
+    ran = stages_run(result)
+    assert "train@digits-mlp-2-8-0.1" in ran and "train@digits-mlp-2-8-0.05" not in ran  # cached ones reused
+    assert "two-lrs" in dvc(project, "exp", "list").stdout
+    metrics = dvc(project, "exp", "show", "--json").stdout
+    assert "0.1" in metrics and "test_loss_barrier" in metrics
