@@ -52,8 +52,8 @@ def number(minimum=None, maximum=None, exclusive_minimum=False):
                 v = float(v)
             except ValueError:
                 raise Invalid(f"must be a number{_range(minimum, maximum, exclusive_minimum)}") from None
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise Invalid(f"must be a number{_range(minimum, maximum, exclusive_minimum)}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or abs(v) > 1e300 or not math.isfinite(v):
+            raise Invalid(f"must be a finite number{_range(minimum, maximum, exclusive_minimum)}")
         too_low = minimum is not None and (v <= minimum if exclusive_minimum else v < minimum)
         if too_low or (maximum is not None and v > maximum):
             raise Invalid(f"must be a number{_range(minimum, maximum, exclusive_minimum)}")
