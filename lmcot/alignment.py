@@ -170,17 +170,22 @@ def naive_weight_matching(model_a, model_b, inputs=None) -> Permutations:
 
 
 @torch.no_grad()
+def second_moments(features, inputs: torch.Tensor, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+    """``E[f f^T]`` (uncentred, float64) of every ``(samples, n)`` tensor that ``features(x)`` returns by name,
+    accumulated over batches of ``inputs``."""
+    moments = {}
+    for start in range(0, len(inputs), batch_size):
+        for name, f in features(inputs[start : start + batch_size]).items():
+            moments[name] = moments.get(name, 0) + (f.T.float() @ f.float()).double()
+    return {name: m / len(inputs) for name, m in moments.items()}
+
+
+@torch.no_grad()
 def input_second_moments(model, inputs: torch.Tensor, batch_size: int = 4096) -> dict[str, torch.Tensor]:
     """Per permutation name, ``E[h h^T]`` (uncentred, ``(fan_in, fan_in)``) of the inputs its layer sees."""
     if not hasattr(model, "layer_inputs"):
         raise ValueError(f"{type(model).__name__} has no layer_inputs(), which covariance-aware matching needs")
-    model.eval()
-    moments, count = {}, 0
-    for start in range(0, len(inputs), batch_size):
-        for name, h in model.layer_inputs(inputs[start : start + batch_size]).items():
-            moments[name] = moments.get(name, 0) + (h.T.float() @ h.float()).double()
-        count += len(inputs[start : start + batch_size])
-    return {name: (m / count).float() for name, m in moments.items()}
+    return {name: m.float() for name, m in second_moments(model.eval().layer_inputs, inputs, batch_size).items()}
 
 
 def cov_weight_matching(model_a, model_b, inputs: torch.Tensor, batch_size: int = 4096) -> Permutations:

@@ -235,13 +235,10 @@ def activation_second_moments(model, inputs, batch_size: int = 4096) -> dict:
     """Per permutation name, ``E[a a^T]`` (uncentred, ``(units, units)``) of the hidden activations."""
     import torch
 
-    moments, count = {}, 0
+    from lmcot.alignment import second_moments
+
     with torch.no_grad():
-        for start in range(0, len(inputs), batch_size):
-            for name, a in model.eval().hidden_activations(inputs[start : start + batch_size]).items():
-                moments[name] = moments.get(name, 0) + (a.T.float() @ a.float()).double()
-            count += len(inputs[start : start + batch_size])
-    return {name: m / count for name, m in moments.items()}
+        return second_moments(model.eval().hidden_activations, inputs, batch_size)
 
 
 def model_dimensions(model, inputs, repeats: int = 3, seed: int = 0) -> list[dict]:

@@ -4,15 +4,16 @@ pair and method of one configuration -> results/<config>/curves.csv and results/
 
 import json
 import logging
+from copy import deepcopy
 
 import pandas as pd
 import torch
-from common import configuration_stage, load_seed_models, model_path, prepared_path, results_dir, stage_device
+from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
 from tqdm import tqdm
 
 from lmcot.barrier import barrier_summary, evaluation_grid, interpolation_curve
 from lmcot.data import Dataset
-from lmcot.io import load_model, write_csv
+from lmcot.io import write_csv
 from lmcot.permutation import apply_permutations
 
 log = logging.getLogger("barrier")
@@ -26,7 +27,7 @@ def main():
     alphas = evaluation_grid(params["barrier"]["alphas"])
     alignment = json.loads((results_dir(config) / "alignment.json").read_text())
     models = load_seed_models(params, config, device)
-    container = load_model(model_path(config, params["train"]["seeds"][0]), device)  # reused for every path point
+    container = deepcopy(models[params["train"]["seeds"][0]])  # overwritten in place at every path point
 
     curves = []
     for record in tqdm(alignment["alignments"], desc=config.name):
