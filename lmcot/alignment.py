@@ -127,19 +127,23 @@ def activation_covariance(model_a, model_b, inputs: torch.Tensor, batch_size: in
 # --- layer by layer, from the input to the output (Ferbach et al. 2024) ---------------------------
 
 
-def incoming_weights(spec: PermutationSpec, name: str, state, perms) -> torch.Tensor:
+def incoming_weights(spec: PermutationSpec, name: str, state, perms, solved=None) -> torch.Tensor:
     """The weights that feed the units of permutation ``name``, one row per unit: ``(n, fan_in)``.
 
-    They are the matrices whose axis 0 ``name`` permutes (biases excluded); their other axes are
-    permuted by ``perms``, so a layer of B is compared after its inputs were aligned.
+    They are the matrices whose axis 0 ``name`` permutes (biases excluded), in the spec's order; their
+    other axes are permuted by ``perms``, so a layer of B is compared after its inputs were aligned.
+    With ``solved`` (the permutations already found), a matrix is left out if another of its axes
+    belongs to a permutation not yet solved, ``name`` itself included (recurrent weights): its rows
+    cannot be compared yet. A residual stream is thus matched on the first layer that writes to it.
     """
-    blocks = [
-        permute_tensor(spec, perms, param, state[param], skip_axis=0).flatten(1)
-        for param, axis in spec.axes[name]
-        if axis == 0 and state[param].dim() >= 2
-    ]
+    blocks = []
+    for param, axis in spec.axes[name]:
+        others = [n for a, n in spec.acting_on(param).items() if a != 0]
+        if axis != 0 or state[param].dim() < 2 or (solved is not None and not set(others) <= set(solved)):
+            continue
+        blocks.append(permute_tensor(spec, perms, param, state[param], skip_axis=0).flatten(1))
     if not blocks:
-        raise ValueError(f"permutation {name!r} permutes no weight matrix's output axis")
+        raise ValueError(f"permutation {name!r} permutes no weight matrix's output axis whose inputs are aligned")
     return torch.cat(blocks, dim=1)
 
 
@@ -148,17 +152,18 @@ def layerwise(model_a, model_b, unit_scores) -> Permutations:
     """Solve the permutations one at a time in the spec's order (input to output).
 
     ``unit_scores(name, w_a, w_b)`` returns the ``(n, n)`` score to maximise between A's and B's
-    units of permutation ``name``, from their incoming weights (B's already aligned at its inputs),
-    or a permutation directly.
+    units of permutation ``name``, from their incoming weights (B's already aligned at its inputs; see
+    :func:`incoming_weights`), or a permutation directly.
     """
     spec = model_a.permutation_spec()
     state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
     state_b = {k: v.detach().float() for k, v in model_b.state_dict().items()}
     identity_perms = identity_permutations(spec, state_a)
     perms = dict(identity_perms)
-    for name in spec.names:
-        w_a = incoming_weights(spec, name, state_a, identity_perms)
-        w_b = incoming_weights(spec, name, state_b, perms)
+    for done, name in enumerate(spec.names):
+        solved = spec.names[:done]
+        w_a = incoming_weights(spec, name, state_a, identity_perms, solved)
+        w_b = incoming_weights(spec, name, state_b, perms, solved)
         result = unit_scores(name, w_a, w_b)
         perms[name] = result if result.dtype == torch.int64 else solve_lap(result)
     return perms
@@ -246,6 +251,23 @@ def ot_sinkhorn(
     return layerwise(model_a, model_b, coupling)
 
 
+def barycenter(
+    model_a,
+    model_b,
+    inputs=None,
+    solver: str = "emd",
+    epsilon: float = 1e-3,
+    max_iterations: int = 20,
+    alpha_h: float = 1.0,
+) -> Permutations:
+    """Fusion as alignment: the Wasserstein barycentre of A and B (lambda = 1/2, started from A) couples
+    each to the fused model; the couplings, rounded to permutations, put B's units where A's are.
+    See :func:`lmcot.fusion.barycenter_permutations`."""
+    from lmcot.fusion import barycenter_permutations
+
+    return barycenter_permutations(model_a, model_b, solver, epsilon, max_iterations, alpha_h)
+
+
 METHODS = {
     "identity": identity,
     "weight_matching": weight_matching,
@@ -255,6 +277,7 @@ METHODS = {
     "activation_covariance": activation_covariance,
     "ot_emd": ot_emd,
     "ot_sinkhorn": ot_sinkhorn,
+    "barycenter": barycenter,
 }
 
 

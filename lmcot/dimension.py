@@ -261,8 +261,9 @@ def model_dimensions(model, inputs, repeats: int = 3, seed: int = 0) -> list[dic
     activations = activation_second_moments(model, inputs)
     rows = []
     with torch.no_grad():
-        for name in spec.names:
-            w = incoming_weights(spec, name, state, unpermuted).double()
+        for done, name in enumerate(spec.names):
+            # the same rows as layer-by-layer matching and layer_inputs() use (see incoming_weights)
+            w = incoming_weights(spec, name, state, unpermuted, solved=spec.names[:done]).double()
             matrices = {
                 "pr_weights": w.T @ w,
                 "pr_cov": w @ sigma[name].double() @ w.T,

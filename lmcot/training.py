@@ -134,6 +134,33 @@ class StackedModels:
         return models
 
 
+class SeparateModels:
+    """The :class:`StackedModels` interface over models kept apart, one forward pass each: for
+    architectures with buffers updated in training (BatchNorm), which ``vmap`` cannot batch."""
+
+    def __init__(self, models: list[torch.nn.Module], device="cpu"):
+        self.models = [m.to(device) for m in models]
+        self.params = {f"{i}.{k}": p for i, m in enumerate(self.models) for k, p in m.named_parameters()}
+        self.count = len(models)
+
+    def __call__(self, x: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
+        return torch.stack([m(x if shared_input else x[i]) for i, m in enumerate(self.models)])
+
+    def train(self, mode: bool = True) -> None:
+        for model in self.models:
+            model.train(mode)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> list[dict]:
+        self.train(False)
+        results = [evaluate(m, x, y, batch_size) for m in self.models]
+        self.train(True)
+        return results
+
+    def unstack(self, build=None) -> list[torch.nn.Module]:
+        return [m.cpu().eval() for m in self.models]
+
+
 def train_models(
     data: Dataset,
     arch: str,
@@ -153,15 +180,30 @@ def train_models(
     alone, up to float round-off, and the same arguments give bit-identical weights on one machine.
     Raises ``FloatingPointError`` naming the seed and epoch if a loss stops being finite.
     """
-
-    def build():
-        return build_model(arch, data.input_shape, data.num_classes, width, depth)
-
     models = []
     for seed in seeds:
         torch.manual_seed(seed)
-        models.append(build())
-    stack = StackedModels(models, device)
+        models.append(build_model(arch, data.input_shape, data.num_classes, width, depth))
+    return fit(models, data, recipe, seeds, device, progress, desc=f"{arch} width {width}, {len(seeds)} seeds")
+
+
+def fit(
+    models: list[torch.nn.Module],
+    data: Dataset,
+    recipe: Recipe,
+    seeds: list[int],
+    device="cpu",
+    progress: bool = True,
+    desc: str = "training",
+) -> tuple[list[torch.nn.Module], list[list[dict]]]:
+    """Train ``models`` (of one architecture and size) by ``recipe``, model ``k`` drawing mini-batches
+    in the order seeded by ``seeds[k]``; return the trained models (new objects on the CPU) and their
+    histories (see :func:`train_models`). Used for training from scratch and for fine-tuning."""
+    models = [deepcopy(m) for m in models]
+    has_buffers = any(True for m in models for _ in m.buffers())
+    stack = SeparateModels(models, device) if has_buffers else StackedModels(models, device)
+    if has_buffers:
+        stack.train(True)
     optimizer = make_optimizer(stack.params.values(), recipe)
     orders = [torch.Generator().manual_seed(seed) for seed in seeds]
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
@@ -170,7 +212,7 @@ def train_models(
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     histories = [[] for _ in seeds]
     step = 0
-    epochs = tqdm(range(recipe.epochs), desc=f"{count} seeds, width {width}", leave=False, disable=not progress)
+    epochs = tqdm(range(recipe.epochs), desc=desc, leave=False, disable=not progress)
     for epoch in epochs:
         order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # (seeds, n)
         loss_sum = torch.zeros(count, dtype=torch.float64, device=device)
@@ -196,7 +238,7 @@ def train_models(
         for seed, history, tr, te in zip(seeds, histories, train, test, strict=True):
             if not math.isfinite(tr["loss"]):
                 raise FloatingPointError(
-                    f"training diverged: arch={arch} width={width} depth={depth} lr={recipe.lr} seed={seed} "
+                    f"training diverged: {desc}, lr={recipe.lr}, seed={seed}, "
                     f"epoch={epoch + 1} has train loss {tr['loss']}; lower the learning rate"
                 )
             history.append(
@@ -218,7 +260,7 @@ def train_models(
             history[-1]["train_loss"],
             history[-1]["test_accuracy"],
         )
-    return stack.unstack(build), histories
+    return stack.unstack(lambda: deepcopy(models[0]).cpu()), histories
 
 
 def train_model(
