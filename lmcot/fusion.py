@@ -164,7 +164,7 @@ def wasserstein_barycenter(
         start = np.arange(m) if m == n0 else _initial_units(n0, m, generator)
         target_points = points[0][start]
         target_self = [h[start][:, start] for h in recurrent[0]]
-        for iteration in range(max_iterations):
+        for iterations[name] in range(1, max_iterations + 1):
             for i in range(len(models)):
                 plan = _couple(
                     target_points, target_self, points[i], recurrent[i], maps[i].get(name), alpha_h, solver, epsilon
@@ -181,7 +181,6 @@ def wasserstein_barycenter(
             target_points, target_self = new_points, new_self
             if change < tolerance:
                 break
-        iterations[name] = iteration + 1
         log.debug("layer %s: %d barycentre iterations", name, iterations[name])
     fused = {}
     for key, tensor in states[0].items():

@@ -11,6 +11,7 @@ An architecture is an ``nn.Module`` with two extra methods that the alignment co
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import torch
 from torch import nn
@@ -93,8 +94,7 @@ class ConvNet(nn.Module):
             x = self.pool(out, 2) if pool else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _, out in self._blocks(x):
-            pass
+        _, out = _last(self._blocks(x))
         last = self.pool(out, 2) if self.pools[-1] else out
         return self.classifier(last.flatten(2).mean(2))
 
@@ -102,7 +102,10 @@ class ConvNet(nn.Module):
         return {f"P{i}": _channels_last(out) for i, (_, out) in enumerate(self._blocks(x))}
 
     def layer_inputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {f"P{i}": _patches(inp, conv) for i, ((inp, _), conv) in enumerate(zip(self._blocks(x), self.convs))}
+        return {
+            f"P{i}": _patches(inp, conv)
+            for i, ((inp, _), conv) in enumerate(zip(self._blocks(x), self.convs, strict=True))
+        }
 
     def permutation_spec(self) -> PermutationSpec:
         return chain_spec([f"convs.{i}" for i in range(len(self.convs))] + ["classifier"])
@@ -158,8 +161,7 @@ class ResNet(nn.Module):
             x = self.avg_pool(x, 2) if pool else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for *_, out in self._walk(x):
-            pass
+        *_, out = _last(self._walk(x))
         out = self.avg_pool(out, 2) if self.pools and self.pools[-1] else out
         return self.classifier(out.flatten(2).mean(2))
 
@@ -275,8 +277,7 @@ class Recurrent(nn.Module):
             seq = hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _, hidden in self._run(x):
-            pass
+        _, hidden = _last(self._run(x))
         return self.classifier(hidden[:, -1])
 
     def hidden_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -320,6 +321,11 @@ class RNN(Recurrent):
 
 class LSTM(Recurrent):
     lstm = True
+
+
+def _last(items):
+    """The last item of an iterator (each earlier one is dropped as soon as the next arrives)."""
+    return deque(items, maxlen=1)[0]
 
 
 def _image_shape(input_shape) -> tuple[int, ...]:
