@@ -9,12 +9,15 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from lmcot.alignment import METHODS
+from lmcot.barrier import NORM_CORRECTIONS
 from lmcot.data import DATASETS
 from lmcot.device import DEVICES
+from lmcot.fusion import SOLVERS
 from lmcot.models import ARCHITECTURES
 from lmcot.training import OPTIMIZERS, SCHEDULES
 
@@ -114,6 +117,34 @@ def list_of(item, min_length=1, unique=True):
     return check
 
 
+MODEL_PATTERN = re.compile(r"^(?P<arch>[a-z0-9_]+)-d(?P<depth>[0-9]+)-w(?P<width>[0-9]+)$")
+
+
+def model_spec(v):
+    """A model of the sweep, ``<arch>-d<depth>-w<width>``: e.g. ``mlp-d2-w128`` or ``lstm-d1-w64``."""
+    match = MODEL_PATTERN.match(v) if isinstance(v, str) else None
+    example = "write <arch>-d<depth>-w<width>, e.g. mlp-d2-w128"
+    if not match:
+        raise Invalid(f"is not a model; {example} (archs: {', '.join(ARCHITECTURES)})")
+    one_of(tuple(ARCHITECTURES))(match["arch"])
+    if int(match["depth"]) < 1 or int(match["width"]) < 1:
+        raise Invalid(f"needs depth and width >= 1; {example}")
+    return v
+
+
+def either(*rules):
+    def check(v):
+        errors = []
+        for rule in rules:
+            try:
+                return rule(v)
+            except Invalid as err:
+                errors.append(str(err))
+        raise Invalid(" or ".join(errors))
+
+    return check
+
+
 DATASET_OPTIONS = {
     "mnist1d": {
         "num_samples": integer(100, multiple_of=10),
@@ -130,9 +161,7 @@ SCHEMA = {
     "train": {
         "sweep": {
             "datasets": list_of(one_of(DATASETS)),
-            "archs": list_of(one_of(tuple(ARCHITECTURES))),
-            "depths": list_of(integer(1)),
-            "widths": list_of(integer(1)),
+            "models": list_of(model_spec),
             "lrs": list_of(number(0, exclusive_minimum=True)),
         },
         "seeds": list_of(integer(0), min_length=2),
@@ -161,10 +190,29 @@ SCHEMA = {
         "num_samples": integer(1),
         "wasserstein_rate": {"repeats": integer(1), "seed": integer(0)},
     },
+    "fuse": {
+        "ot": {
+            "solver": one_of(SOLVERS),
+            "epsilon": number(0, exclusive_minimum=True),
+            "max_iterations": integer(1),
+            "alpha_h": number(0),
+        },
+        "num_models": integer(2),
+        "weights": either(one_of(("uniform",)), list_of(number(0, exclusive_minimum=True), unique=False)),
+        "width_factors": list_of(number(0, 16, exclusive_minimum=True)),
+        "fine_tune": {"epochs": integer(0), "lr_factor": number(0, exclusive_minimum=True)},
+    },
     "barrier": {
         "alphas": list_of(number(0, 1), min_length=2),
         "splits": list_of(one_of(("train", "test"))),
         "batch_size": integer(1),
+        "norm_corrections": list_of(one_of(NORM_CORRECTIONS), min_length=0),
+        "norm_samples": integer(1),
+    },
+    "plane": {
+        "grid_size": integer(3, 101),
+        "margin": number(0, 2),
+        "num_samples": integer(1),
     },
     "report": {"dpi": integer(50, 600), "figure_format": one_of(("png", "svg", "pdf"))},
 }
@@ -213,11 +261,20 @@ def _join(where, key):
 
 def _check_rules(params):
     """Rules across fields."""
+    errors = []
     missing = [d for d in params["train"]["sweep"]["datasets"] if d not in params["prepare"]]
     if missing:
-        raise ParamsError(
-            f"invalid params.yaml:\n  - train.sweep.datasets names {missing} but prepare has no options for it"
+        errors.append(f"train.sweep.datasets names {missing} but prepare has no options for it")
+    fuse, seeds = params["fuse"], params["train"]["seeds"]
+    if fuse["num_models"] > len(seeds):
+        errors.append(f"fuse.num_models = {fuse['num_models']} but train.seeds has only {len(seeds)} seeds")
+    if fuse["weights"] != "uniform" and len(fuse["weights"]) != fuse["num_models"]:
+        errors.append(
+            f"fuse.weights lists {len(fuse['weights'])} numbers but fuse.num_models = {fuse['num_models']}; "
+            "give one weight per fused model, or write uniform"
         )
+    if errors:
+        raise ParamsError("invalid params.yaml:\n" + "\n".join(f"  - {e}" for e in errors))
 
 
 def read_yaml(path):
@@ -260,11 +317,22 @@ class Configuration:
         return {"dataset": self.dataset, "arch": self.arch, "depth": self.depth, "width": self.width, "lr": self.lr}
 
 
+def parse_model(spec: str) -> tuple[str, int, int]:
+    """``"mlp-d2-w128"`` -> ``("mlp", 2, 128)`` (arch, depth, width)."""
+    match = MODEL_PATTERN.match(spec)
+    if not match:
+        raise ValueError(f"{spec!r} is not a model; write <arch>-d<depth>-w<width>, e.g. mlp-d2-w128")
+    return match["arch"], int(match["depth"]), int(match["width"])
+
+
 def configurations(params: dict) -> list[Configuration]:
-    """Every configuration of ``train.sweep``, in the order dvc.yaml's matrix lists them."""
+    """Every configuration of ``train.sweep`` (datasets x models x lrs), in the order dvc.yaml's matrix
+    lists them."""
     sweep = params["train"]["sweep"]
-    keys = ("datasets", "archs", "depths", "widths", "lrs")
-    return [Configuration(*values) for values in itertools.product(*(sweep[k] for k in keys))]
+    return [
+        Configuration(dataset, *parse_model(model), lr)
+        for dataset, model, lr in itertools.product(sweep["datasets"], sweep["models"], sweep["lrs"])
+    ]
 
 
 def main(argv=None) -> int:

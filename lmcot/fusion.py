@@ -276,15 +276,10 @@ def ensemble_evaluate(models, x: torch.Tensor, y: torch.Tensor, weights=None, ba
     return {"loss": loss / len(x), "accuracy": correct / len(x)}
 
 
-def barycenter_permutations(
-    model_a, model_b, solver="emd", epsilon=1e-3, max_iterations=20, alpha_h=1.0
-) -> Permutations:
-    """Fusion as alignment: the barycentre of A and B (lambda = 1/2, started from A) couples both to
-    the fused model; rounding the couplings to permutations (a LAP on each) and composing them gives
-    the permutation that puts B's units where A's matching units are."""
-    fusion = wasserstein_barycenter(
-        [model_a, model_b], model_a, solver=solver, epsilon=epsilon, max_iterations=max_iterations, alpha_h=alpha_h
-    )
+def permutations_from_fusion(fusion: Fusion) -> Permutations:
+    """From the barycentre of two models (A first), the permutation of B's units onto A's: each
+    coupling is rounded to a permutation (a LAP on it), and B's unit matched to target unit ``j`` goes
+    where A's unit matched to ``j`` is."""
     perms = {}
     for name, plan_b in fusion.couplings[1].items():
         to_a, to_b = solve_lap(fusion.couplings[0][name]), solve_lap(plan_b)  # target unit j -> model unit
@@ -292,3 +287,14 @@ def barycenter_permutations(
         perm[to_a] = to_b
         perms[name] = perm
     return perms
+
+
+def barycenter_permutations(
+    model_a, model_b, solver="emd", epsilon=1e-3, max_iterations=20, alpha_h=1.0
+) -> Permutations:
+    """Fusion as alignment: the barycentre of A and B (lambda = 1/2, started from A), its couplings
+    rounded to the permutation that puts B's units where A's matching units are."""
+    fusion = wasserstein_barycenter(
+        [model_a, model_b], model_a, solver=solver, epsilon=epsilon, max_iterations=max_iterations, alpha_h=alpha_h
+    )
+    return permutations_from_fusion(fusion)

@@ -144,19 +144,19 @@ class ResNet(nn.Module):
         self.classifier = nn.Linear(width, num_classes)
 
     @staticmethod
-    def _apply(layer, x):
+    def _conv_bn(layer, x):
         x = layer["conv"](x)
         return layer["bn"](x) if "bn" in layer else x
 
     def _walk(self, x):
         """Yield ``(name, layer input, post-ReLU output)`` for the stem and every block's two halves."""
-        out = torch.relu(self._apply(self.stem, x))
+        out = torch.relu(self._conv_bn(self.stem, x))
         yield "residual", x, out
         x = out
         for b, (block, pool) in enumerate(zip(self.blocks, self.pools, strict=True)):
-            inner = torch.relu(self._apply(block["a"], x))
+            inner = torch.relu(self._conv_bn(block["a"], x))
             yield f"block{b}", x, inner
-            x = torch.relu(x + self._apply(block["b"], inner))
+            x = torch.relu(x + self._conv_bn(block["b"], inner))
             yield "residual", inner, x
             x = self.avg_pool(x, 2) if pool else x
 

@@ -20,7 +20,10 @@ log = logging.getLogger("align")
 
 
 def method_options(method: str, params: dict) -> dict:
-    """Keyword options of ``method``: its ``align.<method>`` group of params, if it has one."""
+    """Keyword options of ``method``: its ``align.<method>`` group of params, if it has one (the
+    barycentre's are the fusion's OT options, ``fuse.ot``)."""
+    if method == "barycenter":
+        return params["fuse"]["ot"]
     return params["align"].get(method, {})
 
 

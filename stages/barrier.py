@@ -1,5 +1,8 @@
 """Stage barrier: loss and error along the linear path between model A and aligned model B, for every
 pair and method of one configuration -> results/<config>/curves.csv and results/<config>/barriers.csv.
+
+For networks with BatchNorm, every path is also evaluated after each of barrier.norm_corrections
+(BN reset, REPAIR); those rows carry the method as ``<method>+<correction>``.
 """
 
 import json
@@ -11,7 +14,7 @@ import torch
 from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
 from tqdm import tqdm
 
-from lmcot.barrier import barrier_summary, evaluation_grid, interpolation_curve
+from lmcot.barrier import barrier_summary, batchnorm_layers, evaluation_grid, interpolation_curve
 from lmcot.data import Dataset
 from lmcot.io import write_csv
 from lmcot.permutation import apply_permutations
@@ -28,17 +31,22 @@ def main():
     alignment = json.loads((results_dir(config) / "alignment.json").read_text())
     models = load_seed_models(params, config, device)
     container = deepcopy(models[params["train"]["seeds"][0]])  # overwritten in place at every path point
+    corrections = [None] + (params["barrier"]["norm_corrections"] if batchnorm_layers(container) else [])
+    norm_inputs = data.x_train[: params["barrier"]["norm_samples"]]
 
     curves = []
     for record in tqdm(alignment["alignments"], desc=config.name):
         model_a, model_b = models[record["seed_a"]], models[record["seed_b"]]
         perms = {name: torch.tensor(perm) for name, perm in record["permutations"].items()}
         state_b = apply_permutations(model_b.permutation_spec(), perms, model_b.state_dict())
-        keys = {**config.as_dict(), "seed_a": record["seed_a"], "seed_b": record["seed_b"], "method": record["method"]}
-        rows = interpolation_curve(
-            container, model_a.state_dict(), state_b, alphas, splits, params["barrier"]["batch_size"]
-        )
-        curves += [{**keys, **row} for row in rows]
+        for correction in corrections:
+            method = record["method"] + (f"+{correction}" if correction else "")
+            keys = {**config.as_dict(), "seed_a": record["seed_a"], "seed_b": record["seed_b"], "method": method}
+            rows = interpolation_curve(
+                container, model_a.state_dict(), state_b, alphas, splits, params["barrier"]["batch_size"],
+                correction, norm_inputs,
+            )  # fmt: skip
+            curves += [{**keys, **row} for row in rows]
     curves = pd.DataFrame(curves)
 
     group_keys = [*config.as_dict(), "seed_a", "seed_b", "method", "split", "metric"]

@@ -17,6 +17,7 @@ from lmcot.config import Configuration, ParamsError, configurations, load_params
 PREPARED = Path("data/prepared")
 MODELS = Path("models")
 RESULTS = Path("results")
+FUSED = Path("fused")
 REPORTS = Path("reports")
 
 
@@ -30,6 +31,10 @@ def model_path(config: Configuration, seed: int) -> Path:
 
 def results_dir(config: Configuration) -> Path:
     return RESULTS / config.name
+
+
+def fused_dir(config: Configuration) -> Path:
+    return FUSED / config.name
 
 
 def stage_device(params: dict):
