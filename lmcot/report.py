@@ -18,6 +18,24 @@ def config_label(row) -> str:
     return f"{row['dataset']} {row['arch']} d{row['depth']} w{row['width']} lr{row['lr']}"
 
 
+def model_label(row) -> str:
+    return f"{row['arch']} d{row['depth']} w{row['width']}"
+
+
+def with_model(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``model`` column (architecture, depth and width), for facets across architectures."""
+    table = table.copy()
+    table["model"] = table.apply(model_label, axis=1) if len(table) else []
+    return table
+
+
+def width_studies(table: pd.DataFrame):
+    """``(label, rows)`` per (dataset, arch, depth, lr) group that spans two or more widths."""
+    for key, rows in table.groupby(["dataset", "arch", "depth", "lr"], sort=True):
+        if rows["width"].nunique() >= 2:
+            yield f"{key[0]} {key[1]} d{key[2]} lr{key[3]}", rows
+
+
 def metric_key(row) -> str:
     """Stable key of a configuration for DVC metrics (no dots, which DVC reads as nesting)."""
     return f"{row['dataset']}-{row['arch']}-d{row['depth']}-w{row['width']}-lr{row['lr']}".replace(".", "_")
@@ -154,11 +172,11 @@ def midpoint_vs_lr_figure(barriers: pd.DataFrame, dpi: int = 110):
     data = pd.concat([data, endpoints], ignore_index=True)
     data["curve"] = data["method"].eq("endpoints").map({True: "endpoints' own loss", False: "midpoint"})
     grid = sns.relplot(
-        data=data, x="lr", y="value", hue="method", style="curve", col="width",
+        data=with_model(data), x="lr", y="value", hue="method", style="curve", col="model", col_wrap=3,
         kind="line", marker="o", errorbar=("pi", 100), height=3, aspect=1.1, facet_kws={"sharey": False},
     )  # fmt: skip
     _lr_axis(grid, data["lr"].unique())
-    grid.set_titles("width {col_name}")
+    grid.set_titles("{col_name}")
     grid.set_axis_labels("learning rate", "test loss at alpha = 1/2 (nats)")
     grid.figure.set_dpi(dpi)
     return grid.figure
@@ -168,39 +186,43 @@ def dimension_vs_lr_figure(dimensions: pd.DataFrame, dpi: int = 110):
     """Participation-ratio dimensions against learning rate, per matrix and layer (rows: widths)."""
     data = dimensions[dimensions["estimator"].isin(["pr_weights", "pr_cov", "pr_activations"])]
     grid = sns.relplot(
-        data=data, x="lr", y="value", hue="layer", col="estimator", row="width", kind="line", marker="o",
-        errorbar=("pi", 100), height=2.6, aspect=1.2, facet_kws={"sharey": False},
+        data=with_model(data), x="lr", y="value", hue="layer", col="estimator", row="model", kind="line",
+        marker="o", errorbar=("pi", 100), height=2.6, aspect=1.2, facet_kws={"sharey": False},
     )  # fmt: skip
     _lr_axis(grid, data["lr"].unique())
-    grid.set_titles("{col_name}, width {row_name}")
+    grid.set_titles("{col_name}, {row_name}")
     grid.set_axis_labels("learning rate", "participation ratio")
     grid.figure.set_dpi(dpi)
     return grid.figure
 
 
 def barrier_vs_dimension_figure(paired: pd.DataFrame, dpi: int = 110):
-    """Test loss barrier of each pair against the dimension that governs its method (log x), per width."""
+    """Test loss barrier of each pair against the dimension that governs its method (log x), per model."""
     grid = sns.relplot(
-        data=paired, x="dimension", y="barrier", hue="method", style="lr", col="width", height=3.2, aspect=1.1,
-        facet_kws={"sharex": False, "sharey": False},
+        data=with_model(paired), x="dimension", y="barrier", hue="method", style="lr", col="model", col_wrap=3,
+        height=3.2, aspect=1.1, facet_kws={"sharex": False, "sharey": False},
     )  # fmt: skip
     for ax in grid.axes.flat:
         ax.set_xscale("log")
-    grid.set_titles("width {col_name}")
+    grid.set_titles("{col_name}")
     grid.set_axis_labels("participation ratio of the method's matrix (mean of the pair)", "test loss barrier (nats)")
     grid.figure.set_dpi(dpi)
     return grid.figure
 
 
 def barrier_loglog_figure(barriers: pd.DataFrame, slopes: dict, dpi: int = 110):
-    """Mean test loss barrier against width on log-log axes, with the fitted slope per method."""
-    table = summary_table(barriers, "test", "loss")
-    table["method"] = table["method"].map(lambda m: f"{m} (slope {slopes.get(m, float('nan')):.2f})")
-    grid = sns.relplot(data=table, x="width", y="mean", hue="method", col="lr", kind="line", marker="o", height=3.2)
+    """Mean test loss barrier against width on log-log axes, with the fitted slope per method, one panel
+    per width study (data set, architecture, depth, learning rate)."""
+    studies = [rows.assign(study=label) for label, rows in width_studies(summary_table(barriers, "test", "loss"))]
+    table = pd.concat(studies, ignore_index=True)
+    table["method"] = table.apply(lambda r: f"{r['method']} (slope {slopes.get(_slope_key(r), np.nan):.2f})", axis=1)
+    grid = sns.relplot(
+        data=table, x="width", y="mean", hue="method", col="study", col_wrap=3, kind="line", marker="o", height=3.2
+    )
     for ax in grid.axes.flat:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-    grid.set_titles("lr {col_name}")
+    grid.set_titles("{col_name}")
     grid.set_axis_labels("hidden units per layer", "mean test loss barrier (nats)")
     grid.figure.set_dpi(dpi)
     return grid.figure
@@ -236,12 +258,12 @@ def findings(barriers: pd.DataFrame, endpoints: pd.DataFrame) -> list[str]:
             f"{len(lower)} configurations"
             + (f"; not in: {', '.join(exceptions)}." if exceptions else " (all of them).")
         )
-    for method in pivot.columns:
-        by_width = table[table["method"] == method].groupby("width")["mean"].mean()
-        if len(by_width) >= 2:
+    for study, rows in width_studies(table):
+        for method, group in rows.groupby("method", sort=True):
+            by_width = group.groupby("width")["mean"].mean()
             trend = "falls" if by_width.iloc[-1] < by_width.iloc[0] else "does not fall"
             lines.append(
-                f"With `{method}`, the mean test loss barrier {trend} from width {by_width.index[0]} "
+                f"{study}: with `{method}`, the mean test loss barrier {trend} from width {by_width.index[0]} "
                 f"({by_width.iloc[0]:.3f}) to width {by_width.index[-1]} ({by_width.iloc[-1]:.3f})."
             )
     best = endpoints.loc[endpoints["test_accuracy"].idxmax()]
@@ -258,16 +280,26 @@ def ferbach_analysis(barriers: pd.DataFrame, dimensions: pd.DataFrame) -> dict:
     paired = barrier_with_dimension(barriers, dimensions, CONFIG_KEYS)
     # Dimension grows with width while barriers fall, so across widths the two are confounded; the
     # paper compares learning rates at one width. Within a width, pairs of every learning rate are pooled.
-    groups = paired.groupby(["method", "width"]) if paired["lr"].nunique() > 1 else paired.groupby(["method"])
+    paired = with_model(paired)
+    groups = paired.groupby(["method", "model"]) if paired["lr"].nunique() > 1 else paired.groupby(["method"])
     correlations = {
-        (f"{key[0]}, width {key[1]}" if len(key) > 1 else key[0]): spearman_with_ci(g["dimension"], g["barrier"])
+        (f"{key[0]}, {key[1]}" if len(key) > 1 else key[0]): spearman_with_ci(g["dimension"], g["barrier"])
         for key, g in groups
     }
     table = summary_table(barriers, "test", "loss")
-    slopes = {m: loglog_slope(g["width"], g["mean"]) for m, g in table.groupby("method")}
+    studies = [rows for _, rows in width_studies(table)]
+    slopes = {}
+    if studies:  # every learning rate's points of one architecture in one fit
+        for (arch, method), g in pd.concat(studies).groupby(["arch", "method"]):
+            slopes[_slope_key({"arch": arch, "method": method})] = loglog_slope(g["width"], g["mean"])
     widest = dimensions[dimensions["width"] == dimensions["width"].max()]
     rate = {e: -1 / v for e, v in widest.groupby("estimator")["value"].mean().items() if v > 0}
     return {"paired": paired, "correlations": correlations, "slopes": slopes, "rate_from_dimension": rate}
+
+
+def _slope_key(row) -> str:
+    """Key of a width slope: the method, within its architecture."""
+    return f"{row['arch']}/{row['method']}"
 
 
 def paper_claims(barriers: pd.DataFrame, dimensions: pd.DataFrame, analysis: dict) -> list[str]:
@@ -363,9 +395,8 @@ def write_markdown(
         "",
         "## What was run",
         "",
-        f"- Data sets: {', '.join(sweep['datasets'])}; architectures: {', '.join(sweep['archs'])}; "
-        f"hidden layers: {', '.join(map(str, sweep['depths']))}; widths: {', '.join(map(str, sweep['widths']))}; "
-        f"learning rates: {', '.join(map(str, sweep['lrs']))}.",
+        f"- Data sets: {', '.join(sweep['datasets'])}; models (architecture-depth-width): "
+        f"{', '.join(sweep['models'])}; learning rates: {', '.join(map(str, sweep['lrs']))}.",
         f"- Seeds {', '.join(map(str, seeds))} per configuration, so {n_pairs} pairs each. Training: "
         f"{recipe['optimizer']} (momentum {recipe['momentum']}, weight decay {recipe['weight_decay']}), "
         f"{recipe['epochs']} epochs of batch {recipe['batch_size']}, {recipe['warmup_epochs']} warm-up epochs "
@@ -423,3 +454,110 @@ def write_markdown(
         "",
     ]
     return "\n".join(parts)
+
+
+# --- fusion (Akash, Li and Garcia Trillos) ---------------------------------------------------------
+
+FUSION_ORDER = ["input", "fused", "fused_no_hidden", "vanilla", "one_shot", "ensemble"]
+
+
+def fusion_table(fusion: pd.DataFrame, value: str = "test_accuracy") -> pd.DataFrame:
+    """One row per configuration and model of the fuse stage, ``value`` before and after fine-tuning."""
+    table = fusion.copy()
+    table["order"] = table["kind"].map(FUSION_ORDER.index)
+    table["fine_tuned"] = table["fine_tuned"].map({True: "after fine-tuning", False: "before fine-tuning"})
+    pivot = table.pivot_table(
+        index=[*CONFIG_KEYS, "order", "target_width", "model"], columns="fine_tuned", values=value, aggfunc="first"
+    )
+    return pivot.reset_index().drop(columns="order").rename_axis(columns=None)
+
+
+def hidden_term_table(fusion: pd.DataFrame) -> pd.DataFrame:
+    """Recurrent models: test accuracy of fusion with and without the hidden-to-hidden cost (same width)."""
+    rows = fusion[fusion["kind"].isin(["fused", "fused_no_hidden"]) & (fusion["target_width"] == fusion["width"])]
+    if rows.empty or "fused_no_hidden" not in set(rows["kind"]):
+        return pd.DataFrame()
+    rows = rows[rows.groupby(CONFIG_KEYS)["kind"].transform(lambda k: "fused_no_hidden" in set(k))]
+    table = rows.assign(term=rows["kind"].map({"fused": "with hidden term", "fused_no_hidden": "without hidden term"}))
+    table["fine_tuned"] = table["fine_tuned"].map({True: "after", False: "before"})
+    pivot = table.pivot_table(index=CONFIG_KEYS, columns=["term", "fine_tuned"], values="test_accuracy")
+    pivot.columns = [f"{term}, {when} fine-tuning" for term, when in pivot.columns]
+    return pivot.reset_index()
+
+
+def fusion_metrics(fusion: pd.DataFrame) -> dict:
+    """DVC metrics: per configuration, the test accuracy of every kind of model before fine-tuning (mean
+    over the input models; the fused model at the input width)."""
+    result = {}
+    same_width = fusion[(fusion["target_width"] == fusion["width"]) & ~fusion["fine_tuned"].astype(bool)]
+    for key, group in same_width.groupby(CONFIG_KEYS, sort=True):
+        means = group.groupby("kind")["test_accuracy"].mean()
+        result[metric_key(dict(zip(CONFIG_KEYS, key, strict=True)))] = {k: round(v, 4) for k, v in means.items()}
+    return result
+
+
+def plane_figure(grid: pd.DataFrame, points: pd.DataFrame, title: str = "", dpi: int = 110):
+    """Train loss and test error on each plane of one configuration, filled contours with the models
+    marked (Akash, Li and Garcia Trillos's Figure 1)."""
+    planes = list(dict.fromkeys(grid["plane"]))
+    sns.set_theme(style="white")
+    figure, axes = plt.subplots(len(planes), 2, figsize=(9, 3.8 * len(planes)), squeeze=False, dpi=dpi)
+    for row, plane in enumerate(planes):
+        cells = grid[grid["plane"] == plane]
+        marks = points[points["plane"] == plane]
+        for col, (value, label, cmap) in enumerate(
+            [("train_loss", "train loss (nats)", "viridis"), ("test_error", "test error", "magma")]
+        ):
+            table = cells.pivot_table(index="y", columns="x", values=value)
+            ax = axes[row, col]
+            filled = ax.contourf(table.columns, table.index, table.values, levels=20, cmap=cmap)
+            ax.contour(table.columns, table.index, table.values, levels=10, colors="white", linewidths=0.4)
+            figure.colorbar(filled, ax=ax, label=label)
+            for mark in marks.itertuples():
+                ax.scatter(mark.x, mark.y, color="red", edgecolor="white", s=40, zorder=3)
+                ax.annotate(mark.point, (mark.x, mark.y), textcoords="offset points", xytext=(5, 5), fontsize=8,
+                            color="white")  # fmt: skip
+            ax.set_title(f"{plane} plane: {label}")
+            ax.set_xlabel("distance along model 1 -> model 2")
+            ax.set_ylabel("orthogonal distance")
+            ax.set_aspect("equal", adjustable="box")  # distances in parameter space, same scale on both axes
+    figure.suptitle(title)
+    sns.set_theme()
+    figure.tight_layout()
+    return figure
+
+
+def fusion_markdown(fusion: pd.DataFrame, plane_figures: dict) -> list[str]:
+    """The fusion sections of the report."""
+    parts = [
+        "## Wasserstein-barycentre fusion (Akash, Li and Garcia Trillos)",
+        "",
+        "Test accuracy of each input model, the fused models (one per target width), vanilla averaging, one-shot "
+        "OT fusion and the output ensemble, before and after the short fine-tuning of `fuse.fine_tune`. "
+        "Fused BatchNorm models have their statistics recomputed on the training data.",
+        "",
+    ]
+    for arch, rows in fusion.groupby("arch", sort=True):
+        parts += [f"### {arch}", "", markdown_table(fusion_table(rows)), ""]
+    hidden = hidden_term_table(fusion)
+    if len(hidden):
+        parts += [
+            "### Recurrent layers: the hidden-to-hidden term",
+            "",
+            "Test accuracy of the fused model with the Gromov-Wasserstein hidden-to-hidden cost (`fuse.ot.alpha_h`) "
+            "and without it (the ablation).",
+            "",
+            markdown_table(hidden),
+            "",
+        ]
+    if plane_figures:
+        parts += [
+            "### Loss landscape planes",
+            "",
+            "Plane `permutation`: model 1, model 2 and model 2 permuted by the barycentre's couplings; plane "
+            "`fusion`: model 1, model 2 and their barycentre. Model 1 and permuted model 2 in one low-loss "
+            "region, apart from model 2, is linear mode connectivity after alignment.",
+            "",
+        ]
+        parts += [f"![{name}]({path})\n" for name, path in plane_figures.items()]
+    return parts

@@ -50,6 +50,9 @@ def main():
         "barrier_dimension_spearman": {m: round(r["rho"], 4) for m, r in analysis["correlations"].items()},
         "barrier_width_loglog_slope": {m: round(s, 4) for m, s in analysis["slopes"].items()},
     }
+    fusion = read_results(params, "fusion.csv")
+    write_csv(REPORTS / "fusion.csv", fusion)
+    metrics["fusion_test_accuracy"] = report.fusion_metrics(fusion)
     write_json(REPORTS / "metrics.json", metrics)
 
     test_loss = report.summary_table(barriers, "test", "loss")
@@ -85,13 +88,21 @@ def main():
     if len(analysis["paired"]):
         figure = report.barrier_vs_dimension_figure(analysis["paired"], dpi)
         figures["barrier_vs_dimension"] = save_figure(figure, "barrier_vs_dimension", params)
-    if barriers["width"].nunique() > 1:
+    if analysis["slopes"]:
         figure = report.barrier_loglog_figure(barriers, analysis["slopes"], dpi)
         figures["barrier_vs_width_loglog"] = save_figure(figure, "barrier_vs_width_loglog", params)
+
+    plane_figures = {}
+    for config in configurations(params):
+        grid_rows = pd.read_csv(results_dir(config) / "plane.csv")
+        points = pd.read_csv(results_dir(config) / "plane_points.csv")
+        name = f"plane_{config.name}"
+        plane_figures[name] = save_figure(report.plane_figure(grid_rows, points, config.name, dpi), name, params)
 
     endpoints = report.endpoint_table(barriers)
     grid = evaluation_grid(params["barrier"]["alphas"])
     text = report.write_markdown(params, barriers, endpoints, figures, grid, dimensions, analysis)
+    text += "\n".join(report.fusion_markdown(fusion, plane_figures)) + "\n"
     write_text(REPORTS / "README.md", text)
     log.info("wrote %s", REPORTS / "README.md")
 
