@@ -206,6 +206,7 @@ SCHEMA = {
         "alphas": list_of(number(0, 1), min_length=2),
         "splits": list_of(one_of(("train", "test"))),
         "batch_size": integer(1),
+        "train_samples": integer(1),
         "norm_corrections": list_of(one_of(NORM_CORRECTIONS), min_length=0),
         "norm_samples": integer(1),
     },

@@ -3,18 +3,23 @@
 N trained models of one architecture (weights ``lambda_i``) are fused into one target model, whose
 widths may differ from theirs, layer by layer from the input to the output, driven by the
 architecture's :class:`~lmcot.permutation.PermutationSpec`: each permutation name is one layer of
-units. For each model ``i`` and layer, a coupling ``pi_i`` (target units x model units, uniform
-marginals) transports the model's units onto the target's. ``maps[i][name] = m * pi_i`` (rows sum
-to 1) is the soft counterpart of a permutation: applied to every axis of every tensor that the
-spec names, it carries the model into the target's coordinates (:func:`transport_tensor`).
+units. For each model ``i`` and layer, a coupling ``pi_i`` (``m`` target units x ``n`` model units,
+uniform marginals) transports the model's units onto the target's; it is the soft counterpart of a
+permutation and carries every tensor the spec names into the target's coordinates
+(:func:`transport_tensor`). A unit's own parameters (axis 0: its incoming weights, bias, BatchNorm
+scale and statistics) become the mean over the model units coupled to it, ``m pi_i`` (rows sum to
+1). An input axis (the next layer's weights) becomes the sum of the contributions of those units,
+``n pi_i`` (columns sum to 1), so a target unit that merges two model units receives both of their
+outgoing weights, and a model unit split over two target units passes half to each: the fused layer
+feeds the next one as much as the model's layer did, whatever the target's width.
 
 For a layer, a unit is a point: its incoming weights with their input axes already carried into the
 target's coordinates (and its bias, BatchNorm scale and shift). The cost between target unit ``j``
 and model unit ``k`` is the squared distance of the two points. Up to terms that do not change the
 optimal coupling, it is the paper's ``sum_{j',k'} ||W[j,j'] - W_i[k,k']||^2 pi_prev[j',k']``.
-The barycentre alternates ``pi_i = OT(cost_i)`` and ``W = sum_i lambda_i maps_i W_i`` until neither
+The barycentre alternates ``pi_i = OT(cost_i)`` and ``W = sum_i lambda_i m pi_i W_i`` until neither
 changes. A recurrent matrix (one whose other axis is the layer's own permutation) adds
-``alpha_h * ||H[j] - H_i[k] maps_i^T||^2``, which depends on the coupling being solved, so it is
+``alpha_h * ||H[j] - (H_i n pi_i^T)[k]||^2``, which depends on the coupling being solved, so it is
 found by a fixed-point loop (the Gromov-Wasserstein barycentre); ``alpha_h = 0`` ignores it.
 A matrix whose input axis belongs to a layer not solved yet (a residual block's last convolution
 writing to the skip stream) takes no part in the cost: the stream's coupling, found from the first
@@ -42,7 +47,7 @@ from lmcot.permutation import Permutations, PermutationSpec
 log = logging.getLogger(__name__)
 
 SOLVERS = ("emd", "sinkhorn")
-Maps = dict[str, torch.Tensor]
+Couplings = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -54,22 +59,37 @@ class Fusion:
     iterations: dict[str, int]
 
 
-def transport_tensor(spec: PermutationSpec, maps: Maps, param: str, tensor: torch.Tensor, skip=()) -> torch.Tensor:
-    """Carry every axis of ``tensor`` that a permutation in ``maps`` acts on (except the axes in
-    ``skip``) into the target's coordinates: that axis of size ``n`` becomes ``m`` by ``maps[name]``
-    ``(m, n)``. A permutation matrix as map gives :func:`~lmcot.permutation.permute_tensor`."""
+def averaging(plan: torch.Tensor) -> torch.Tensor:
+    """``(m, n)`` map of a unit's own parameters: each target unit's is the mean of its coupled units'."""
+    return plan / plan.sum(1, keepdim=True).clamp_min(1e-300)
+
+
+def summing(plan: torch.Tensor) -> torch.Tensor:
+    """``(m, n)`` map of an input axis: each model unit's contribution is shared among its target units."""
+    return plan / plan.sum(0, keepdim=True).clamp_min(1e-300)
+
+
+def transport_tensor(
+    spec: PermutationSpec, couplings: Couplings, param: str, tensor: torch.Tensor, skip=()
+) -> torch.Tensor:
+    """Carry every axis of ``tensor`` that a permutation with a coupling in ``couplings`` acts on
+    (except the axes in ``skip``) into the target's coordinates: an axis of ``n`` units becomes ``m``,
+    by :func:`averaging` on axis 0 (the units' own parameters) and :func:`summing` on the others
+    (inputs). A permutation's coupling (a permutation matrix / n) gives
+    :func:`~lmcot.permutation.permute_tensor`."""
     for axis, name in spec.acting_on(param).items():
-        if axis in skip or name not in maps:
+        if axis in skip or name not in couplings:
             continue
+        plan = couplings[name].to(tensor.dtype)
         moved = tensor.movedim(axis, 0)
-        flat = maps[name].to(moved) @ moved.reshape(moved.shape[0], -1)
+        flat = (averaging(plan) if axis == 0 else summing(plan)) @ moved.reshape(moved.shape[0], -1)
         tensor = flat.reshape(-1, *moved.shape[1:]).movedim(0, axis)
     return tensor
 
 
-def transport_state(spec: PermutationSpec, maps: Maps, state) -> dict[str, torch.Tensor]:
+def transport_state(spec: PermutationSpec, couplings: Couplings, state) -> dict[str, torch.Tensor]:
     """Every floating tensor of ``state`` carried by :func:`transport_tensor`; other tensors unchanged."""
-    return {k: transport_tensor(spec, maps, k, v) if v.is_floating_point() else v for k, v in state.items()}
+    return {k: transport_tensor(spec, couplings, k, v) if v.is_floating_point() else v for k, v in state.items()}
 
 
 def ot_plan(cost: torch.Tensor, solver: str = "emd", epsilon: float = 1e-3, num_iter_max: int = 1_000_000):
@@ -90,7 +110,7 @@ def ot_plan(cost: torch.Tensor, solver: str = "emd", epsilon: float = 1e-3, num_
     return torch.from_numpy(plan)
 
 
-def _units(spec, name, state, maps, parameters, solved):
+def _units(spec, name, state, couplings, parameters, solved):
     """Model units of layer ``name`` as points ``(n, features)`` carried into the target's inputs, and
     its recurrent matrices ``(n, n, ...)`` (input axes other than ``name`` carried)."""
     inputs, recurrent = [], []
@@ -100,7 +120,7 @@ def _units(spec, name, state, maps, parameters, solved):
         others = {a: n for a, n in spec.acting_on(param).items() if a != 0}
         if not set(others.values()) <= {*solved, name}:
             continue  # input from a layer not solved yet: reuses this layer's coupling (residual streams)
-        tensor = transport_tensor(spec, maps, param, state[param].double(), skip=(0,))
+        tensor = transport_tensor(spec, couplings, param, state[param].double(), skip=(0,))
         if name in others.values():
             recurrent.append(tensor)
         else:
@@ -108,8 +128,9 @@ def _units(spec, name, state, maps, parameters, solved):
     return torch.cat(inputs, 1) if inputs else None, recurrent
 
 
-def _self_points(recurrent, spec_map):
-    """Recurrent matrices ``(n, n)`` with their column (input) axis carried by ``spec_map`` ``(m, n)``."""
+def _self_points(recurrent, plan):
+    """Recurrent matrices ``(n, n)`` with their column (input) axis carried by the coupling ``(m, n)``."""
+    spec_map = summing(plan)
     return torch.cat(
         [(h.reshape(h.shape[0], h.shape[1], -1).transpose(1, 2) @ spec_map.T).flatten(1) for h in recurrent], 1
     )
@@ -146,14 +167,13 @@ def wasserstein_barycenter(
     sizes = spec.sizes(target.state_dict())
     states = [{k: v.detach().cpu() for k, v in model.state_dict().items()} for model in models]
     parameters = {name for name, _ in models[0].named_parameters()}
-    maps: list[Maps] = [{} for _ in models]
-    couplings: list[dict[str, torch.Tensor]] = [{} for _ in models]
+    couplings: list[Couplings] = [{} for _ in models]
     iterations = {}
     generator = np.random.default_rng(seed)
     for done, name in enumerate(spec.names):
         solved = spec.names[:done]
         m = sizes[name]
-        units = [_units(spec, name, state, maps[i], parameters, solved) for i, state in enumerate(states)]
+        units = [_units(spec, name, state, couplings[i], parameters, solved) for i, state in enumerate(states)]
         points = [u[0] for u in units]
         recurrent = [u[1] for u in units]
         if points[0] is None:
@@ -167,14 +187,21 @@ def wasserstein_barycenter(
         for iterations[name] in range(1, max_iterations + 1):
             for i in range(len(models)):
                 plan = _couple(
-                    target_points, target_self, points[i], recurrent[i], maps[i].get(name), alpha_h, solver, epsilon
+                    target_points,
+                    target_self,
+                    points[i],
+                    recurrent[i],
+                    couplings[i].get(name),
+                    alpha_h,
+                    solver,
+                    epsilon,
                 )
-                couplings[i][name], maps[i][name] = plan, plan * m
+                couplings[i][name] = plan
             if not update_target:
                 break
-            new_points = sum(w * maps[i][name] @ points[i] for i, w in enumerate(weights))
+            new_points = sum(w * averaging(couplings[i][name]) @ points[i] for i, w in enumerate(weights))
             new_self = [
-                sum(w * _transport_square(maps[i][name], recurrent[i][r]) for i, w in enumerate(weights))
+                sum(w * _transport_square(couplings[i][name], recurrent[i][r]) for i, w in enumerate(weights))
                 for r in range(len(target_self))
             ]
             change = (new_points - target_points).norm() / target_points.norm().clamp_min(1e-12)
@@ -186,7 +213,7 @@ def wasserstein_barycenter(
     for key, tensor in states[0].items():
         if tensor.is_floating_point():
             fused[key] = sum(
-                w * transport_tensor(spec, maps[i], key, states[i][key].double()) for i, w in enumerate(weights)
+                w * transport_tensor(spec, couplings[i], key, states[i][key].double()) for i, w in enumerate(weights)
             )
             fused[key] = fused[key].to(tensor.dtype)
         else:  # integer buffers (BatchNorm's step counter) are not averaged
@@ -201,13 +228,14 @@ def _initial_units(n: int, m: int, generator) -> np.ndarray:
     return np.concatenate([np.arange(n), generator.choice(n, m - n, replace=True)])
 
 
-def _transport_square(map_: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``map H map^T`` on the first two axes of a recurrent matrix ``h`` ``(n, n, ...)``."""
+def _transport_square(plan: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """A recurrent matrix ``h`` ``(n, n, ...)`` carried to ``(m, m, ...)``: rows averaged, columns summed."""
     flat = h.reshape(h.shape[0], h.shape[1], -1).permute(2, 0, 1)
-    return (map_ @ flat @ map_.T).permute(1, 2, 0).reshape(map_.shape[0], map_.shape[0], *h.shape[2:])
+    m = plan.shape[0]
+    return (averaging(plan) @ flat @ summing(plan).T).permute(1, 2, 0).reshape(m, m, *h.shape[2:])
 
 
-def _couple(target_points, target_self, points, recurrent, previous_map, alpha_h, solver, epsilon, fixed_point=20):
+def _couple(target_points, target_self, points, recurrent, previous, alpha_h, solver, epsilon, fixed_point=20):
     """Coupling of the target's units and one model's: OT on the input cost, plus the recurrent cost
     through a fixed-point loop (the cost depends on the coupling; start from the last one or from the
     input cost alone)."""
@@ -215,10 +243,10 @@ def _couple(target_points, target_self, points, recurrent, previous_map, alpha_h
     if not recurrent or alpha_h == 0:
         return ot_plan(cost, solver, epsilon)
     m = len(target_points)
-    plan = ot_plan(cost, solver, epsilon) if previous_map is None else previous_map / m
+    plan = ot_plan(cost, solver, epsilon) if previous is None else previous
     target_rows = torch.cat([h.reshape(m, m, -1).transpose(1, 2).reshape(m, -1) for h in target_self], 1)
     for _ in range(fixed_point):
-        recurrent_cost = torch.cdist(target_rows, _self_points(recurrent, plan * m)) ** 2
+        recurrent_cost = torch.cdist(target_rows, _self_points(recurrent, plan)) ** 2
         new = ot_plan(cost + alpha_h * recurrent_cost, solver, epsilon)
         if torch.allclose(new, plan, atol=1e-9):
             break

@@ -469,7 +469,8 @@ def fusion_table(fusion: pd.DataFrame, value: str = "test_accuracy") -> pd.DataF
     pivot = table.pivot_table(
         index=[*CONFIG_KEYS, "order", "target_width", "model"], columns="fine_tuned", values=value, aggfunc="first"
     )
-    return pivot.reset_index().drop(columns="order").rename_axis(columns=None)
+    columns = [c for c in ("before fine-tuning", "after fine-tuning") if c in pivot.columns]
+    return pivot[columns].reset_index().drop(columns="order").rename_axis(columns=None)
 
 
 def hidden_term_table(fusion: pd.DataFrame) -> pd.DataFrame:

@@ -26,7 +26,8 @@ def main():
     params, config = configuration_stage("barrier", __doc__)
     device = stage_device(params)
     data = Dataset.load(prepared_path(config.dataset)).to(device)
-    splits = {split: data.split(split) for split in params["barrier"]["splits"]}
+    limit = {"train": params["barrier"]["train_samples"], "test": None}  # the train split is subsampled
+    splits = {split: tuple(t[: limit[split]] for t in data.split(split)) for split in params["barrier"]["splits"]}
     alphas = evaluation_grid(params["barrier"]["alphas"])
     alignment = json.loads((results_dir(config) / "alignment.json").read_text())
     models = load_seed_models(params, config, device)
