@@ -310,9 +310,14 @@ class Configuration:
     lr: float
 
     @property
+    def model(self) -> str:
+        """The model as ``train.sweep.models`` writes it: ``<arch>-d<depth>-w<width>``."""
+        return f"{self.arch}-d{self.depth}-w{self.width}"
+
+    @property
     def name(self) -> str:
         """Directory name used by dvc.yaml's matrix stages (``${item.*}`` printed as Python prints)."""
-        return f"{self.dataset}-{self.arch}-d{self.depth}-w{self.width}-lr{self.lr}"
+        return f"{self.dataset}-{self.model}-lr{self.lr}"
 
     def as_dict(self) -> dict:
         return {"dataset": self.dataset, "arch": self.arch, "depth": self.depth, "width": self.width, "lr": self.lr}

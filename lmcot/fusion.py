@@ -92,22 +92,51 @@ def transport_state(spec: PermutationSpec, couplings: Couplings, state) -> dict[
     return {k: transport_tensor(spec, couplings, k, v) if v.is_floating_point() else v for k, v in state.items()}
 
 
-def ot_plan(cost: torch.Tensor, solver: str = "emd", epsilon: float = 1e-3, num_iter_max: int = 1_000_000):
-    """Coupling ``(m, n)`` with uniform marginals minimising ``<pi, cost>``: exact (``emd``) or entropic
-    (``sinkhorn``, log domain, ``epsilon`` relative to the largest cost)."""
+def ot_plan(
+    cost: torch.Tensor,
+    solver: str = "emd",
+    epsilon: float = 1e-3,
+    num_iter_max: int | None = None,
+    stop_threshold: float = 1e-4,
+):
+    """Coupling ``(m, n)`` with uniform marginals minimising ``<pi, cost>``: exact (``emd``, at most
+    ``num_iter_max`` network-simplex iterations, default 10^6) or entropic (``sinkhorn``, log domain,
+    ``epsilon`` relative to the largest cost, stopping once the marginals are within ``stop_threshold``
+    or after ``num_iter_max`` iterations, default 10^4, then rounded onto the exact marginals)."""
     import ot
 
     cost = cost.detach().double().cpu().numpy()
     m, n = cost.shape
     a, b = np.full(m, 1.0 / m), np.full(n, 1.0 / n)
     if solver == "emd":
-        plan = ot.emd(a, b, cost, numItermax=num_iter_max)
+        plan = ot.emd(a, b, cost, numItermax=num_iter_max or 1_000_000)
     elif solver == "sinkhorn":
         scale = max(cost.max(), 1e-300)
-        plan = ot.sinkhorn(a, b, cost / scale, epsilon, method="sinkhorn_log", numItermax=num_iter_max, warn=False)
+        plan = ot.sinkhorn(
+            a,
+            b,
+            cost / scale,
+            epsilon,
+            method="sinkhorn_log",
+            numItermax=num_iter_max or 10_000,
+            stopThr=stop_threshold,
+            warn=False,
+        )
+        plan = round_to_marginals(plan, a, b)
     else:
         raise ValueError(f"unknown OT solver {solver!r}; valid: {', '.join(SOLVERS)}")
     return torch.from_numpy(plan)
+
+
+def round_to_marginals(plan: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The nearby coupling with marginals exactly ``a`` and ``b`` (Altschuler, Weed and Rigollet 2017):
+    scale down rows and columns that carry too much, then spread the missing mass as a rank-one term."""
+    plan = plan * np.minimum(a / np.maximum(plan.sum(1), 1e-300), 1)[:, None]
+    plan = plan * np.minimum(b / np.maximum(plan.sum(0), 1e-300), 1)[None, :]
+    row_deficit, column_deficit = np.maximum(a - plan.sum(1), 0), np.maximum(b - plan.sum(0), 0)
+    if row_deficit.sum() > 0:
+        plan = plan + np.outer(row_deficit, column_deficit) / row_deficit.sum()
+    return plan
 
 
 def _units(spec, name, state, couplings, parameters, solved):

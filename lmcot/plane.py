@@ -24,15 +24,15 @@ def flatten_state(state: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 def load_flat(model: torch.nn.Module, vector: torch.Tensor) -> None:
     """Write ``vector`` (from :func:`flatten_state` of a state of ``model``'s shape) into ``model``."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    expected = sum(t.numel() for t in tensors)
+    if expected != len(vector):  # checked first, so that a wrong vector leaves the model as it was
+        raise ValueError(f"vector has {len(vector)} values, the model's floating tensors {expected}")
     offset = 0
     with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                n = tensor.numel()
-                tensor.copy_(vector[offset : offset + n].view_as(tensor))
-                offset += n
-    if offset != len(vector):
-        raise ValueError(f"vector has {len(vector)} values, the model's floating tensors {offset}")
+        for tensor in tensors:
+            tensor.copy_(vector[offset : offset + tensor.numel()].view_as(tensor))
+            offset += tensor.numel()
 
 
 def plane_basis(origin: torch.Tensor, first: torch.Tensor, second: torch.Tensor):

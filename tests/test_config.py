@@ -30,19 +30,30 @@ def test_default_params_are_valid_and_span_the_promised_sweep():
     params = load_params(ROOT / "params.yaml")
     sweep = params["train"]["sweep"]
     assert sweep["datasets"] == ["mnist1d"]
-    assert len(sweep["widths"]) >= 3 and max(sweep["widths"]) / min(sweep["widths"]) >= 16
-    assert len(params["train"]["seeds"]) >= 3 and sweep["depths"] == [2]
+    mlp_widths = [c.width for c in configurations(params) if c.arch == "mlp"]
+    assert len(set(mlp_widths)) >= 3 and max(mlp_widths) / min(mlp_widths) >= 16
+    archs = {c.arch for c in configurations(params)}
+    assert {"mlp", "lstm"} <= archs and archs & {"cnn", "resnet", "resnet_bn"}  # issue 5: a CNN and an LSTM
+    assert len(params["train"]["seeds"]) >= 3 and len(sweep["lrs"]) >= 2
     assert len(params["barrier"]["alphas"]) >= 11
+    assert "barycenter" in params["align"]["methods"]
 
 
 @pytest.mark.parametrize(
     "key, value, expected",
     [
         ("train.sweep.datasets", ["mnist2d"], ["train.sweep.datasets", "mnist2d", "mnist1d, digits"]),
-        ("train.sweep.archs", ["resnet999"], ["train.sweep.archs", "resnet999", "valid: mlp"]),
+        ("train.sweep.models", ["resnet999-d2-w8"], ["train.sweep.models", "resnet999", "valid: mlp, cnn"]),
+        ("train.sweep.models", ["mlp-2-128"], ["train.sweep.models", "mlp-2-128", "<arch>-d<depth>-w<width>"]),
+        ("train.sweep.models", ["mlp-d2-w0"], ["train.sweep.models", "mlp-d2-w0", ">= 1"]),
+        ("fuse.ot.solver", "greedy", ["fuse.ot.solver", "greedy", "emd, sinkhorn"]),
+        ("fuse.weights", "equal", ["fuse.weights", "equal", "uniform"]),
+        ("fuse.num_models", 1, ["fuse.num_models", ">= 2"]),
+        ("fuse.width_factors", [0.5, 0], ["fuse.width_factors", "[1] = 0", "> 0"]),
+        ("barrier.norm_corrections", ["resett"], ["barrier.norm_corrections", "did you mean 'reset'"]),
+        ("plane.grid_size", 2, ["plane.grid_size", ">= 3"]),
         ("align.methods", ["weight_matchin"], ["align.methods", "weight_matchin", "did you mean 'weight_matching'"]),
-        ("train.sweep.widths", [32, 0], ["train.sweep.widths", "[1] = 0", ">= 1"]),
-        ("train.sweep.widths", 32, ["train.sweep.widths", "must be a list"]),
+        ("train.sweep.models", "mlp-d2-w32", ["train.sweep.models", "must be a list"]),
         ("train.seeds", [0], ["train.seeds", "at least 2"]),
         ("train.seeds", [1, 1], ["train.seeds", "repeat"]),
         ("barrier.alphas", [0.0, 0.5, 1.5], ["barrier.alphas", "1.5", "<= 1"]),
@@ -62,20 +73,28 @@ def test_bad_values_are_named(default, key, value, expected):
 
 def test_misspelt_key_is_named_with_a_suggestion(default):
     params = copy.deepcopy(default)
-    params["train"]["sweep"]["widht"] = params["train"]["sweep"].pop("widths")
+    params["train"]["sweep"]["model"] = params["train"]["sweep"].pop("models")
     with pytest.raises(ParamsError) as err:
         validate(params)
     message = str(err.value)
-    assert "unknown key 'train.sweep.widht'" in message
-    assert "did you mean 'train.sweep.widths'" in message
-    assert "missing key 'train.sweep.widths'" in message
+    assert "unknown key 'train.sweep.model'" in message
+    assert "did you mean 'train.sweep.models'" in message
+    assert "missing key 'train.sweep.models'" in message
 
 
 def test_every_problem_is_reported_at_once(default):
-    params = edited(edited(default, "train.sweep.widths", [0]), "train.seeds", [0])
+    params = edited(edited(default, "train.sweep.models", ["mlp-d0-w8"]), "train.seeds", [0])
     with pytest.raises(ParamsError) as err:
         validate(params)
-    assert "train.sweep.widths" in str(err.value) and "train.seeds" in str(err.value)
+    assert "train.sweep.models" in str(err.value) and "train.seeds" in str(err.value)
+
+
+def test_fusion_rules_across_keys(default):
+    with pytest.raises(ParamsError, match=r"fuse.num_models = 5 but train.seeds has only 3"):
+        validate(edited(edited(default, "train.seeds", [0, 1, 2]), "fuse.num_models", 5))
+    with pytest.raises(ParamsError, match=r"fuse.weights lists 2 numbers but fuse.num_models = 3"):
+        validate(edited(edited(default, "fuse.num_models", 3), "fuse.weights", [0.5, 0.5]))
+    assert validate(edited(edited(default, "fuse.num_models", 2), "fuse.weights", [3, 1]))["fuse"]["weights"] == [3, 1]
 
 
 def test_yaml_is_read_as_dvc_reads_it(tmp_path, default):
@@ -91,21 +110,22 @@ def test_unparseable_yaml_names_the_file(tmp_path):
 
 
 def test_configurations_follow_the_sweep(default):
-    params = edited(edited(default, "train.sweep.widths", [8, 16]), "train.sweep.lrs", [0.1, 1])
+    params = edited(edited(default, "train.sweep.models", ["mlp-d2-w8", "lstm-d1-w16"]), "train.sweep.lrs", [0.1, 1])
     configs = configurations(validate(params))
     assert [c.name for c in configs] == [
         "mnist1d-mlp-d2-w8-lr0.1",
         "mnist1d-mlp-d2-w8-lr1",
-        "mnist1d-mlp-d2-w16-lr0.1",
-        "mnist1d-mlp-d2-w16-lr1",
+        "mnist1d-lstm-d1-w16-lr0.1",
+        "mnist1d-lstm-d1-w16-lr1",
     ]
+    assert (configs[2].arch, configs[2].depth, configs[2].width) == ("lstm", 1, 16)
 
 
 def test_dvc_yaml_builds_the_same_configuration_names():
     """dvc.yaml's matrix stages and lmcot.config.Configuration must name configurations alike."""
     stages = read_yaml(ROOT / "dvc.yaml")["stages"]
     config = Configuration("digits", "mlp", 3, 64, 0.001)
-    for stage in ("train", "align", "dimension", "barrier"):
+    for stage in ("train", "align", "dimension", "barrier", "fuse", "plane"):
         cmd = stages[stage]["cmd"]
         rendered = re.sub(r"\$\{item\.(\w+)\}", lambda m: str(getattr(config, m.group(1))), cmd)
         assert rendered.endswith(" " + config.name), (stage, rendered)

@@ -25,7 +25,7 @@ def test_ferbach_preset_is_the_papers_setting():
     from lmcot.config import read_yaml
 
     preset = flatten(read_yaml(ROOT / "presets/ferbach_mnist.yaml"))
-    assert preset["train.sweep.depths"] == [3] and preset["train.sweep.widths"] == [512]
+    assert preset["train.sweep.models"] == ["mlp-d3-w512"]
     lrs = preset["train.sweep.lrs"]
     assert len(lrs) == 6 and lrs[0] == 1e-4 and lrs[-1] == 0.1
     ratios = [b / a for a, b in zip(lrs, lrs[1:], strict=False)]

@@ -48,7 +48,7 @@ def test_findings_follow_the_numbers():
     )
     lines = report.findings(bad, report.endpoint_table(bad))
     assert any("in 1 of 2 configurations; not in: mnist1d mlp d2 w512" in line for line in lines)
-    assert any("With `weight_matching`, the mean test loss barrier does not fall" in line for line in lines)
+    assert any("with `weight_matching`, the mean test loss barrier does not fall" in line for line in lines)
 
 
 def test_metric_keys_have_no_dots():

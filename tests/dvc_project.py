@@ -1,0 +1,79 @@
+"""Helpers for tests that run the real DVC pipeline in a copy of the project."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".gitignore")
+PROJECT_DIRS = ("stages", "lmcot", "data/raw")
+GIT_USER = ["-c", "user.name=lmcot tests", "-c", "user.email=tests@lmcot.invalid"]
+
+
+def env() -> dict:
+    """The environment of a user of the project's venv, offline."""
+    return {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+
+
+def copy_project(destination: Path) -> Path:
+    """A copy of the project's pipeline (no outputs, no cache) at ``destination``, as a git repository."""
+    for name in PROJECT_FILES:
+        if (ROOT / name).exists():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, destination / name)
+    for name in PROJECT_DIRS:
+        shutil.copytree(ROOT / name, destination / name, ignore=shutil.ignore_patterns("__pycache__", "*.tmp"))
+    git(destination, "init", "-q", "-b", "main")
+    return destination
+
+
+def set_params(project: Path, changes: dict) -> None:
+    """Edit params.yaml as a user would (round trip, comments kept); keys are dotted paths."""
+    yaml = YAML()
+    params = yaml.load(project / "params.yaml")
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    yaml.dump(params, project / "params.yaml")
+
+
+def run(cwd: Path, *command: str, check=True, timeout=900) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed in {cwd}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(project: Path, *args: str, check=True, timeout=900) -> subprocess.CompletedProcess:
+    return run(project, "dvc", *args, check=check, timeout=timeout)
+
+
+def git(project: Path, *args: str, check=True) -> subprocess.CompletedProcess:
+    return run(project, "git", *GIT_USER, *args, check=check)
+
+
+def commit_all(project: Path, message: str) -> None:
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", message)
+
+
+def stages_run(result: subprocess.CompletedProcess) -> list[str]:
+    """Stages that DVC executed (not those it skipped or restored from the run-cache)."""
+    return re.findall(r"Running stage '([^']+)'", result.stdout)
+
+
+def stages_restored(result: subprocess.CompletedProcess) -> list[str]:
+    """Stages that DVC restored from the run-cache instead of running them."""
+    return re.findall(r"Stage '([^']+)' is cached - skipping run", result.stdout)

@@ -1,0 +1,147 @@
+"""The landscape plane's geometry, and the BatchNorm corrections of the barrier stage."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from lmcot.barrier import batchnorm_layers, batchnorm_statistics, interpolation_curve, repair, reset_batchnorm
+from lmcot.models import build_model
+from lmcot.plane import evaluate_plane, flatten_state, grid_axes, load_flat, plane_basis
+from lmcot.training import Recipe, train_model
+
+
+def test_plane_basis_is_orthonormal_and_reproduces_the_points(generator):
+    origin, first, second = (torch.randn(50, generator=generator, dtype=torch.float64) for _ in range(3))
+    e1, e2, points = plane_basis(origin, first, second)
+    assert e1.norm().item() == pytest.approx(1) and e2.norm().item() == pytest.approx(1)
+    assert (e1 @ e2).item() == pytest.approx(0, abs=1e-12)
+    for vector, name in ((origin, "origin"), (first, "first"), (second, "second")):
+        x, y = points[name]
+        assert torch.allclose(origin + x * e1 + y * e2, vector)
+
+
+def test_plane_basis_refuses_points_on_one_line():
+    origin, first = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="one line"):
+        plane_basis(origin, first, 3 * first)
+    with pytest.raises(ValueError, match="equals the origin"):
+        plane_basis(origin, origin, first)
+
+
+def test_grid_covers_the_points_with_a_margin():
+    points = {"origin": (0.0, 0.0), "first": (2.0, 0.0), "second": (1.0, 1.0)}
+    xs, ys = grid_axes(points, 5, 0.5)
+    assert len(xs) == len(ys) == 5
+    assert xs[0] == pytest.approx(-1) and xs[-1] == pytest.approx(3)  # extent 2, margin 1 on each side
+    assert ys[0] == pytest.approx(-1) and ys[-1] == pytest.approx(2)
+
+
+def test_load_flat_round_trip_keeps_integer_buffers():
+    model = build_model("resnet_bn", (1, 8, 8), 10, 4, 1)
+    state = copy.deepcopy(model.state_dict())
+    vector = flatten_state(state)
+    load_flat(model, torch.zeros_like(vector))
+    assert flatten_state(model.state_dict()).abs().max() == 0
+    load_flat(model, vector)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+    with pytest.raises(ValueError, match="values"):
+        load_flat(model, vector[:-1])
+
+
+def test_plane_corners_are_the_models(digits, trained_pair):
+    """The grid point at a model's coordinates evaluates to that model's own loss."""
+    a, b = trained_pair
+    train, test = (digits.x_train, digits.y_train), (digits.x_test, digits.y_test)
+    container = copy.deepcopy(a)
+    # a third point off the line a-b: b with its output layer negated
+    third = {k: (-v if k.endswith("weight") else v) for k, v in b.state_dict().items()}
+    rows, points = evaluate_plane(container, a.state_dict(), b.state_dict(), third, train, test, 3, 0.0, progress=False)
+    assert len(rows) == 9
+    loss_a = torch.nn.functional.cross_entropy(a(digits.x_train), digits.y_train).item()
+    origin = min(rows, key=lambda r: (r["x"] - points["origin"][0]) ** 2 + (r["y"] - points["origin"][1]) ** 2)
+    assert origin["x"] == pytest.approx(0, abs=1e-9) and origin["y"] == pytest.approx(0, abs=1e-9)
+    assert origin["train_loss"] == pytest.approx(loss_a, rel=1e-4)
+    assert all(np.isfinite(r["train_loss"]) and 0 <= r["test_error"] <= 1 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def bn_models(digits):
+    recipe = Recipe(lr=0.05, epochs=2, batch_size=64)
+    return [train_model(digits, "resnet_bn", 6, 1, recipe, seed, progress=False)[0].eval() for seed in (0, 1)]
+
+
+def test_reset_sets_running_statistics_to_the_batch_statistics(digits, bn_models):
+    """After a reset, eval mode normalises with the statistics that train mode computes on the inputs."""
+    model = copy.deepcopy(bn_models[0])
+    inputs = digits.x_train[:300]
+    reset_batchnorm(model, inputs)
+    assert not model.training
+    probe = copy.deepcopy(bn_models[0]).train()
+    captured = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: captured.append(i[0])) for layer in batchnorm_layers(probe)]
+    with torch.no_grad():
+        probe(inputs)
+    for hook in hooks:
+        hook.remove()
+    for layer, x in zip(batchnorm_layers(model), captured, strict=True):
+        flat = x.transpose(0, 1).flatten(1)
+        assert torch.allclose(layer.running_mean, flat.mean(1), atol=1e-5)
+        assert torch.allclose(layer.running_var, flat.var(1), rtol=1e-3, atol=1e-5)  # unbiased, as torch keeps it
+    # in batches, the running statistics are the mean of the batches' statistics: close to the full ones
+    batched = copy.deepcopy(bn_models[0])
+    reset_batchnorm(batched, inputs, batch_size=100)
+    for layer, full in zip(batchnorm_layers(batched), batchnorm_layers(model), strict=True):
+        assert torch.allclose(layer.running_mean, full.running_mean, atol=0.05)
+
+
+def test_repair_reaches_its_goal_statistics(digits, bn_models):
+    model = copy.deepcopy(bn_models[0])
+    inputs = digits.x_train[:300]
+    before = batchnorm_statistics(model, inputs)
+    goal = [(mean + 0.5, 2 * std) for mean, std in before]
+    repair(model, goal, inputs)
+    after = batchnorm_statistics(model, inputs)
+    for (mean, std), (goal_mean, goal_std) in zip(after, goal, strict=True):
+        assert torch.allclose(mean, goal_mean, atol=1e-4)
+        assert torch.allclose(std, goal_std, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("correction", [None, "reset", "repair"])
+def test_self_barrier_of_a_batchnorm_network_is_zero(digits, bn_models, correction):
+    model = bn_models[0]
+    splits = {"test": (digits.x_test, digits.y_test)}
+    rows = interpolation_curve(copy.deepcopy(model), model.state_dict(), model.state_dict(), [0, 0.5, 1], splits,
+                               correction=correction, norm_inputs=digits.x_train[:300])  # fmt: skip
+    losses = [r["value"] for r in rows if r["metric"] == "loss"]
+    assert max(losses) - min(losses) < 1e-5
+
+
+def test_repair_at_an_endpoint_keeps_the_model(digits, bn_models):
+    """At alpha = 0 REPAIR's goal is the model's own statistics: nothing changes."""
+    model = bn_models[0]
+    splits = {"test": (digits.x_test, digits.y_test)}
+    plain = interpolation_curve(copy.deepcopy(model), model.state_dict(), bn_models[1].state_dict(), [0], splits)
+    repaired = interpolation_curve(copy.deepcopy(model), model.state_dict(), bn_models[1].state_dict(), [0], splits,
+                                   correction="repair", norm_inputs=digits.x_train[:300])  # fmt: skip
+    assert [r["value"] for r in repaired] == pytest.approx([r["value"] for r in plain], rel=1e-4)
+
+
+def test_corrections_lower_the_midpoint_loss_of_two_batchnorm_networks(digits, bn_models):
+    a, b = bn_models
+    splits = {"test": (digits.x_test, digits.y_test)}
+    midpoint = {}
+    for correction in (None, "reset", "repair"):
+        rows = interpolation_curve(copy.deepcopy(a), a.state_dict(), b.state_dict(), [0.5], splits,
+                                   correction=correction, norm_inputs=digits.x_train[:500])  # fmt: skip
+        midpoint[correction] = next(r["value"] for r in rows if r["metric"] == "loss")
+    assert midpoint["reset"] < midpoint[None] and midpoint["repair"] < midpoint[None], midpoint
+
+
+def test_unknown_correction_is_named():
+    model = build_model("mlp", (1, 8, 8), 10, 4, 1)
+    with pytest.raises(ValueError, match="'renorm'.*reset, repair"):
+        interpolation_curve(model, model.state_dict(), model.state_dict(), [0], {}, correction="renorm",
+                            norm_inputs=torch.zeros(1, 1, 8, 8))  # fmt: skip
