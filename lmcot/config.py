@@ -165,6 +165,7 @@ SCHEMA = {
             "lrs": list_of(number(0, exclusive_minimum=True)),
         },
         "seeds": list_of(integer(0), min_length=2),
+        "checkpoint_every": integer(0),
         "recipe": {
             "optimizer": one_of(OPTIMIZERS),
             "momentum": number(0, 1),

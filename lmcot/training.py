@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from lmcot.data import Dataset
+from lmcot.io import atomic_path
 from lmcot.models import build_model
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,39 @@ class Recipe:
             return 1.0
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where :func:`fit` saves its whole state every ``every`` epochs, and resumes from.
+
+    ``key`` identifies the run (architecture, recipe, seeds, data); a checkpoint saved under another key,
+    or one that cannot be read, is ignored with a warning and training starts afresh.
+    """
+
+    path: Path
+    key: str
+    every: int = 1
+
+    def save(self, state: dict) -> None:
+        with atomic_path(self.path) as tmp:  # a kill while saving leaves the previous checkpoint whole
+            torch.save({"key": self.key, **state}, tmp)
+
+    def load(self) -> dict | None:
+        if not Path(self.path).exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # any damage: a checkpoint is only a shortcut
+            log.warning("%s: cannot read the checkpoint (%s); training from the start", self.path, err)
+            return None
+        if state.get("key") != self.key:
+            log.warning("%s: checkpoint of another run (params or data changed); training from the start", self.path)
+            return None
+        return state
+
+    def remove(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
 
 
 @torch.no_grad()
@@ -123,6 +159,20 @@ class StackedModels:
             {"loss": lo / len(x), "accuracy": c / len(x)} for lo, c in zip(loss.tolist(), correct.tolist(), strict=True)
         ]
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every trained tensor (parameters and buffers), for a checkpoint."""
+        return {f"param.{k}": v.detach() for k, v in self.params.items()} | {
+            f"buffer.{k}": v for k, v in self.buffers.items()
+        }
+
+    @torch.no_grad()
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy a :meth:`state` back in place (the optimiser keeps pointing at the same tensors)."""
+        for k, v in self.params.items():
+            v.copy_(state[f"param.{k}"])
+        for k, v in self.buffers.items():
+            v.copy_(state[f"buffer.{k}"])
+
     def unstack(self, build) -> list[torch.nn.Module]:
         """The models as separate CPU ``nn.Module``s; ``build()`` makes an empty one of the architecture."""
         models = []
@@ -157,6 +207,15 @@ class SeparateModels:
         self.train(True)
         return results
 
+    def state(self) -> dict[str, torch.Tensor]:
+        return {f"{i}.{k}": v.detach() for i, m in enumerate(self.models) for k, v in m.state_dict().items()}
+
+    @torch.no_grad()
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        for i, m in enumerate(self.models):
+            for k, v in m.state_dict().items():
+                v.copy_(state[f"{i}.{k}"])
+
     def unstack(self, build=None) -> list[torch.nn.Module]:
         return [m.cpu().eval() for m in self.models]
 
@@ -170,6 +229,8 @@ def train_models(
     seeds: list[int],
     device="cpu",
     progress: bool = True,
+    checkpoint: Checkpoint | None = None,
+    desc: str | None = None,
 ) -> tuple[list[torch.nn.Module], list[list[dict]]]:
     """Train one model per seed, all at once; return the models and their histories.
 
@@ -178,13 +239,14 @@ def train_models(
     initialisation (``torch.manual_seed(s)`` before building) and the order of mini-batches
     (a generator seeded with ``s``), so each model is the one :func:`train_model` gives for ``s``
     alone, up to float round-off, and the same arguments give bit-identical weights on one machine.
-    Raises ``FloatingPointError`` naming the seed and epoch if a loss stops being finite.
+    Raises ``FloatingPointError`` naming ``desc``, the seed and the first step whose loss is not finite.
     """
     models = []
     for seed in seeds:
         torch.manual_seed(seed)
         models.append(build_model(arch, data.input_shape, data.num_classes, width, depth))
-    return fit(models, data, recipe, seeds, device, progress, desc=f"{arch} width {width}, {len(seeds)} seeds")
+    desc = desc or f"{arch} width {width}, {len(seeds)} seeds"
+    return fit(models, data, recipe, seeds, device, progress, desc=desc, checkpoint=checkpoint)
 
 
 def fit(
@@ -195,10 +257,17 @@ def fit(
     device="cpu",
     progress: bool = True,
     desc: str = "training",
+    checkpoint: Checkpoint | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> tuple[list[torch.nn.Module], list[list[dict]]]:
     """Train ``models`` (of one architecture and size) by ``recipe``, model ``k`` drawing mini-batches
     in the order seeded by ``seeds[k]``; return the trained models (new objects on the CPU) and their
-    histories (see :func:`train_models`). Used for training from scratch and for fine-tuning."""
+    histories (see :func:`train_models`). Used for training from scratch and for fine-tuning.
+
+    With ``checkpoint``, the weights, optimiser state, mini-batch generators and histories are saved
+    every ``checkpoint.every`` epochs, and a matching checkpoint found at the start is resumed from: the
+    result is bit-identical to an uninterrupted run. ``on_epoch_end(epoch)`` is called after each epoch
+    (1-based) and its checkpoint."""
     models = [deepcopy(m) for m in models]
     has_buffers = any(True for m in models for _ in m.buffers())
     stack = SeparateModels(models, device) if has_buffers else StackedModels(models, device)
@@ -211,11 +280,20 @@ def fit(
     n, count = len(x_train), len(seeds)
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     histories = [[] for _ in seeds]
-    step = 0
-    epochs = tqdm(range(recipe.epochs), desc=desc, leave=False, disable=not progress)
+    step, start = 0, 0
+    saved = checkpoint.load() if checkpoint else None
+    if saved is not None:
+        stack.load_state(saved["models"])
+        optimizer.load_state_dict(saved["optimizer"])
+        for g, generator_state in zip(orders, saved["generators"], strict=True):
+            g.set_state(generator_state)
+        step, start, histories = saved["step"], saved["epoch"], saved["histories"]
+        log.info("%s: resuming from the checkpoint of epoch %d/%d (%s)", desc, start, recipe.epochs, checkpoint.path)
+    epochs = tqdm(range(start, recipe.epochs), desc=desc, leave=False, disable=not progress, initial=start)
     for epoch in epochs:
         order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # (seeds, n)
         loss_sum = torch.zeros(count, dtype=torch.float64, device=device)
+        first_bad_step = torch.full((count,), -1, dtype=torch.int64, device=device)  # no sync per step
         correct = torch.zeros(count, dtype=torch.int64, device=device)
         for batch in order.split(recipe.batch_size, dim=1):  # (seeds, batch) sample indices
             for group in optimizer.param_groups:
@@ -227,19 +305,23 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            batch_loss = losses.detach().sum(1).double()
+            first_bad_step = torch.where(~batch_loss.isfinite() & (first_bad_step < 0), step, first_bad_step)
             step += 1
-            loss_sum += losses.detach().sum(1).double()
+            loss_sum += batch_loss
             correct += (logits.detach().argmax(2) == target).sum(1)
         # train metrics are averaged over the epoch's mini-batches (no extra pass); test is evaluated
         train = [{"loss": lo / n, "accuracy": c / n} for lo, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
         last_epoch = epoch + 1 == recipe.epochs
         train = stack.evaluate(x_train, y_train) if last_epoch else train  # exact final figures
         test = stack.evaluate(x_test, y_test)
-        for seed, history, tr, te in zip(seeds, histories, train, test, strict=True):
-            if not math.isfinite(tr["loss"]):
+        for seed, history, tr, te, bad in zip(seeds, histories, train, test, first_bad_step.tolist(), strict=True):
+            if bad >= 0 or not math.isfinite(tr["loss"]):
+                at = f"step {bad} (epoch {epoch + 1})" if bad >= 0 else f"epoch {epoch + 1}"
                 raise FloatingPointError(
-                    f"training diverged: {desc}, lr={recipe.lr}, seed={seed}, "
-                    f"epoch={epoch + 1} has train loss {tr['loss']}; lower the learning rate"
+                    f"training diverged: {desc}, lr={recipe.lr}, seed={seed}: the train loss is not finite at "
+                    f"{at}; nothing of this configuration is saved. Lower the learning rate, or leave it out "
+                    "of the sweep; `dvc repro --keep-going` finishes the other configurations"
                 )
             history.append(
                 {
@@ -253,6 +335,20 @@ def fit(
         epochs.set_postfix(
             train_loss=f"{max(t['loss'] for t in train):.3f}", test_acc=f"{min(t['accuracy'] for t in test):.3f}"
         )
+        if checkpoint and (epoch + 1) % checkpoint.every == 0 and epoch + 1 < recipe.epochs:
+            checkpoint.save(
+                {
+                    "models": stack.state(),
+                    "optimizer": optimizer.state_dict(),
+                    "generators": [g.get_state() for g in orders],
+                    "step": step,
+                    "epoch": epoch + 1,
+                    "histories": histories,
+                }
+            )
+            log.debug("%s: checkpoint of epoch %d saved to %s", desc, epoch + 1, checkpoint.path)
+        if on_epoch_end:
+            on_epoch_end(epoch + 1)
     for seed, history in zip(seeds, histories, strict=True):
         log.info(
             "seed %d: train loss %.4f, test accuracy %.4f",

@@ -19,6 +19,7 @@ MODELS = Path("models")
 RESULTS = Path("results")
 FUSED = Path("fused")
 REPORTS = Path("reports")
+CHECKPOINTS = Path("checkpoints")  # not a DVC output: DVC deletes a stage's outputs before running it
 
 
 def prepared_path(dataset: str) -> Path:
@@ -35,6 +36,10 @@ def results_dir(config: Configuration) -> Path:
 
 def fused_dir(config: Configuration) -> Path:
     return FUSED / config.name
+
+
+def checkpoint_path(config: Configuration) -> Path:
+    return CHECKPOINTS / config.name / "train.pt"
 
 
 def stage_device(params: dict):

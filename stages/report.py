@@ -47,7 +47,10 @@ def main():
     metrics = {
         **report.metrics(barriers),
         "dimension": report.dimension_metrics(dimensions),
-        "barrier_dimension_spearman": {m: round(r["rho"], 4) for m, r in analysis["correlations"].items()},
+        # "method, mlp d2 w32" -> "method/mlp-d2-w32", the form of the slopes' keys
+        "barrier_dimension_spearman": {
+            k.replace(", ", "/").replace(" ", "-"): round(r["rho"], 4) for k, r in analysis["correlations"].items()
+        },
         "barrier_width_loglog_slope": {m: round(s, 4) for m, s in analysis["slopes"].items()},
     }
     fusion = read_results(params, "fusion.csv")

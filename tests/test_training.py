@@ -1,4 +1,5 @@
-"""Training is reproducible, follows its schedule, stops on divergence; models save and load safely."""
+"""Training is reproducible, follows its schedule, stops on divergence, resumes from checkpoints;
+models save and load safely."""
 
 import json
 
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 from lmcot.io import load_model, save_model
 from lmcot.models import build_model
-from lmcot.training import Recipe, make_optimizer, train_model, train_models
+from lmcot.training import Checkpoint, Recipe, fit, make_optimizer, train_model, train_models
 
 
 def train(digits, seed, **recipe):
@@ -45,7 +46,7 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 
 def test_divergence_names_the_run(digits):
-    with pytest.raises(FloatingPointError, match=r"seed=3.*epoch=1"):
+    with pytest.raises(FloatingPointError, match=r"seed=3: .* at step \d+ \(epoch 1\)"):
         train(digits, 3, lr=1e12, epochs=1)
 
 
@@ -114,3 +115,85 @@ def test_stacked_training_matches_each_seed_trained_alone(digits, optimizer, ato
         alone = plain_loop(digits, recipe, seed)
         for name, value in alone.state_dict().items():
             torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=atol, msg=f"seed {seed} {name}")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def crash(epoch):
+    raise Interrupted
+
+
+def fresh_models(digits, arch, seeds, width=8, depth=1):
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(build_model(arch, digits.input_shape, digits.num_classes, width, depth))
+    return models
+
+
+@pytest.mark.parametrize("arch", ["mlp", "resnet_bn"])  # stacked training, and separate models with buffers
+def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, digits, arch):
+    recipe, seeds = Recipe(lr=0.05, epochs=4, batch_size=128, optimizer="sgd"), [0, 1]
+    whole, whole_histories = fit(fresh_models(digits, arch, seeds), digits, recipe, seeds, progress=False)
+
+    checkpoint = Checkpoint(tmp_path / "ck" / "train.pt", key="run", every=1)
+
+    def crash_after_epoch_2(epoch):
+        if epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit(
+            fresh_models(digits, arch, seeds),
+            digits,
+            recipe,
+            seeds,
+            progress=False,
+            checkpoint=checkpoint,
+            on_epoch_end=crash_after_epoch_2,
+        )
+    assert torch.load(checkpoint.path, weights_only=True)["epoch"] == 2
+    # other initial weights: what is resumed must come from the checkpoint
+    resumed, histories = fit(
+        fresh_models(digits, arch, [7, 8]), digits, recipe, seeds, progress=False, checkpoint=checkpoint
+    )
+    assert histories == whole_histories
+    for a, b in zip(whole, resumed, strict=True):
+        for key, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[key]), key
+
+
+def test_checkpoints_of_another_run_or_damaged_are_ignored(tmp_path, digits, caplog):
+    recipe, seeds = Recipe(lr=0.05, epochs=2, batch_size=128), [0, 1]
+    path = tmp_path / "train.pt"
+    with pytest.raises(Interrupted):
+        fit(
+            fresh_models(digits, "mlp", [5, 6]),
+            digits,
+            recipe,
+            seeds,
+            progress=False,
+            checkpoint=Checkpoint(path, "other run"),
+            on_epoch_end=crash,
+        )
+    whole, _ = fit(fresh_models(digits, "mlp", seeds), digits, recipe, seeds, progress=False)
+    for damage in ("another key", "truncated"):
+        if damage == "truncated":
+            path.write_bytes(path.read_bytes()[:100])
+        started, _ = fit(
+            fresh_models(digits, "mlp", seeds),
+            digits,
+            recipe,
+            seeds,
+            progress=False,
+            checkpoint=Checkpoint(path, "this run"),
+        )
+        assert all(
+            torch.equal(a.state_dict()[k], v)
+            for a, b in zip(whole, started, strict=True)
+            for k, v in b.state_dict().items()
+        ), damage
+    assert "checkpoint of another run" in caplog.text and "cannot read the checkpoint" in caplog.text
+    assert str(path) in caplog.text
