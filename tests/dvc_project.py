@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -50,7 +51,12 @@ def set_params(project: Path, changes: dict) -> None:
 
 
 def run(cwd: Path, *command: str, check=True, timeout=900) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    # Output goes to files, not pipes: daemons a command starts (`dvc queue start`'s workers) inherit
+    # them, and a pipe would make this call wait for the daemons to exit.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        returncode = subprocess.run(command, cwd=cwd, env=env(), stdout=out, stderr=err, timeout=timeout).returncode
+        out.seek(0), err.seek(0)
+        result = subprocess.CompletedProcess(command, returncode, out.read(), err.read())
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed in {cwd}:\n{result.stdout}\n{result.stderr}")
     return result

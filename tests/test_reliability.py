@@ -1,0 +1,88 @@
+"""A train stage killed with SIGKILL midway resumes from its checkpoint and ends with the weights of an
+uninterrupted run; a diverging configuration stops with its name, seed and step, and saves nothing."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from dvc_project import copy_project, dvc, env, set_params, stages_run
+
+from lmcot.io import sha256_of
+
+pytestmark = pytest.mark.slow
+
+CONFIG = "digits-mlp-d2-w64-lr0.05"
+STAGE = "train@digits-mlp-d2-w64-0.05"
+SLOW_ENOUGH_TO_KILL = {
+    "train.sweep.datasets": ["digits"],
+    "train.sweep.models": ["mlp-d2-w64"],
+    "train.sweep.lrs": [0.05],
+    "train.seeds": [0, 1],
+    "fuse.num_models": 2,
+    "train.recipe.epochs": 40,
+    "train.recipe.batch_size": 4,  # many small steps: a few seconds of training
+}
+
+
+@pytest.fixture
+def project(tmp_path):
+    project = copy_project(tmp_path / "project")
+    set_params(project, SLOW_ENOUGH_TO_KILL)
+    dvc(project, "repro", "prepare@digits")
+    return project
+
+
+def weights(project: Path) -> dict[str, str]:
+    return {p.name: sha256_of(p) for p in sorted((project / "models" / CONFIG).glob("*.safetensors"))}
+
+
+def test_killed_train_stage_resumes_to_the_same_weights(project):
+    checkpoint = project / "checkpoints" / CONFIG / "train.pt"
+    process = subprocess.Popen(
+        ["dvc", "repro", STAGE],
+        cwd=project,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # a little further into training
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    saved_epoch = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= saved_epoch < 40, "the stage must be killed midway"
+    assert not (project / "models" / CONFIG / "seed0.safetensors").exists()
+
+    resumed = dvc(project, "repro", STAGE)
+    assert stages_run(resumed) == [STAGE]
+    assert "resuming from the checkpoint of epoch" in resumed.stdout + resumed.stderr
+    assert not checkpoint.exists()  # removed once the models are saved
+    after_resume = weights(project)
+    assert len(after_resume) == 2
+
+    uninterrupted = dvc(project, "repro", "--force", STAGE)
+    assert "resuming" not in uninterrupted.stdout + uninterrupted.stderr
+    assert weights(project) == after_resume
+    # no temporary file left at any output path
+    assert not list((project / "models").rglob("*.tmp")) and not list((project / "results").rglob("*.tmp"))
+
+
+def test_diverging_configuration_stops_with_its_name_and_saves_nothing(project):
+    set_params(project, {"train.sweep.lrs": [1e6], "train.recipe.epochs": 2, "train.recipe.batch_size": 64})
+    result = dvc(project, "repro", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "training diverged: digits-mlp-d2-w64-lr1000000.0, lr=1000000.0, seed=0" in output, output
+    assert "at step" in output
+    assert not (project / "models/digits-mlp-d2-w64-lr1000000.0").exists()
+    assert (
+        not (project / "reports/barriers.csv").exists()
+        or "1000000" not in (project / "reports/barriers.csv").read_text()
+    )
