@@ -17,6 +17,7 @@ arrays and torch tensors (any device) are accepted; all computations are in floa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -242,12 +243,13 @@ def activation_second_moments(model, inputs, batch_size: int = 4096) -> dict:
 
 
 def model_dimensions(model, inputs, repeats: int = 3, seed: int = 0) -> list[dict]:
-    """Every dimension estimate of every hidden layer of ``model``: rows ``{layer, estimator, value}``.
+    """Every dimension estimate of every hidden layer of ``model``: rows ``{layer, estimator, value, note}``.
 
     Participation ratios of ``S = W^T W`` (``pr_weights``), ``W Sigma W^T`` (``pr_cov``, Sigma the
     uncentred second moment of the layer's inputs on ``inputs``) and ``E[a a^T]`` (``pr_activations``);
     then ``pca90/95/99``, ``two_nn``, ``mle`` and ``wasserstein_rate`` on the layer's neurons as points
-    (their incoming weight vectors, ``(units, fan_in)``). An estimate a layer is too small for is NaN.
+    (their incoming weight vectors, ``(units, fan_in)``). An estimate that is not finite (a layer too small for
+    the estimator, a failed fit) says why in ``note``; the note is empty otherwise.
     """
     import torch
 
@@ -279,10 +281,18 @@ def model_dimensions(model, inputs, repeats: int = 3, seed: int = 0) -> list[dic
                     "wasserstein_rate": wasserstein_rate_dimension(p, repeats=repeats, seed=seed)["dimension"]
                 },
             }
+            notes = {}
             for key, estimate in estimators.items():
                 try:
                     estimates.update(estimate(points))
-                except ValueError:  # too few (distinct) neurons for this estimator
-                    estimates.update({key: float("nan")} if key != "pca" else {})
-            rows += [{"layer": name, "estimator": key, "value": float(value)} for key, value in estimates.items()]
+                except ValueError as err:  # too few (distinct) neurons for this estimator: say so in the row
+                    if key != "pca":
+                        estimates[key], notes[key] = float("nan"), str(err)
+            for key, value in estimates.items():
+                if not math.isfinite(value) and key not in notes:
+                    notes[key] = "not finite: the estimator's fit failed (e.g. distances that do not shrink)"
+            rows += [
+                {"layer": name, "estimator": key, "value": float(value), "note": notes.get(key, "")}
+                for key, value in estimates.items()
+            ]
     return rows

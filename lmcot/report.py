@@ -96,6 +96,19 @@ def dimension_table(dimensions: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index().rename_axis(columns=None)
 
 
+def undefined_estimates(dimensions: pd.DataFrame) -> list[str]:
+    """Report lines for the estimates that are not finite, with the reason the dimension stage gave."""
+    bad = dimensions[~np.isfinite(dimensions["value"])]
+    if bad.empty:
+        return []
+    lines = ["Estimates that are not defined (left out of the means and correlations above):", ""]
+    notes = bad["note"] if "note" in bad else pd.Series("", index=bad.index)
+    for (estimator, note), rows in bad.assign(note=notes.fillna("")).groupby(["estimator", "note"]):
+        where = ", ".join(sorted({f"{config_label(r)} {r['layer']}" for _, r in rows.iterrows()}))
+        lines.append(f"- `{estimator}` for {len(rows)} (seed, layer) pairs: {note or 'no reason recorded'} ({where})")
+    return [*lines, ""]
+
+
 def dimension_metrics(dimensions: pd.DataFrame) -> dict:
     """DVC metrics: mean estimate per estimator, configuration and layer."""
     means = dimensions.groupby(["estimator", *CONFIG_KEYS, "layer"], sort=True)["value"].mean().reset_index()
@@ -416,10 +429,18 @@ def write_markdown(
         markdown_table(endpoints),
         "",
     ]
+
+    def per_architecture(table):
+        """One table per architecture, without the columns of methods it was not evaluated with."""
+        out = []
+        for arch, rows in table.groupby("arch", sort=True):
+            out += [f"### {arch}", "", markdown_table(rows.dropna(axis=1, how="all")), ""]
+        return out
+
     for split in sorted(barriers["split"].unique(), reverse=True):
         for metric in ("loss", "error"):
-            parts += [f"## {split.capitalize()} {metric} barrier", "", markdown_table(barrier_pivot(split, metric)), ""]
-    parts += ["## Test loss at the midpoint", "", markdown_table(barrier_pivot("test", "loss", "midpoint")), ""]
+            parts += [f"## {split.capitalize()} {metric} barrier", "", *per_architecture(barrier_pivot(split, metric))]
+    parts += ["## Test loss at the midpoint", "", *per_architecture(barrier_pivot("test", "loss", "midpoint"))]
     if dimensions is not None and len(dimensions):
         parts += [
             "## Dimension of each layer's weight distribution",
@@ -432,6 +453,7 @@ def write_markdown(
             "",
             markdown_table(dimension_table(dimensions), floatfmt=".2f"),
             "",
+            *undefined_estimates(dimensions),
         ]
     if analysis is not None and dimensions is not None:
         correlations = pd.DataFrame([{"method": m, **r} for m, r in analysis["correlations"].items()])

@@ -7,8 +7,10 @@ For networks with BatchNorm, every path is also evaluated after each of barrier.
 
 import json
 import logging
+import sys
 from copy import deepcopy
 
+import numpy as np
 import pandas as pd
 import torch
 from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
@@ -49,6 +51,14 @@ def main():
             )  # fmt: skip
             curves += [{**keys, **row} for row in rows]
     curves = pd.DataFrame(curves)
+    bad = curves[~np.isfinite(curves["value"])]
+    if len(bad):  # stop rather than let a NaN or inf turn into a barrier
+        first = bad.iloc[0]
+        raise FloatingPointError(
+            f"{config.name}: the {first['split']} {first['metric']} is not finite on the path from seed "
+            f"{first['seed_a']} to seed {first['seed_b']} ({first['method']}) at alpha = {first['alpha']} "
+            f"({len(bad)} such points); the models or the alignment are broken"
+        )
 
     group_keys = [*config.as_dict(), "seed_a", "seed_b", "method", "split", "metric"]
     barriers = pd.DataFrame(
@@ -64,4 +74,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FloatingPointError as err:  # a diverged run: the message says where; a traceback would bury it
+        sys.exit(f"barrier: {err}")

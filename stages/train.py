@@ -8,6 +8,7 @@ resumes from there and ends with the weights an uninterrupted run gives.
 import hashlib
 import json
 import logging
+import sys
 
 import pandas as pd
 from common import checkpoint_path, configuration_stage, model_path, prepared_path, results_dir, stage_device
@@ -54,4 +55,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FloatingPointError as err:  # a diverged run: the message says where; a traceback would bury it
+        sys.exit(f"train: {err}")

@@ -212,3 +212,19 @@ def test_estimate_all_on_a_three_dimensional_set():
     assert all(np.isfinite(v) and v > 0 for v in estimates.values())
     assert estimates["pca90"] == estimates["pca99"] == 3
     assert 2.5 < estimates["two_nn"] < 3.5 and 2.5 < estimates["mle"] < 3.5
+
+
+def test_model_dimensions_say_why_an_estimate_is_missing(digits):
+    """A layer of 16 units is too small for the Wasserstein rate (32 points at least): NaN with the reason."""
+    from lmcot.dimension import model_dimensions
+    from lmcot.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mlp", digits.input_shape, digits.num_classes, 16, 2)
+    rows = model_dimensions(model, digits.x_train[:200], repeats=1)
+    assert {row["layer"] for row in rows} == {"P0", "P1"}
+    for row in rows:
+        if row["estimator"] == "wasserstein_rate":
+            assert np.isnan(row["value"]) and "at least 32 points, got 16" in row["note"], row
+        elif np.isfinite(row["value"]):
+            assert row["note"] == "", row

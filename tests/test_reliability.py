@@ -1,5 +1,6 @@
 """A train stage killed with SIGKILL midway resumes from its checkpoint and ends with the weights of an
-uninterrupted run; a diverging configuration stops with its name, seed and step, and saves nothing."""
+uninterrupted run; a diverging configuration stops with its name, seed and step, and saves nothing; a NaN
+in a model stops the barrier stage instead of becoming a barrier."""
 
 import os
 import signal
@@ -80,9 +81,28 @@ def test_diverging_configuration_stops_with_its_name_and_saves_nothing(project):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "training diverged: digits-mlp-d2-w64-lr1000000.0, lr=1000000.0, seed=0" in output, output
-    assert "at step" in output
+    assert "at step" in output and "Traceback" not in output
     assert not (project / "models/digits-mlp-d2-w64-lr1000000.0").exists()
     assert (
         not (project / "reports/barriers.csv").exists()
         or "1000000" not in (project / "reports/barriers.csv").read_text()
     )
+
+
+def test_a_nan_never_becomes_a_barrier(project):
+    """A model whose weights hold a NaN (saved with a valid checksum) stops the barrier stage with a message."""
+    from lmcot.io import load_model, read_sidecar, save_model
+
+    set_params(project, {"train.recipe.epochs": 2, "train.recipe.batch_size": 64, "align.methods": ["identity"]})
+    dvc(project, "repro", "align@digits-mlp-d2-w64-0.05")
+    path = project / "models" / CONFIG / "seed1.safetensors"
+    model, sidecar = load_model(path), read_sidecar(path)
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = float("nan")
+    save_model(model, path, sidecar["config"], sidecar["metrics"])
+    result = dvc(project, "repro", "--single-item", "barrier@digits-mlp-d2-w64-0.05", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"barrier: {CONFIG}: the" in output and "is not finite on the path from seed 0 to seed 1" in output, output
+    assert "Traceback" not in output
+    assert not (project / "results" / CONFIG / "barriers.csv").exists()
