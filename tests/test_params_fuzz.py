@@ -39,12 +39,15 @@ def leaf_paths(tree, prefix=()):
 PATHS = [p for p in leaf_paths(DEFAULT) if p]
 
 
-def check(params):
+def check(params, key: str | None = None):
+    """Accepted, or refused with a ParamsError that names ``key`` (the one edited) when given."""
     try:
         validate(params)
     except ParamsError as err:
         assert str(err).startswith("invalid params.yaml")
         assert len(str(err)) < 20_000
+        if key is not None:
+            assert key in str(err), (key, str(err))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -55,7 +58,7 @@ def test_any_value_at_any_key_is_accepted_or_refused_cleanly(path, value):
     for key in path[:-1]:
         node = node[key]
     node[path[-1]] = value
-    check(params)
+    check(params, ".".join(path))
 
 
 @settings(max_examples=100, deadline=None)
