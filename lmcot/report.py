@@ -11,6 +11,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from lmcot.analysis import CONTRADICTED, SUPPORTED, bootstrap_mean, paired_difference, verdict  # noqa: E402
+
 CONFIG_KEYS = ["dataset", "arch", "depth", "width", "lr"]
 
 
@@ -325,28 +327,35 @@ def paper_claims(barriers: pd.DataFrame, dimensions: pd.DataFrame, analysis: dic
     mid = summary_table(barriers, "test", "loss", "midpoint").pivot_table(
         index=CONFIG_KEYS, columns="method", values="mean"
     )
+    test_loss = barriers[(barriers["split"] == "test") & (barriers["metric"] == "loss")]
     for method in ("cov_weight_matching", "activation_covariance"):
         if {method, "naive_weight_matching"} <= set(mid.columns):
-            lower = mid[method] < mid["naive_weight_matching"]
-            by_lr = lower.groupby(level="lr").all()
-            largest = by_lr.index.max()
-            agrees = bool(by_lr.drop(largest).all()) if len(by_lr) > 1 else bool(by_lr.all())
-            everywhere = ", ".join(f"{lr:g}" for lr, ok in by_lr.items() if ok) or "none"
+            lower, higher, undecided = [], [], []
+            for key, rows in test_loss.groupby(CONFIG_KEYS, sort=True):
+                diff = paired_difference(rows, "midpoint", method, "naive_weight_matching", CONFIG_KEYS)
+                effect = bootstrap_mean(diff["effect"])
+                outcome, _ = verdict(effect, in_regime=True)
+                label = f"{config_label(dict(zip(CONFIG_KEYS, key, strict=True)))} ({effect.format()}, n = {effect.n})"
+                {SUPPORTED: lower, CONTRADICTED: higher}.get(outcome, undecided).append(label)
             lines.append(
-                f"`{method}` reaches a lower midpoint test loss than `naive_weight_matching` in {int(lower.sum())} of "
-                f"{len(lower)} configurations (learning rates where it is lower at every width: {everywhere}). The "
-                "paper finds it lower except at the largest learning rate: "
-                f"this run {'agrees' if agrees else 'disagrees'}."
+                f"`{method}` against `naive_weight_matching`, midpoint test loss (naive minus method, mean [95% "
+                f"bootstrap interval over pairs]): lower in {len(lower)}, higher in {len(higher)} and not resolved "
+                f"in {len(undecided)} of {len(lower) + len(higher) + len(undecided)} configurations"
+                + (f"; lower: {'; '.join(lower)}" if lower else "")
+                + (f"; higher: {'; '.join(higher)}" if higher else "")
+                + ". The paper finds it lower at every learning rate below 0.1 for an MLP 784-512-512-512-10 on "
+                "MNIST; only a run in that regime can test the claim (`report.replications: [ferbach2024]`)."
             )
     means = dimensions.groupby("estimator")["value"].mean()
     if {"pr_weights", "pr_cov", "pr_activations"} <= set(means.index):
         w, c, a = means["pr_weights"], means["pr_cov"], means["pr_activations"]
-        agrees = c < w and a < w
+        same_order = c < w and a < w
         lines.append(
-            f"Mean participation ratios: weights {w:.1f}, covariance-aware {c:.1f}, activations {a:.1f}. The paper "
-            f"finds the naive (weights) dimension far above the other two (hundreds against single digits at width "
-            f"512 on MNIST): this run {'agrees in order' if agrees else 'disagrees'}"
-            + (", and the covariance-aware and activation dimensions are below 10." if max(c, a) < 10 else ".")
+            f"Mean participation ratios over every model and layer: weights {w:.1f}, covariance-aware {c:.1f}, "
+            f"activations {a:.1f} ({'the paper' if same_order else 'not the paper'}'s order). The paper finds the "
+            "naive (weights) dimension far above the other two (hundreds against single digits at width 512 on "
+            "MNIST); these pooled means carry no interval, and a verdict needs that regime "
+            "(`report.replications: [ferbach2024]`)."
         )
     paired = analysis["paired"]
     if paired["lr"].nunique() < 2 and paired["width"].nunique() > 1:
@@ -385,16 +394,75 @@ def paper_claims(barriers: pd.DataFrame, dimensions: pd.DataFrame, analysis: dic
     return lines
 
 
+BIAS_VARIANTS = (
+    ("weight_matching", "weight_matching_without_biases"),
+    ("cov_weight_matching", "cov_weight_matching_with_biases"),
+)
+
+
+def bias_comparison(barriers: pd.DataFrame) -> pd.DataFrame:
+    """Each matching method beside its variant with (or without) the biases in its score: loss barrier per
+    configuration and split, and their paired difference over pairs with a 95% bootstrap interval."""
+    out = []
+    loss = barriers[barriers["metric"] == "loss"]
+    for base, variant in BIAS_VARIANTS:
+        if not {base, variant} <= set(loss["method"]):
+            continue
+        for key, rows in loss.groupby([*CONFIG_KEYS, "split"], sort=True):
+            diff = paired_difference(rows, "barrier", variant, base, CONFIG_KEYS)
+            if diff.empty:
+                continue
+            effect = bootstrap_mean(diff["effect"])
+            outcome, _ = verdict(effect, in_regime=True)
+            means = rows.groupby("method")["barrier"].mean()
+            out.append(
+                {"configuration": config_label(dict(zip(CONFIG_KEYS, key, strict=True))), "split": key[-1],
+                 base: means[base], variant: means[variant],
+                 f"{base} minus {variant}, mean [95% interval]": effect.format(), "pairs": effect.n,
+                 "lower barrier": {SUPPORTED: variant, CONTRADICTED: base}.get(outcome, "not resolved")}
+            )  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def identical_methods_lines(identical: list[list[str]]) -> list[str]:
+    if not identical:
+        return []
+    groups = "; ".join(" = ".join(f"`{m}`" for m in group) for group in identical)
+    return [
+        f"- Methods that returned identical permutations in every pair of every configuration, so they are one "
+        f"result (tables name the first and list the others): {groups}."
+    ]
+
+
 def write_markdown(
-    params: dict, barriers: pd.DataFrame, endpoints: pd.DataFrame, figures: dict, grid, dimensions=None, analysis=None
+    params: dict,
+    barriers: pd.DataFrame,
+    endpoints: pd.DataFrame,
+    figures: dict,
+    grid,
+    dimensions=None,
+    analysis=None,
+    replications=(),
+    identical=(),
 ) -> str:
-    """The report: what was run, the tables, the figures (``figures``: name -> relative path), findings.
+    """The report: what was run, the replications, the tables, the figures (``figures``: name -> relative
+    path), findings.
 
     ``dimensions`` (optional): the per-model, per-layer dimension estimates of the dimension stage.
+    ``replications``: markdown lines of each replication section; ``identical``: groups of methods that
+    returned the same permutations (:func:`lmcot.analysis.identical_methods`).
     """
     sweep, recipe = params["train"]["sweep"], params["train"]["recipe"]
     seeds = params["train"]["seeds"]
-    n_pairs = len(seeds) * (len(seeds) - 1) // 2
+    disjoint = params["align"]["pairs"] == "disjoint"
+    n_pairs = len(seeds) // 2 if disjoint else len(seeds) * (len(seeds) - 1) // 2
+    if recipe["warmup_steps"]:
+        warmup = f"{recipe['warmup_steps']} warm-up steps"
+    else:
+        warmup = f"{recipe['warmup_epochs']:g} warm-up epochs"
+    inputs = {
+        d: "standardised" if params["prepare"][d].get("standardise", True) else "raw inputs" for d in sweep["datasets"]
+    }
 
     def barrier_pivot(split, metric, value="barrier"):
         table = summary_table(barriers, split, metric, value)
@@ -412,18 +480,26 @@ def write_markdown(
         "",
         "## What was run",
         "",
-        f"- Data sets: {', '.join(sweep['datasets'])}; models (architecture-depth-width): "
-        f"{', '.join(sweep['models'])}; learning rates: {', '.join(map(str, sweep['lrs']))}.",
-        f"- Seeds {', '.join(map(str, seeds))} per configuration, so {n_pairs} pairs each. Training: "
+        f"- Data sets: {', '.join(f'{d} ({inputs[d]})' for d in sweep['datasets'])}; models "
+        f"(architecture-depth-width): {', '.join(sweep['models'])}; "
+        f"learning rates: {', '.join(map(str, sweep['lrs']))}.",
+        f"- Seeds {', '.join(map(str, seeds))} per configuration, so {n_pairs} "
+        f"{'disjoint pairs (no model in two pairs)' if disjoint else 'pairs (every pair of seeds)'} each. Training: "
         f"{recipe['optimizer']} (momentum {recipe['momentum']}, weight decay {recipe['weight_decay']}), "
-        f"{recipe['epochs']} epochs of batch {recipe['batch_size']}, {recipe['warmup_epochs']} warm-up epochs "
-        f"then a {recipe['schedule']} schedule.",
+        f"{recipe['epochs']} epochs of batch {recipe['batch_size']}, {warmup} then a {recipe['schedule']} schedule.",
         f"- Alignment methods: {', '.join(params['align']['methods'])}.",
         f"- Path grid ({len(grid)} points of alpha): {', '.join(f'{a:g}' for a in grid)}. A barrier is a maximum over "
         "this grid only, so it can miss a peak between grid points.",
         "- Barrier: `max_a [L(a) - ((1 - a) L(0) + a L(1))]`; midpoint: `L(1/2)`. L is the mean cross-entropy "
         "(loss, nats) or the error rate. Cells give the mean ± standard deviation over pairs.",
+        *identical_methods_lines(list(identical)),
         "",
+    ]
+    if replications:
+        parts += ["## Replications of the seed papers", ""]
+        for lines in replications:
+            parts += lines
+    parts += [
         "## Findings",
         "",
         *[f"- {line}" for line in findings(barriers, endpoints)],
@@ -445,6 +521,19 @@ def write_markdown(
         for metric in ("loss", "error"):
             parts += [f"## {split.capitalize()} {metric} barrier", "", *per_architecture(barrier_pivot(split, metric))]
     parts += ["## Test loss at the midpoint", "", *per_architecture(barrier_pivot("test", "loss", "midpoint"))]
+    biases = bias_comparison(barriers)
+    if len(biases):
+        parts += [
+            "## Biases in the matching score",
+            "",
+            "Loss barrier (nats, mean over pairs) of each matching method and of its variant with the biases' term "
+            "added to or left out of its score, and their paired difference over pairs. Git Re-Basin's weight "
+            "matching includes the biases' inner products; Ferbach et al.'s scores leave biases out, and their code "
+            "has a covariance-aware score with biases.",
+            "",
+            markdown_table(biases, floatfmt=".4f"),
+            "",
+        ]
     if dimensions is not None and len(dimensions):
         parts += [
             "## Dimension of each layer's weight distribution",

@@ -36,10 +36,12 @@ class Recipe:
     batch_size: int = 128
     warmup_epochs: float = 0.0
     schedule: str = "cosine"
+    warmup_steps: int = 0  # a warm-up of this many optimiser steps instead of warmup_epochs
 
     def lr_factor(self, step: int, steps_per_epoch: int) -> float:
-        """Multiplier of ``lr`` at optimiser step ``step``: linear warm-up, then constant or cosine to 0."""
-        warmup = round(self.warmup_epochs * steps_per_epoch)
+        """Multiplier of ``lr`` at optimiser step ``step``: linear warm-up over ``warmup_steps`` steps (or
+        ``warmup_epochs`` epochs), then constant or cosine to 0 at the last step."""
+        warmup = self.warmup_steps or round(self.warmup_epochs * steps_per_epoch)
         total = self.epochs * steps_per_epoch
         if step < warmup:
             return (step + 1) / warmup

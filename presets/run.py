@@ -1,8 +1,8 @@
-"""Run a preset as a DVC experiment: `python presets/run.py NAME [--queue] [--dry-run]`.
+"""Run a preset as a DVC experiment: `python presets/run.py NAME [-S key=value ...] [--queue] [--dry-run]`.
 
-A preset is a partial params.yaml (presets/NAME.yaml). Its values are checked together with the rest of
-params.yaml first, then passed to `dvc exp run -n NAME -S key=value ...`, so the workspace's
-params.yaml stays as it is and the run is an experiment that `dvc exp show` lists.
+A preset is a partial params.yaml (presets/NAME.yaml). Its values, and any `-S key=value` given here
+(which win over the preset's), are checked together with the rest of params.yaml first, then passed to
+`dvc exp run -n NAME -S key=value ...`, so the run is an experiment that `dvc exp show` lists.
 """
 
 import argparse
@@ -14,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from ruamel.yaml import YAML  # noqa: E402
 
 from lmcot.config import ParamsError, read_yaml, validate  # noqa: E402
 
@@ -43,12 +45,20 @@ def main():
     parser.add_argument("name", help="a file presets/NAME.yaml")
     parser.add_argument("--queue", action="store_true", help="queue the experiment (dvc queue start runs it)")
     parser.add_argument("--dry-run", action="store_true", help="print the dvc command, run nothing")
+    parser.add_argument(
+        "-S", "--set-param", action="append", default=[], metavar="KEY=VALUE", help="a value over the preset's"
+    )
     args = parser.parse_args()
     path = ROOT / "presets" / f"{args.name}.yaml"
     if not path.exists():
         names = ", ".join(sorted(p.stem for p in (ROOT / "presets").glob("*.yaml")))
         sys.exit(f"no preset {args.name!r} (valid: {names})")
     overrides = flatten(read_yaml(path) or {})
+    for item in args.set_param:
+        key, sep, text = item.partition("=")
+        if not sep:
+            sys.exit(f"-S {item!r}: write KEY=VALUE, e.g. -S 'train.sweep.lrs=[0.01,0.1]'")
+        overrides[key] = YAML(typ="safe", pure=True).load(text)
     try:
         validate(merged(read_yaml(ROOT / "params.yaml"), overrides))
     except ParamsError as err:

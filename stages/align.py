@@ -12,7 +12,7 @@ import time
 from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
 from tqdm import tqdm
 
-from lmcot.alignment import align, output_change
+from lmcot.alignment import OPTIONS_OF, align, output_change, seed_pairs
 from lmcot.data import Dataset
 from lmcot.io import write_json
 
@@ -20,11 +20,11 @@ log = logging.getLogger("align")
 
 
 def method_options(method: str, params: dict) -> dict:
-    """Keyword options of ``method``: its ``align.<method>`` group of params, if it has one (the
-    barycentre's are the fusion's OT options, ``fuse.ot``)."""
+    """Keyword options of ``method``: its ``align.<method>`` group of params, if it has one (a variant's
+    are those of the method it varies; the barycentre's are the fusion's OT options, ``fuse.ot``)."""
     if method == "barycenter":
         return params["fuse"]["ot"]
-    return params["align"].get(method, {})
+    return params["align"].get(OPTIONS_OF.get(method, method), {})
 
 
 def main():
@@ -33,7 +33,7 @@ def main():
     data = Dataset.load(prepared_path(config.dataset)).to(device)
     inputs = data.x_train[: params["align"]["num_samples"]]
     models = load_seed_models(params, config, device)
-    pairs = list(itertools.combinations(params["train"]["seeds"], 2))
+    pairs = seed_pairs(params["train"]["seeds"], params["align"]["pairs"])
     records = []
     for (seed_a, seed_b), method in tqdm(list(itertools.product(pairs, params["align"]["methods"])), desc=config.name):
         start = time.perf_counter()

@@ -4,22 +4,33 @@ The directory layout is the pipeline's, not the science's, so it lives here rath
 dvc.yaml spells the same paths; tests/test_pipeline.py checks that the two agree.
 """
 
+from __future__ import annotations
+
 import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Import the lmcot that sits beside these scripts, also when DVC runs an experiment in a copy of the repo.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmcot.config import Configuration, ParamsError, configurations, load_params
+if TYPE_CHECKING:
+    from lmcot.config import Configuration
 
+RAW = Path("data/raw")
+DOWNLOADS = Path("data/downloads")  # tarballs put here by hand are used instead of the network
 PREPARED = Path("data/prepared")
 MODELS = Path("models")
 RESULTS = Path("results")
 FUSED = Path("fused")
 REPORTS = Path("reports")
 CHECKPOINTS = Path("checkpoints")  # not a DVC output: DVC deletes a stage's outputs before running it
+
+
+def package_path(dataset: str) -> Path:
+    """Where the stage fetch@<dataset> puts the tarball of the registry package ``dataset`` is made from."""
+    return RAW / dataset / "package.tgz"
 
 
 def prepared_path(dataset: str) -> Path:
@@ -54,9 +65,15 @@ def stage_device(params: dict):
     return device
 
 
+def setup_logging(stage: str) -> None:
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage} %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
 def setup(stage: str) -> dict:
     """Configure logging and return the validated params; exit with the error list if they are invalid."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage} %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    from lmcot.config import ParamsError, load_params
+
+    setup_logging(stage)
     try:
         return load_params()
     except (ParamsError, FileNotFoundError) as err:
@@ -80,6 +97,8 @@ def load_seed_models(params: dict, config: Configuration, device="cpu") -> dict:
 
 
 def find_configuration(params: dict, name: str) -> Configuration:
+    from lmcot.config import configurations
+
     for config in configurations(params):
         if config.name == name:
             return config

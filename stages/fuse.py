@@ -68,7 +68,7 @@ def main():
 
     fine_tune = options["fine_tune"]
     recipe = Recipe(
-        **{**params["train"]["recipe"], "epochs": fine_tune["epochs"], "warmup_epochs": 0},
+        **{**params["train"]["recipe"], "epochs": fine_tune["epochs"], "warmup_epochs": 0, "warmup_steps": 0},
         lr=float(config.lr) * fine_tune["lr_factor"],
     )
     rows, tuned_inputs = [], []

