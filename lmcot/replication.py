@@ -104,11 +104,11 @@ class Replication:
         parts = [f"### {self.title}", "", regime.to_markdown(index=False), ""]
         parts += [
             (
-                f"This run is **outside the paper's regime** ({', '.join(outside)}): it can support the paper's "
-                "claims but not contradict them."
+                f"This run is **outside the paper's regime** (it differs in {', '.join(outside)}): it can support "
+                "the paper's claims but not contradict them."
                 if outside
-                else "This run is in the paper's regime in every aspect marked core (data, inputs, network, "
-                "optimiser, batch and epochs); the other differences are listed above."
+                else "This run is in the paper's regime in every core aspect (data, inputs, network, optimiser, "
+                "batch, epochs and optimiser steps); the other differences are listed above."
             ),
             "",
             f"Verdicts: *supported* when the {LEVEL:.0%} bootstrap interval of the effect lies on the claim's side, "
@@ -117,16 +117,11 @@ class Replication:
             "",
         ]
         for claim in self.claims:
-            parts += [
-                f"**Claim.** {claim.text}",
-                "",
-                f"**Verdict: {claim.verdict}** ({claim.reason}).",
-                "",
-                claim.evidence.to_markdown(index=False),
-                "",
-            ]
+            parts += [f"**Claim.** {claim.text}", "", f"**Verdict: {claim.verdict}** ({claim.reason}).", ""]
+            if len(claim.evidence):
+                parts += [markdown(claim.evidence), ""]
         for caption, table in self.tables:
-            parts += [caption, "", table.to_markdown(index=False, floatfmt=".3f"), ""]
+            parts += [caption, "", markdown(table), ""]
         parts += [f"![{name}]({path})\n" for name, path in figure_paths.items()]
         parts += [f"- {note}" for note in self.notes]
         return [*parts, ""]
@@ -136,6 +131,41 @@ class Replication:
 
 
 # --- shared pieces ------------------------------------------------------------------------------------
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A markdown table: learning rates as written in params (``%g``), other floats with 3 decimals, text as is."""
+    out = table.copy()
+    for column in out.columns:
+        if pd.api.types.is_float_dtype(out[column]):
+            fmt = "{:g}" if column == "lr" else "{:.3f}"
+            out[column] = out[column].map(lambda v, f=fmt: "" if pd.isna(v) else f.format(v))
+    return out.to_markdown(index=False, disable_numparse=True)
+
+
+def _tally(verdicts: list[str]) -> str:
+    counts = pd.Series(verdicts).value_counts()
+    return ", ".join(f"{n} {v}" for v, n in counts.items())
+
+
+def train_size(params: dict, dataset: str) -> int | None:
+    """Training samples of ``dataset`` as prepared with ``params`` (None where the params do not say)."""
+    options = params["prepare"].get(dataset, {})
+    if dataset == "mnist10k":
+        return 10_000 - math.ceil(10_000 * options["test_fraction"])  # scikit-learn rounds the test split up
+    return {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}.get(dataset)
+
+
+def _steps_setting(params: dict, dataset: str, paper_train: int, paper_batch: int, paper_epochs: int) -> Setting:
+    recipe = params["train"]["recipe"]
+    paper = paper_epochs * math.ceil(paper_train / paper_batch)
+    n = train_size(params, dataset)
+    if n is None:
+        return Setting("optimiser steps", f"{paper:,}", "unknown", False, True)
+    steps = recipe["epochs"] * math.ceil(n / recipe["batch_size"])
+    run = f"{steps:,} ({recipe['epochs']} epochs of {math.ceil(n / recipe['batch_size'])} batches)"
+    return Setting("optimiser steps", f"{paper:,} ({paper_epochs} epochs of {math.ceil(paper_train / paper_batch)} "
+                   "batches)", run, steps == paper, True)  # fmt: skip
 
 
 def _dataset_text(params: dict, dataset: str) -> str:
@@ -184,15 +214,30 @@ def _paired(barriers: pd.DataFrame, value: str, method: str, baseline: str) -> p
     return paired_difference(barriers, value, method, baseline, CONFIG_KEYS)
 
 
-def _endpoints(barriers: pd.DataFrame, split: str) -> pd.DataFrame:
-    """Loss of every trained model on ``split``: one row per configuration and seed."""
-    rows = barriers[(barriers["split"] == split) & (barriers["metric"] == "loss")]
-    a = rows[[*CONFIG_KEYS, "seed_a", "value_a"]].set_axis([*CONFIG_KEYS, "seed", "loss"], axis=1)
-    b = rows[[*CONFIG_KEYS, "seed_b", "value_b"]].set_axis([*CONFIG_KEYS, "seed", "loss"], axis=1)
+def _endpoints(barriers: pd.DataFrame, split: str, metric: str = "loss") -> pd.DataFrame:
+    """``metric`` of every trained model on ``split`` (column named after the metric): one row per
+    configuration and seed."""
+    rows = barriers[(barriers["split"] == split) & (barriers["metric"] == metric)]
+    a = rows[[*CONFIG_KEYS, "seed_a", "value_a"]].set_axis([*CONFIG_KEYS, "seed", metric], axis=1)
+    b = rows[[*CONFIG_KEYS, "seed_b", "value_b"]].set_axis([*CONFIG_KEYS, "seed", metric], axis=1)
     return pd.concat([a, b]).drop_duplicates([*CONFIG_KEYS, "seed"])
 
 
-def overfit_note(barriers: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def untrained_note(barriers: pd.DataFrame, over: str) -> list[str]:
+    """A note on configurations whose endpoints have not learned the task (mean test error above 1/2): a
+    comparison of alignment methods there is one between networks close to their initialisation."""
+    errors = _endpoints(barriers, "test", "error").groupby(over)["error"].mean()
+    weak = errors[errors > 0.5]
+    if weak.empty:
+        return []
+    where = ", ".join(f"{over} {v:g} (test accuracy {1 - e:.2f})" for v, e in weak.items())
+    return [
+        f"Endpoints that have not learned the task at {where}: effects there compare networks close to their "
+        "initialisation, however small their intervals."
+    ]
+
+
+def overfit_note(barriers: pd.DataFrame, over: str) -> tuple[pd.DataFrame, list[str]]:
     """Endpoint train and test loss per configuration, and a note on configurations whose endpoints are
     overfit (mean test loss more than twice the train loss): their test-loss barriers can be clamped at
     zero while the train-loss barrier, which LMC theory is about, is not."""
@@ -205,7 +250,7 @@ def overfit_note(barriers: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     overfit = table[table["overfit"] == "yes"]
     notes = []
     if len(overfit):
-        where = ", ".join(f"lr {r.lr:g} width {r.width}" for r in overfit.itertuples())
+        where = ", ".join(f"{over} {v:g}" for v in overfit[over])
         notes.append(
             f"Overfit endpoints (test loss more than twice the train loss) at {where}: there, read the train-loss "
             "barrier; a test-loss barrier can be zero because the midpoint is less over-confident than the endpoints."
@@ -233,6 +278,7 @@ def _ferbach_settings(params: dict, config: pd.Series, lrs) -> list[Setting]:
                 f"decay {recipe['weight_decay']}", (recipe["optimizer"], recipe["momentum"]) == ("sgd", 0.9), True),
         Setting("batch, epochs", "500, 50", f"{recipe['batch_size']}, {recipe['epochs']}",
                 (recipe["batch_size"], recipe["epochs"]) == (500, 50), True),
+        _steps_setting(params, dataset, 60_000, 500, 50),
         Setting("schedule", "10 warm-up steps, then cosine", _warmup_text(recipe),
                 (recipe["warmup_steps"], recipe["schedule"]) == (10, "cosine"), False),
         Setting("learning rates", "6, log-spaced from 1e-4 to 1e-1", ", ".join(f"{lr:g}" for lr in lrs),
@@ -255,7 +301,8 @@ def _midpoint_claim(run: Run, rows: pd.DataFrame, method: str, in_regime: bool) 
         if claimed:
             verdicts.append(v)
         evidence.append(
-            {"lr": f"{lr:g}", "naive minus method, mean [95% interval]": estimate.format(), "pairs": estimate.n,
+            {"lr": f"{lr:g}", "the paper": "lower" if claimed else "no advantage",
+             "naive minus method, mean [95% interval]": estimate.format(), "pairs": estimate.n,
              "verdict": v + (f": {why}" if why else "")}
         )  # fmt: skip
     overall = combine(verdicts)
@@ -304,7 +351,7 @@ def _dimension_claim(dims: pd.DataFrame, in_regime: bool) -> Claim | None:
         "(`W Sigma W^T`) and activation (`E[a a^T]`) dimensions are in single digits (Ferbach et al., dimension "
         "figure; checked per learning rate and layer as pr_weights >= 100, pr_cov < 10, pr_activations < 10).",
         verdict=overall,
-        reason=f"{sum(v == overall for v in verdicts)} of {len(verdicts)} (learning rate, layer) cells {overall}",
+        reason=f"of {len(verdicts)} (learning rate, layer) cells: {_tally(verdicts)}",
         evidence=pd.DataFrame(evidence),
     )
 
@@ -319,8 +366,6 @@ def _shift(estimate: Estimate, by: float, negate: bool = False) -> Estimate:
 def ferbach2024(run: Run) -> Replication:
     """Ferbach et al. (AISTATS 2024), their released MNIST experiment: midpoint test loss and dimensions of
     naive, covariance-aware and activation matching across learning rates, for one MLP."""
-    from lmcot.report import dimension_vs_lr_figure, midpoint_vs_lr_figure
-
     title = "Ferbach et al. (AISTATS 2024): alignment methods across learning rates"
     barriers = run.barriers[run.barriers["arch"] == "mlp"]
     configs = barriers[CONFIG_KEYS].drop_duplicates()
@@ -344,29 +389,34 @@ def ferbach2024(run: Run) -> Replication:
     midpoints = test_loss.pivot_table(index="lr", columns="method", values="midpoint", aggfunc="mean")
     table = pd.DataFrame({"lr": [f"{lr:g}" for lr in midpoints.index]})
     endpoints = _endpoints(rows, "test").groupby("lr")["loss"].mean()
+    accuracy = 1 - _endpoints(rows, "test", "error").groupby("lr")["error"].mean()
+    table["endpoints' test accuracy"] = accuracy.reindex(midpoints.index).to_numpy()
     table["endpoints' test loss"] = endpoints.reindex(midpoints.index).to_numpy()
-    order = [m for m in FERBACH_METHODS if m in midpoints] + [m for m in midpoints if m not in FERBACH_METHODS]
-    for method in order:
+    for method in [m for m in FERBACH_METHODS[1:] if m in midpoints]:
         table[f"midpoint: {run.method_label(method)}"] = midpoints[method].to_numpy()
     layer_means = dims[dims["estimator"].isin(DIMENSIONS)].groupby(["lr", "estimator", "seed"])["value"].mean()
     per_lr = layer_means.groupby(["lr", "estimator"]).mean().unstack()
     for estimator in DIMENSIONS:
         if estimator in per_lr:
             table[estimator] = per_lr[estimator].reindex(midpoints.index).to_numpy()
-    n_pairs = test_loss.groupby("lr").apply(
-        lambda g: len(g.drop_duplicates(["seed_a", "seed_b"])), include_groups=False
-    )
+    n_pairs = test_loss.groupby("lr")[["seed_a", "seed_b"]].apply(lambda g: len(g.drop_duplicates()))
     table.insert(1, "pairs", n_pairs.reindex(midpoints.index).to_numpy())
+    others = pd.DataFrame({"lr": table["lr"]})
+    for method in [m for m in midpoints if m not in FERBACH_METHODS[1:]]:
+        others[run.method_label(method)] = midpoints[method].to_numpy()
 
     barrier_table = _barrier_table(rows, "lr", run)
-    overfit, notes = overfit_note(rows)
+    overfit, notes = overfit_note(rows, "lr")
+    notes += untrained_note(rows, "lr")
     tables = [
         (
-            f"Midpoint test loss `L(theta(1/2))` (nats, mean over pairs) per method, beside the endpoints' own test "
-            f"loss, and the three participation ratios (mean over the {dims['layer'].nunique()} hidden layers and "
-            "the models), for each learning rate: the numbers behind the paper's two figures.",
+            f"The numbers behind the paper's two figures, per learning rate: the midpoint test loss `L(theta(1/2))` "
+            f"(nats, mean over pairs) of naive, covariance-aware and activation matching beside the endpoints' own "
+            f"test loss, and the three participation ratios (mean over the {dims['layer'].nunique()} hidden layers "
+            "and the models).",
             table,
         ),
+        ("Midpoint test loss (nats, mean over pairs) of no alignment and of the other methods of this run.", others),
         ("Loss barrier on the train and test splits (nats, mean over pairs).", barrier_table),
     ]
     if len(overfit):
@@ -377,22 +427,17 @@ def ferbach2024(run: Run) -> Replication:
         f"Configuration used: {first['dataset']} {first['arch']}-d{first['depth']}-w{first['width']}, learning rates "
         f"{', '.join(f'{lr:g}' for lr in lrs)}."
     )
-    figures = {
-        "ferbach2024_midpoint_vs_lr": midpoint_vs_lr_figure(
-            test_loss.assign(method=test_loss["method"].map(run.method_label))
-        ),
-    }
-    if not dims.empty:
-        figures["ferbach2024_dimension_vs_lr"] = dimension_vs_lr_figure(dims)
+    figures = {"ferbach2024": ferbach_figure(test_loss.assign(method=test_loss["method"].map(run.method_label)), dims)}
     return Replication("ferbach2024", title, settings, claims, tables, figures, notes)
 
 
 def _barrier_table(rows: pd.DataFrame, over: str, run: Run) -> pd.DataFrame:
+    """Loss barrier per ``over`` value and method: train split first (LMC is about the training loss)."""
     loss = rows[rows["metric"] == "loss"]
     table = loss.pivot_table(index=[over, "method"], columns="split", values="barrier", aggfunc="mean").reset_index()
     table["method"] = table["method"].map(run.method_label)
-    table[over] = table[over].map(lambda v: f"{v:g}")
-    return table.rename(columns={"train": "train loss barrier", "test": "test loss barrier"}).rename_axis(columns=None)
+    table = table.rename(columns={"train": "train loss barrier", "test": "test loss barrier"}).rename_axis(columns=None)
+    return table[[c for c in (over, "method", "train loss barrier", "test loss barrier") if c in table]]
 
 
 def _drop_fixed(table: pd.DataFrame, over: str) -> pd.DataFrame:
@@ -429,6 +474,7 @@ def _ainsworth_settings(params: dict, config: pd.Series, widths) -> list[Setting
                 (recipe["optimizer"], lr) == ("adam", 1e-3), True),
         Setting("batch, epochs", "500, 100", f"{recipe['batch_size']}, {recipe['epochs']}",
                 (recipe["batch_size"], recipe["epochs"]) == (500, 100), True),
+        _steps_setting(params, dataset, 60_000, 500, 100),
         Setting("pairs per width", "not stated", _pairs_text(params), True, False),
     ]  # fmt: skip
 
@@ -463,8 +509,7 @@ def _near_zero_claim(run: Run, rows: pd.DataFrame, width: int, in_regime: bool) 
         f"loss barrier nearly vanishes on train and test, while the unaligned path has a clear one (Git Re-Basin, "
         f"MNIST MLP; 'nearly vanishes' read as below {NEAR_ZERO:g} of the unaligned barrier, at width {width}).",
         verdict=combine(verdicts),
-        reason=f"{sum(v == combine(verdicts) for v in verdicts)} of {len(verdicts)} (method, split) cells "
-        f"{combine(verdicts)}",
+        reason=f"of {len(verdicts)} (method, split) cells: {_tally(verdicts)}",
         evidence=pd.DataFrame(evidence),
     )
 
@@ -497,8 +542,8 @@ def _width_claim(run: Run, rows: pd.DataFrame) -> Claim | None:
         "on CIFAR-10 VGG-16 and ResNet-20; checked here on the train-loss barrier of MNIST MLPs, as the slope "
         "against log2 width).",
         verdict=overall,
-        reason=f"{sum(v == overall for v in verdicts)} of {len(verdicts)} methods {overall} on the train split; "
-        "an MNIST MLP is outside the regime of the paper's width study, so it cannot contradict it",
+        reason=f"train split, of {len(verdicts)} methods: {_tally(verdicts)}; an MNIST MLP is outside the regime of "
+        "the paper's width study, so it cannot contradict it",
         evidence=pd.DataFrame(evidence),
     )
 
@@ -506,8 +551,6 @@ def _width_claim(run: Run, rows: pd.DataFrame) -> Claim | None:
 def ainsworth2023(run: Run) -> Replication:
     """Ainsworth, Hayase and Srinivasa (Git Re-Basin, ICLR 2023) on MNIST MLPs: the barrier after weight and
     activation matching, and how it changes with width."""
-    from lmcot.report import barrier_vs_width_figure
-
     title = "Ainsworth et al. (Git Re-Basin, ICLR 2023): MNIST MLPs across widths"
     barriers = run.barriers[run.barriers["arch"] == "mlp"]
     configs = barriers[CONFIG_KEYS].drop_duplicates()
@@ -526,7 +569,8 @@ def ainsworth2023(run: Run) -> Replication:
         claims.append(near_zero)
     if (falls := _width_claim(run, rows)) is not None:
         claims.append(falls)
-    overfit, notes = overfit_note(rows)
+    overfit, notes = overfit_note(rows, "width")
+    notes += untrained_note(rows, "width")
     tables = [("Loss barrier on the train and test splits (nats, mean over pairs), per width.",
                _barrier_table(rows, "width", run))]  # fmt: skip
     if len(overfit):
@@ -537,15 +581,63 @@ def ainsworth2023(run: Run) -> Replication:
         f"Configuration used: {first['dataset']} {first['arch']}-d{first['depth']} at learning rate {first['lr']:g}, "
         f"widths {', '.join(map(str, widths))} ({widths[-1] // widths[0]}x)."
     )
-    shown = rows[rows["method"].isin(["identity", *GIT_REBASIN_METHODS])]
-    figures = {
-        f"ainsworth2023_barrier_vs_width_{split}": barrier_vs_width_figure(
-            shown.assign(method=shown["method"].map(run.method_label)), split
-        )
-        for split in ("train", "test")
-        if split in set(shown["split"])
-    }
+    shown = rows[rows["method"].isin(["identity", *GIT_REBASIN_METHODS]) & (rows["metric"] == "loss")]
+    figures = {"ainsworth2023": ainsworth_figure(shown.assign(method=shown["method"].map(run.method_label)))}
     return Replication("ainsworth2023", title, settings, claims, tables, figures, notes)
+
+
+# --- figures --------------------------------------------------------------------------------------------
+
+
+def _axes(panels: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.0), squeeze=False)
+    return figure, axes[0]
+
+
+def ferbach_figure(test_loss: pd.DataFrame, dims: pd.DataFrame):
+    """The paper's two figures for one network: midpoint test loss against learning rate per method, with the
+    endpoints' own test loss (dashed); participation ratios against learning rate per matrix and layer.
+    Lines are means, bands the 95% bootstrap interval over pairs (over models for dimensions)."""
+    import seaborn as sns
+
+    figure, (left, right) = _axes(2)
+    sns.lineplot(data=test_loss, x="lr", y="midpoint", hue="method", marker="o", errorbar=("ci", 95), ax=left)
+    endpoints = _endpoints(test_loss.assign(split="test"), "test")
+    sns.lineplot(data=endpoints, x="lr", y="loss", color="black", ls="--", marker="s", errorbar=("ci", 95), ax=left,
+                 label="endpoints' own loss")  # fmt: skip
+    left.set(xscale="log", xlabel="learning rate", ylabel="test loss at alpha = 1/2 (nats)", title="midpoint test loss")
+    left.legend(fontsize=7)
+    pr = dims[dims["estimator"].isin(DIMENSIONS)]
+    if len(pr):
+        sns.lineplot(data=pr, x="lr", y="value", hue="estimator", style="layer", marker="o", errorbar=("ci", 95),
+                     ax=right)  # fmt: skip
+        right.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="participation ratio",
+                  title="approximate dimension per layer")  # fmt: skip
+        right.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def ainsworth_figure(loss: pd.DataFrame):
+    """Loss barrier against width per method, train and test split side by side (log-2 width axis); lines are
+    means, bands the 95% bootstrap interval over pairs."""
+    import seaborn as sns
+
+    figure, axes = _axes(2)
+    for ax, split in zip(axes, ("train", "test"), strict=True):
+        sns.lineplot(data=loss[loss["split"] == split], x="width", y="barrier", hue="method", marker="o",
+                     errorbar=("ci", 95), ax=ax)  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(xlabel="hidden units per layer", ylabel=f"{split} loss barrier (nats)", title=f"{split} split")
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
 
 
 REPLICATIONS: dict[str, Callable[[Run], Replication]] = {"ferbach2024": ferbach2024, "ainsworth2023": ainsworth2023}

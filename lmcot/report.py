@@ -416,10 +416,10 @@ def bias_comparison(barriers: pd.DataFrame) -> pd.DataFrame:
             outcome, _ = verdict(effect, in_regime=True)
             means = rows.groupby("method")["barrier"].mean()
             out.append(
-                {"configuration": config_label(dict(zip(CONFIG_KEYS, key, strict=True))), "split": key[-1],
-                 base: means[base], variant: means[variant],
-                 f"{base} minus {variant}, mean [95% interval]": effect.format(), "pairs": effect.n,
-                 "lower barrier": {SUPPORTED: variant, CONTRADICTED: base}.get(outcome, "not resolved")}
+                {"configuration": config_label(dict(zip(CONFIG_KEYS, key[:-1], strict=True))), "split": key[-1],
+                 "method": base, "barrier": means[base], "variant": variant, "variant's barrier": means[variant],
+                 "method minus variant, mean [95% interval]": effect.format(), "pairs": effect.n,
+                 "lower barrier": {SUPPORTED: "variant", CONTRADICTED: "method"}.get(outcome, "not resolved")}
             )  # fmt: skip
     return pd.DataFrame(out)
 

@@ -92,7 +92,7 @@ def download(url: str, timeout: float = 60.0, attempts: int = 3) -> bytes:
             if attempt == attempts:
                 raise
         log.warning("%s: attempt %d of %d failed; trying again", url, attempt, attempts)
-        time.sleep(2**attempt)
+        time.sleep(0.5 * 2**attempt)
     raise AssertionError("unreachable")
 
 

@@ -1,10 +1,13 @@
 """Alignment methods: they keep the aligned model's function, recover planted permutations, and improve
 the matching objective over no alignment."""
 
+import itertools
+
 import pytest
 import torch
 
-from lmcot.alignment import METHODS, align, incoming_weights, output_change, permuted_copy, solve_lap
+from lmcot.alignment import METHODS, align, incoming_weights, output_change, permuted_copy, seed_pairs, solve_lap
+from lmcot.models import build_model
 from lmcot.permutation import apply_permutations, identity_permutations, invert_permutations, random_permutations
 
 
@@ -107,3 +110,78 @@ def test_sinkhorn_rounds_to_a_permutation_close_to_exact_ot(trained_pair):
     soft = align("ot_sinkhorn", model_a, model_b, epsilon=1e-3)
     agreement = sum((exact[k] == soft[k]).float().mean().item() for k in exact) / len(exact)
     assert agreement > 0.8
+
+
+# --- exact answers by brute force over every permutation of a width-4 network -------------------------
+
+
+def best_permutation(score: torch.Tensor) -> list[int]:
+    """``perm`` maximising ``sum_i score[i, perm[i]]``, by trying all of them."""
+    n = len(score)
+    return list(max(itertools.permutations(range(n)), key=lambda p: sum(score[i, p[i]].item() for i in range(n))))
+
+
+def covariance_scores_by_hand(model_a, model_b, x, biases: bool, inputs_of: str = "a"):
+    """Ferbach et al.'s layer-by-layer covariance-aware matching of two 2-hidden-layer MLPs, written out:
+    layer l's score is ``mean_x[(w_A,i . h + b_A,i)(w_B,j . h + b_B,j)]`` over model A's inputs h to that layer
+    (B's columns already aligned), the biases' terms only with ``biases``."""
+    sa, sb = ({k: v.double() for k, v in m.state_dict().items()} for m in (model_a, model_b))
+    k = 1.0 if biases else 0.0
+    h = x.flatten(1).double()
+    p0 = best_permutation(((h @ sa["layers.0.weight"].T + k * sa["layers.0.bias"]).T
+                           @ (h @ sb["layers.0.weight"].T + k * sb["layers.0.bias"])) / len(h))  # fmt: skip
+    h_a = torch.relu(h @ sa["layers.0.weight"].T + sa["layers.0.bias"])
+    h_b = torch.relu(h @ sb["layers.0.weight"].T + sb["layers.0.bias"])[:, p0]
+    h1 = h_a if inputs_of == "a" else h_b
+    w1_b = sb["layers.1.weight"][:, p0]
+    p1 = best_permutation(((h1 @ sa["layers.1.weight"].T + k * sa["layers.1.bias"]).T
+                           @ (h1 @ w1_b.T + k * sb["layers.1.bias"])) / len(h1))  # fmt: skip
+    return {"P0": p0, "P1": p1}
+
+
+@pytest.fixture
+def width4_pair():
+    """Two independent width-4 MLPs whose biases matter (scaled up), on 300 random 3-value inputs."""
+    torch.manual_seed(0)
+    models = [build_model("mlp", (1, 3), 2, 4, 2) for _ in range(2)]
+    with torch.no_grad():
+        for model in models:
+            for name, p in model.named_parameters():
+                p.mul_(4 if "bias" in name else 1)
+    return *models, torch.randn(300, 1, 3)
+
+
+def test_covariance_matching_finds_the_brute_force_optimum_with_and_without_biases(width4_pair):
+    model_a, model_b, x = width4_pair
+    with_biases = covariance_scores_by_hand(model_a, model_b, x, biases=True)
+    without = covariance_scores_by_hand(model_a, model_b, x, biases=False)
+    # the case distinguishes the formulas: biases change the answer, and so would Sigma taken from model B
+    assert with_biases != without
+    assert with_biases["P1"] != covariance_scores_by_hand(model_a, model_b, x, True, inputs_of="b")["P1"]
+    found = align("cov_weight_matching_with_biases", model_a, model_b, x)
+    assert {name: perm.tolist() for name, perm in found.items()} == with_biases
+    found = align("cov_weight_matching", model_a, model_b, x)
+    assert {name: perm.tolist() for name, perm in found.items()} == without
+
+
+def test_weight_matching_without_biases_ignores_them(trained_pair, digits, generator):
+    model = trained_pair[0]
+    spec = model.permutation_spec()
+    planted = random_permutations(spec, model.state_dict(), generator)
+    shuffled = permuted_copy(model, planted)
+    with torch.no_grad():  # biases that point elsewhere: only the weights still say where each unit went
+        for name, p in shuffled.named_parameters():
+            if name.endswith("bias") and name != "layers.2.bias":
+                p.copy_(1e3 * torch.randn(p.shape, generator=generator))
+    expected = invert_permutations(planted)
+    found = align("weight_matching_without_biases", model, shuffled, None)
+    assert all(torch.equal(found[name], expected[name]) for name in spec.names)
+    with_biases = align("weight_matching", model, shuffled, None)
+    assert not all(torch.equal(with_biases[name], expected[name]) for name in spec.names)
+
+
+def test_pairs_of_seeds():
+    assert seed_pairs([4, 5, 6], "all") == [(4, 5), (4, 6), (5, 6)]
+    assert seed_pairs([4, 5, 6, 7], "disjoint") == [(4, 5), (6, 7)]
+    with pytest.raises(ValueError, match="even number of seeds, got 3"):
+        seed_pairs([4, 5, 6], "disjoint")

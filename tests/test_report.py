@@ -55,3 +55,23 @@ def test_metric_keys_have_no_dots():
     metrics = report.metrics(fake_barriers({(32, "identity"): 1.0}))
     keys = list(metrics["test_loss_barrier"]["identity"])
     assert keys == ["mnist1d-mlp-d2-w32-lr0_05"]
+
+
+def test_bias_variants_are_compared_pair_by_pair():
+    rows = fake_barriers({(32, "weight_matching"): 0.30, (32, "weight_matching_without_biases"): 0.20})
+    table = report.bias_comparison(rows)
+    test = table[table["split"] == "test"].iloc[0]
+    assert (test["method"], test["variant"]) == ("weight_matching", "weight_matching_without_biases")
+    assert test["barrier"] == pytest.approx(0.30 + 0.01 * 5 / 3) and test["pairs"] == 3
+    # every pair differs by exactly 0.1: the interval has no width and the variant is lower
+    assert test["method minus variant, mean [95% interval]"] == "0.100 [0.100, 0.100]"
+    assert test["lower barrier"] == "variant"
+    train = table[table["split"] == "train"].iloc[0]  # equal barriers (0) on the train split
+    assert train["lower barrier"] == "not resolved"
+    assert report.bias_comparison(fake_barriers({(32, "weight_matching"): 0.3})).empty
+
+
+def test_identical_methods_are_named_once_in_the_report():
+    lines = report.identical_methods_lines([["naive_weight_matching", "ot_emd"]])
+    assert len(lines) == 1 and "`naive_weight_matching` = `ot_emd`" in lines[0]
+    assert report.identical_methods_lines([]) == []

@@ -2,6 +2,7 @@
 models save and load safely."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -43,6 +44,19 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
     assert factors[-1] < 0.01
     assert Recipe(lr=1.0, schedule="constant").lr_factor(1000, 5) == 1.0
+
+
+def test_warm_up_in_steps_replaces_the_warm_up_in_epochs():
+    # Ferbach et al.'s schedule: 10 warm-up steps, then cosine over the rest (16 batches x 50 epochs here)
+    recipe = Recipe(lr=1.0, epochs=50, warmup_steps=10, warmup_epochs=0, schedule="cosine")
+    factors = [recipe.lr_factor(step, steps_per_epoch=16) for step in range(800)]
+    assert factors[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert factors[10] == pytest.approx(1.0)
+    # halfway through the 790 steps after the warm-up, the cosine is at one half
+    assert factors[10 + 395] == pytest.approx(0.5)
+    assert factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 789 / 790)))
+    # the same warm-up in epochs would be 2 epochs = 32 steps: the step count wins when it is given
+    assert Recipe(lr=1.0, epochs=50, warmup_epochs=2).lr_factor(9, 16) == pytest.approx(10 / 32)
 
 
 def test_divergence_names_the_run(digits):

@@ -1,0 +1,248 @@
+"""Verdicts on the seed papers' claims: computed from effects with bootstrap intervals, contradictions only in
+the paper's regime with enough pairs, and the regime read from the params."""
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmcot.analysis import (
+    CONTRADICTED,
+    SUPPORTED,
+    UNDECIDED,
+    Estimate,
+    bootstrap_mean,
+    bootstrap_slope,
+    combine,
+    identical_methods,
+    verdict,
+)
+from lmcot.config import read_yaml, validate
+from lmcot.replication import REPLICATIONS, Run, replicate, train_size
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "presets"))
+from run import flatten, merged  # noqa: E402
+
+
+def preset_params(name: str, **changes) -> dict:
+    overrides = {**flatten(read_yaml(ROOT / f"presets/{name}.yaml")), **changes}
+    return validate(merged(read_yaml(ROOT / "params.yaml"), overrides))
+
+
+# --- the statistics -----------------------------------------------------------------------------------
+
+
+def test_bootstrap_mean_of_equal_values_has_no_width():
+    estimate = bootstrap_mean([0.3, 0.3, 0.3, 0.3])
+    assert (estimate.mean, estimate.low, estimate.high, estimate.n) == pytest.approx((0.3, 0.3, 0.3, 4))
+
+
+def test_bootstrap_mean_interval_lies_within_the_values_and_around_the_mean():
+    estimate = bootstrap_mean([1.0, 2.0, 3.0, 10.0])
+    assert estimate.mean == 4.0 and 1.0 <= estimate.low < 4.0 < estimate.high <= 10.0
+    assert bootstrap_mean([1.0, np.nan, 3.0]).n == 2
+    assert bootstrap_mean([]).n == 0 and np.isnan(bootstrap_mean([]).mean)
+
+
+def test_bootstrap_slope_of_a_line_is_exact():
+    x = np.repeat([5.0, 6.0, 7.0, 8.0], 3)
+    y = 2.0 - 0.25 * x + np.tile([-0.01, 0.0, 0.01], 4)
+    slope = bootstrap_slope(x, y)
+    assert slope.mean == pytest.approx(-0.25) and slope.n == 3
+    assert -0.27 < slope.low <= slope.mean <= slope.high < -0.23
+
+
+@pytest.mark.parametrize(
+    ("estimate", "in_regime", "expected"),
+    [
+        (Estimate(0.2, 0.1, 0.3, 4), True, SUPPORTED),
+        (Estimate(0.2, 0.1, 0.3, 4), False, SUPPORTED),  # a run outside the regime can support a claim
+        (Estimate(-0.2, -0.3, -0.1, 4), True, CONTRADICTED),
+        (Estimate(-0.2, -0.3, -0.1, 4), False, UNDECIDED),  # ... but not contradict it
+        (Estimate(0.2, -0.1, 0.3, 4), True, UNDECIDED),
+        (Estimate(0.2, 0.1, 0.3, 2), True, UNDECIDED),  # too few pairs decide nothing
+        (Estimate(-0.2, -0.3, -0.1, 2), True, UNDECIDED),
+    ],
+)
+def test_verdicts(estimate, in_regime, expected):
+    assert verdict(estimate, in_regime)[0] == expected
+
+
+def test_a_claim_made_of_parts_holds_only_if_every_part_does():
+    assert combine([SUPPORTED, SUPPORTED]) == SUPPORTED
+    assert combine([SUPPORTED, UNDECIDED]) == UNDECIDED
+    assert combine([SUPPORTED, CONTRADICTED, UNDECIDED]) == CONTRADICTED
+    assert combine([]) == UNDECIDED
+
+
+def test_identical_methods_are_found_across_every_pair_and_configuration():
+    def record(config, a, b, method, p0):
+        return {"configuration": config, "seed_a": a, "seed_b": b, "method": method, "permutations": {"P0": p0}}
+
+    records = [
+        record("c1", 0, 1, "naive", [1, 0, 2]), record("c1", 0, 1, "ot_emd", [1, 0, 2]),
+        record("c1", 0, 1, "cov", [1, 0, 2]), record("c1", 0, 1, "identity", [0, 1, 2]),
+        record("c2", 0, 1, "naive", [2, 0, 1]), record("c2", 0, 1, "ot_emd", [2, 0, 1]),
+        record("c2", 0, 1, "cov", [0, 2, 1]), record("c2", 0, 1, "identity", [0, 1, 2]),
+    ]  # fmt: skip
+    # cov agrees with naive in one configuration only, so it is not the same method
+    assert identical_methods(records) == [["naive", "ot_emd"]]
+
+
+# --- synthetic runs -----------------------------------------------------------------------------------
+
+KEYS = {"dataset": "mnist10k", "arch": "mlp", "depth": 3, "width": 512}
+
+
+def barrier_rows(midpoints: dict, barriers: dict | None = None, **keys) -> pd.DataFrame:
+    """Rows of barriers.csv: ``midpoints[(lr or width, method)]`` lists one test-loss midpoint per pair (each
+    pair of seeds 2k, 2k+1); ``barriers`` likewise gives loss barriers (on both splits)."""
+    rows = []
+    over = "lr" if "width" in keys else "width"
+    for (value, method), values in midpoints.items():
+        for k, mid in enumerate(values):
+            barrier = (barriers or {}).get((value, method), values)[k]
+            for split in ("train", "test"):
+                for metric in ("loss", "error"):
+                    rows.append(
+                        {**keys, over: value, "seed_a": 2 * k, "seed_b": 2 * k + 1, "method": method, "split": split,
+                         "metric": metric, "barrier": barrier, "midpoint": mid, "value_a": 0.1, "value_b": 0.1}
+                    )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def dimension_rows(values: dict, lrs, keys, layers=("P0", "P1", "P2"), seeds=range(8)) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        [{**keys, "lr": lr, "seed": s, "layer": layer, "estimator": e, "value": v * (1 + 0.01 * rng.standard_normal())}
+         for lr in lrs for s in seeds for layer in layers for e, v in values.items()]
+    )  # fmt: skip
+
+
+FERBACH_LRS = [1e-3, 1e-2, 0.1]
+GOOD_DIMENSIONS = {"pr_weights": 300.0, "pr_cov": 3.0, "pr_activations": 2.0}
+
+
+def ferbach_run(params, cov_gain=0.2, pairs=4, dims=GOOD_DIMENSIONS) -> Run:
+    noise = [0.0, 0.01, -0.01, 0.02][:pairs]
+    midpoints = {}
+    for lr in FERBACH_LRS:
+        midpoints[(lr, "naive_weight_matching")] = [1.0 + n for n in noise]
+        midpoints[(lr, "cov_weight_matching")] = [1.0 - cov_gain + 2 * n for n in noise]
+        midpoints[(lr, "activation_covariance")] = [1.0 - cov_gain + n for n in noise]
+        midpoints[(lr, "identity")] = [2.0] * pairs
+    keys = {**KEYS, "dataset": params["train"]["sweep"]["datasets"][0]}
+    return Run(params, barrier_rows(midpoints, **keys), dimension_rows(dims, FERBACH_LRS, keys))
+
+
+@pytest.fixture(scope="module")
+def in_regime():
+    """The full Ferbach preset on MNIST's own 60,000 images: the paper's regime in every core aspect."""
+    return preset_params("ferbach2024_mnist", **{"train.sweep.datasets": ["mnist"], "fetch.datasets": []})
+
+
+def verdicts(result) -> dict:
+    return {claim.key: claim.verdict for claim in result.claims}
+
+
+def test_ferbach_claims_supported_by_a_clear_effect(in_regime):
+    result = replicate("ferbach2024", ferbach_run(in_regime))
+    assert result.in_regime
+    assert verdicts(result) == {
+        "cov_weight_matching_midpoint_below_naive": SUPPORTED,
+        "activation_covariance_midpoint_below_naive": SUPPORTED,
+        "dimensions_naive_hundreds_cov_single_digits": SUPPORTED,
+    }
+    evidence = result.claims[0].evidence
+    assert list(evidence["lr"]) == ["0.001", "0.01", "0.1"]
+    assert evidence.iloc[-1]["verdict"].startswith("(no claim")  # 0.1 is the largest of the paper's grid
+    assert evidence.iloc[0]["naive minus method, mean [95% interval]"].startswith("0.195 [")  # 0.2 - mean noise
+
+
+def test_ferbach_claims_contradicted_only_in_the_papers_regime(in_regime):
+    reversed_effect = ferbach_run(in_regime, cov_gain=-0.2, dims={**GOOD_DIMENSIONS, "pr_cov": 40.0})
+    assert set(verdicts(replicate("ferbach2024", reversed_effect)).values()) == {CONTRADICTED}
+    quick = preset_params("ferbach2024_mnist_quick")  # 8,000 digits: 800 optimiser steps, not the paper's 6,000
+    outside = replicate("ferbach2024", ferbach_run(quick, cov_gain=-0.2, dims={**GOOD_DIMENSIONS, "pr_cov": 40.0}))
+    assert not outside.in_regime
+    assert [s.aspect for s in outside.settings if s.core and not s.same] == ["optimiser steps"]
+    assert set(verdicts(outside).values()) == {UNDECIDED}
+    assert set(verdicts(replicate("ferbach2024", ferbach_run(quick))).values()) == {SUPPORTED}
+
+
+def test_two_pairs_decide_nothing(in_regime):
+    result = replicate("ferbach2024", ferbach_run(in_regime, cov_gain=-0.5, pairs=2))
+    assert verdicts(result)["cov_weight_matching_midpoint_below_naive"] == UNDECIDED
+    assert "fewer than 3" in result.claims[0].evidence.iloc[0]["verdict"]
+
+
+def test_the_report_section_states_regime_claims_and_numbers(in_regime):
+    result = replicate("ferbach2024", ferbach_run(in_regime))
+    text = "\n".join(result.markdown({"ferbach2024": "figures/ferbach2024.png"}))
+    assert re.search(r"\| optimiser steps +\| 6,000 \(50 epochs of 120 batches\) +\| 6,000 .* \| yes", text)
+    assert "**Verdict: supported**" in text and "![ferbach2024](figures/ferbach2024.png)" in text
+    main = result.tables[0][1]
+    assert list(main.columns) == [
+        "lr", "pairs", "endpoints' test accuracy", "endpoints' test loss", "midpoint: naive_weight_matching",
+        "midpoint: cov_weight_matching", "midpoint: activation_covariance", "pr_weights", "pr_cov", "pr_activations",
+    ]  # fmt: skip
+    assert main["midpoint: naive_weight_matching"].tolist() == pytest.approx([1.005] * 3)
+    assert main["pr_weights"].tolist() == pytest.approx([300.0] * 3, rel=0.01)
+    assert result.metrics() == verdicts(result)
+
+
+def test_identical_methods_are_reported_as_one(in_regime):
+    run = ferbach_run(in_regime)
+    run = Run(run.params, run.barriers, run.dimensions, [["naive_weight_matching", "ot_emd"]])
+    result = replicate("ferbach2024", run)
+    assert "midpoint: naive_weight_matching (= ot_emd)" in result.tables[0][1].columns
+
+
+def ainsworth_run(params, barrier_at_width, pairs=3) -> Run:
+    midpoints, barriers = {}, {}
+    for width, (matched, unaligned) in barrier_at_width.items():
+        noise = [0.0, 0.01, -0.01][:pairs]
+        for method in ("weight_matching", "activation_matching"):
+            midpoints[(width, method)] = [1.0] * pairs
+            barriers[(width, method)] = [matched + n / 10 for n in noise]
+        midpoints[(width, "identity")] = [2.0] * pairs
+        barriers[(width, "identity")] = [unaligned + n for n in noise]
+    keys = {"dataset": "mnist", "arch": "mlp", "depth": 3, "lr": 1e-3}
+    return Run(params, barrier_rows(midpoints, barriers, **keys), pd.DataFrame())
+
+
+def test_git_rebasin_claims():
+    params = preset_params("ainsworth2023_mnist_mlp_width", **{"train.sweep.datasets": ["mnist"], "fetch.datasets": []})
+    falling = ainsworth_run(params, {32: (0.4, 1.0), 128: (0.2, 1.0), 512: (0.02, 1.0)})
+    result = replicate("ainsworth2023", falling)
+    assert result.in_regime
+    assert verdicts(result) == {"matched_barrier_near_zero": SUPPORTED, "matched_barrier_falls_with_width": SUPPORTED}
+    # a clear barrier left at width 512, in the paper's regime, contradicts "near zero" ...
+    rising = ainsworth_run(params, {32: (0.1, 1.0), 128: (0.3, 1.0), 512: (0.5, 1.0)})
+    result = replicate("ainsworth2023", rising)
+    assert verdicts(result)["matched_barrier_near_zero"] == CONTRADICTED
+    # ... but the width study was made on CIFAR-10, so a rising barrier on MNIST cannot contradict it
+    assert verdicts(result)["matched_barrier_falls_with_width"] == UNDECIDED
+    widths = result.claims[1].evidence
+    assert widths.iloc[0]["slope per doubling of width, mean [95% interval]"].startswith("0.100")
+
+
+def test_a_run_without_what_a_replication_needs_says_so(in_regime):
+    run = ferbach_run(in_regime)
+    one_lr = Run(run.params, run.barriers[run.barriers["lr"] == 0.1], run.dimensions)
+    result = replicate("ferbach2024", one_lr)
+    assert [c.verdict for c in result.claims] == [UNDECIDED] and "two or more learning rates" in result.claims[0].text
+    with pytest.raises(ValueError, match="unknown replication 'x'; valid: ferbach2024, ainsworth2023"):
+        replicate("x", run)
+    assert set(REPLICATIONS) == {"ferbach2024", "ainsworth2023"}
+
+
+def test_training_set_sizes_follow_the_params():
+    assert train_size(preset_params("ferbach2024_mnist_quick"), "mnist10k") == 8_000
+    assert train_size(preset_params("ferbach2024_mnist_quick", **{"prepare.mnist10k.test_fraction": 0.15}),
+                      "mnist10k") == 8_500  # fmt: skip
+    assert train_size({"prepare": {}}, "mnist") == 60_000 and train_size({"prepare": {}}, "mnist1d") is None
