@@ -406,8 +406,6 @@ def ferbach2024(run: Run) -> Replication:
         others[run.method_label(method)] = midpoints[method].to_numpy()
 
     barrier_table = _barrier_table(rows, "lr", run)
-    overfit, notes = overfit_note(rows, "lr")
-    notes += untrained_note(rows, "lr")
     tables = [
         (
             f"The numbers behind the paper's two figures, per learning rate: the midpoint test loss `L(theta(1/2))` "
@@ -419,10 +417,8 @@ def ferbach2024(run: Run) -> Replication:
         ("Midpoint test loss (nats, mean over pairs) of no alignment and of the other methods of this run.", others),
         ("Loss barrier on the train and test splits (nats, mean over pairs).", barrier_table),
     ]
-    if len(overfit):
-        tables.append(("Endpoint models: mean loss per learning rate.", _drop_fixed(overfit, "lr")))
-    if not run.params["align"]["pairs"] == "disjoint":
-        notes.append("The pairs share models, so they are not independent: the intervals above are too narrow.")
+    endpoint_tables, notes = _caveats(run, rows, "lr")
+    tables += endpoint_tables
     notes.append(
         f"Configuration used: {first['dataset']} {first['arch']}-d{first['depth']}-w{first['width']}, learning rates "
         f"{', '.join(f'{lr:g}' for lr in lrs)}."
@@ -438,6 +434,18 @@ def _barrier_table(rows: pd.DataFrame, over: str, run: Run) -> pd.DataFrame:
     table["method"] = table["method"].map(run.method_label)
     table = table.rename(columns={"train": "train loss barrier", "test": "test loss barrier"}).rename_axis(columns=None)
     return table[[c for c in (over, "method", "train loss barrier", "test loss barrier") if c in table]]
+
+
+def _caveats(run: Run, rows: pd.DataFrame, over: str) -> tuple[list, list[str]]:
+    """What limits the reading of the numbers: the endpoints' losses when some are overfit, notes on overfit
+    or untrained endpoints, and on pairs that share models."""
+    overfit, notes = overfit_note(rows, over)
+    notes += untrained_note(rows, over)
+    label = {"lr": "learning rate"}.get(over, over)
+    tables = [(f"Endpoint models: mean loss per {label}.", _drop_fixed(overfit, over))] if len(overfit) else []
+    if run.params["align"]["pairs"] != "disjoint":
+        notes.append("The pairs share models, so they are not independent: the intervals above are too narrow.")
+    return tables, notes
 
 
 def _drop_fixed(table: pd.DataFrame, over: str) -> pd.DataFrame:
@@ -569,14 +577,10 @@ def ainsworth2023(run: Run) -> Replication:
         claims.append(near_zero)
     if (falls := _width_claim(run, rows)) is not None:
         claims.append(falls)
-    overfit, notes = overfit_note(rows, "width")
-    notes += untrained_note(rows, "width")
     tables = [("Loss barrier on the train and test splits (nats, mean over pairs), per width.",
                _barrier_table(rows, "width", run))]  # fmt: skip
-    if len(overfit):
-        tables.append(("Endpoint models: mean loss per width.", _drop_fixed(overfit, "width")))
-    if not run.params["align"]["pairs"] == "disjoint":
-        notes.append("The pairs share models, so they are not independent: the intervals above are too narrow.")
+    endpoint_tables, notes = _caveats(run, rows, "width")
+    tables += endpoint_tables
     notes.append(
         f"Configuration used: {first['dataset']} {first['arch']}-d{first['depth']} at learning rate {first['lr']:g}, "
         f"widths {', '.join(map(str, widths))} ({widths[-1] // widths[0]}x)."
