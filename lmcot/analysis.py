@@ -109,11 +109,12 @@ def paired_difference(rows: pd.DataFrame, value: str, method: str, baseline: str
 
 
 def identical_methods(alignments: list[dict]) -> list[list[str]]:
-    """Groups of two or more methods whose permutations are identical in every pair of ``alignments`` (the
-    records of an alignment.json, each with seed_a, seed_b, method and permutations), in first-seen order."""
+    """Groups of two or more methods whose permutations are identical in every pair of ``alignments`` (records
+    of alignment.json files, each with seed_a, seed_b, method, permutations and, across files, the
+    configuration), in first-seen order."""
     by_method: dict[str, dict] = {}
     for record in alignments:
-        key = (record["seed_a"], record["seed_b"])
+        key = (record.get("configuration"), record["seed_a"], record["seed_b"])
         perms = tuple(sorted((name, tuple(p)) for name, p in record["permutations"].items()))
         by_method.setdefault(record["method"], {})[key] = perms
     groups: list[list[str]] = []

@@ -429,8 +429,8 @@ def identical_methods_lines(identical: list[list[str]]) -> list[str]:
         return []
     groups = "; ".join(" = ".join(f"`{m}`" for m in group) for group in identical)
     return [
-        f"- Methods that returned identical permutations in every pair of every configuration, so they are one "
-        f"result (tables name the first and list the others): {groups}."
+        f"- Methods that returned identical permutations in every pair of every configuration: {groups}. Their "
+        "rows below are one result, not independent confirmations (the replication sections name them together)."
     ]
 
 
