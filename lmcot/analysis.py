@@ -84,12 +84,12 @@ def verdict(effect: Estimate, in_regime: bool, threshold: float = 0.0) -> tuple[
     if effect.n < MIN_SAMPLES or not np.isfinite(effect.low):
         return UNDECIDED, f"n = {effect.n}, fewer than {MIN_SAMPLES} independent samples"
     if effect.low > threshold:
-        return SUPPORTED, f"the {LEVEL:.0%} interval lies above {threshold:g}"
+        return SUPPORTED, f"the whole {LEVEL:.0%} interval is on the claim's side"
     if effect.high < threshold:
         if in_regime:
-            return CONTRADICTED, f"the {LEVEL:.0%} interval lies below {threshold:g}"
-        return UNDECIDED, f"the interval lies below {threshold:g}, but this run is outside the paper's regime"
-    return UNDECIDED, f"the {LEVEL:.0%} interval contains {threshold:g}"
+            return CONTRADICTED, f"the whole {LEVEL:.0%} interval is on the opposite side"
+        return UNDECIDED, "the whole interval is on the opposite side, but this run is outside the paper's regime"
+    return UNDECIDED, f"the {LEVEL:.0%} interval reaches both sides"
 
 
 def combine(verdicts: list[str]) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 from lmcot.analysis import (
     LEVEL,
     MIN_SAMPLES,
+    SUPPORTED,
     UNDECIDED,
     Estimate,
     bootstrap_mean,
@@ -500,14 +501,16 @@ def _near_zero_claim(run: Run, rows: pd.DataFrame, width: int, in_regime: bool) 
             # claim: method's barrier < NEAR_ZERO x the unaligned one, pair by pair
             margin = bootstrap_mean(NEAR_ZERO * wide["identity"] - wide[method])
             reduction = bootstrap_mean(lower["effect"])
-            parts = [verdict(reduction, in_regime)[0], verdict(margin, in_regime)[0]]
-            verdicts.append(combine(parts))
+            parts = [verdict(reduction, in_regime), verdict(margin, in_regime)]
+            verdicts.append(combine([v for v, _ in parts]))
+            why = next((f"{part}: {reason}" for (v, reason), part in zip(parts, ("lower", "near zero"), strict=True)
+                        if v != SUPPORTED), "")  # fmt: skip
             evidence.append(
                 {"method": run.method_label(method), "split": split,
                  "barrier": bootstrap_mean(wide[method]).format(),
                  "unaligned": bootstrap_mean(wide["identity"]).format(),
                  f"{NEAR_ZERO:g} x unaligned minus barrier": margin.format(), "pairs": margin.n,
-                 "verdict": verdicts[-1]}
+                 "verdict": verdicts[-1] + (f" ({why})" if why else "")}
             )  # fmt: skip
     if not evidence:
         return None
@@ -539,7 +542,7 @@ def _width_claim(run: Run, rows: pd.DataFrame) -> Claim | None:
             evidence.append(
                 {"method": run.method_label(method), "split": split,
                  "slope per doubling of width, mean [95% interval]": slope.format(), "pairs per width": slope.n,
-                 "verdict": v + ("" if split == "train" else " (test split: shown, not counted)")}
+                 "verdict": f"{v}: {why}" + ("" if split == "train" else " (test split: shown, not counted)")}
             )  # fmt: skip
     if not evidence:
         return None
@@ -637,6 +640,8 @@ def ainsworth_figure(loss: pd.DataFrame):
         sns.lineplot(data=loss[loss["split"] == split], x="width", y="barrier", hue="method", marker="o",
                      errorbar=("ci", 95), ax=ax)  # fmt: skip
         ax.set_xscale("log", base=2)
+        widths = sorted(loss["width"].unique())
+        ax.set_xticks(widths, [str(w) for w in widths])
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(xlabel="hidden units per layer", ylabel=f"{split} loss barrier (nats)", title=f"{split} split")
         ax.legend(fontsize=7)
