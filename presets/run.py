@@ -63,6 +63,13 @@ def main():
         validate(merged(read_yaml(ROOT / "params.yaml"), overrides))
     except ParamsError as err:
         sys.exit(f"preset {path.name} with params.yaml: {err}")
+    changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml"], cwd=ROOT).returncode == 1
+    if changed and not args.dry_run:
+        print(
+            "note: params.yaml differs from the last commit (a previous experiment's values?); the preset's keys "
+            "are set on top of it. Run `git checkout params.yaml` first to start from the committed defaults.",
+            file=sys.stderr,
+        )
     cmd = ["dvc", "exp", "run", "-n", args.name, *(["--queue"] if args.queue else [])]
     for key, value in overrides.items():
         cmd += ["-S", f"{key}={json.dumps(value)}"]  # JSON is YAML, which is how DVC reads -S values
