@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+CONFIG_KEYS = ["dataset", "arch", "depth", "width", "lr"]  # the columns that name a configuration in results
 SUPPORTED, CONTRADICTED, UNDECIDED = "supported", "contradicted", "not enough evidence"
 MIN_SAMPLES = 3  # fewer independent samples (pairs, models) than this never decide a claim
 LEVEL = 0.95

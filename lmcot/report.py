@@ -11,9 +11,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from lmcot.analysis import CONTRADICTED, SUPPORTED, bootstrap_mean, paired_difference, verdict  # noqa: E402
-
-CONFIG_KEYS = ["dataset", "arch", "depth", "width", "lr"]
+from lmcot.alignment import seed_pairs  # noqa: E402
+from lmcot.analysis import (  # noqa: E402
+    CONFIG_KEYS,
+    CONTRADICTED,
+    SUPPORTED,
+    bootstrap_mean,
+    paired_difference,
+    verdict,
+)
 
 
 def config_label(row) -> str:
@@ -455,7 +461,7 @@ def write_markdown(
     sweep, recipe = params["train"]["sweep"], params["train"]["recipe"]
     seeds = params["train"]["seeds"]
     disjoint = params["align"]["pairs"] == "disjoint"
-    n_pairs = len(seeds) // 2 if disjoint else len(seeds) * (len(seeds) - 1) // 2
+    n_pairs = len(seed_pairs(seeds, params["align"]["pairs"]))
     if recipe["warmup_steps"]:
         warmup = f"{recipe['warmup_steps']} warm-up steps"
     else:
