@@ -313,16 +313,11 @@ def _midpoint_claim(run: Run, rows: pd.DataFrame, method: str, in_regime: bool) 
         text=f"`{label}` reaches a lower midpoint test loss than naive weight matching at every learning rate "
         f"below {FERBACH_LARGEST_LR:g}, the largest of the paper's grid (Ferbach et al., midpoint figure).",
         verdict=overall,
-        reason="all learning rates below 0.1 supported" if overall != UNDECIDED else _undecided_reason(verdicts),
+        reason=f"of {len(verdicts)} learning rates below 0.1: {_tally(verdicts)}"
+        if verdicts
+        else "the run has no learning rate below 0.1",
         evidence=pd.DataFrame(evidence),
     )
-
-
-def _undecided_reason(verdicts: list[str]) -> str:
-    if not verdicts:
-        return "the run has no learning rate below 0.1"
-    decided = sum(v != UNDECIDED for v in verdicts)
-    return f"{decided} of {len(verdicts)} learning rates below 0.1 decided; see the table"
 
 
 def _dimension_claim(dims: pd.DataFrame, in_regime: bool) -> Claim | None:

@@ -165,7 +165,9 @@ def test_ferbach_claims_supported_by_a_clear_effect(in_regime):
 
 def test_ferbach_claims_contradicted_only_in_the_papers_regime(in_regime):
     reversed_effect = ferbach_run(in_regime, cov_gain=-0.2, dims={**GOOD_DIMENSIONS, "pr_cov": 40.0})
-    assert set(verdicts(replicate("ferbach2024", reversed_effect)).values()) == {CONTRADICTED}
+    contradicted = replicate("ferbach2024", reversed_effect)
+    assert set(verdicts(contradicted).values()) == {CONTRADICTED}
+    assert contradicted.claims[0].reason == "of 2 learning rates below 0.1: 2 contradicted"
     quick = preset_params("ferbach2024_mnist_quick")  # 8,000 digits: 800 optimiser steps, not the paper's 6,000
     outside = replicate("ferbach2024", ferbach_run(quick, cov_gain=-0.2, dims={**GOOD_DIMENSIONS, "pr_cov": 40.0}))
     assert not outside.in_regime
