@@ -1,6 +1,5 @@
 """Statistics the report draws its conclusions from: means and slopes with bootstrap intervals, the
-verdict a claim gets from them, rank correlation, power-law slopes, methods that computed the same
-permutations, and the pairing of each alignment method with the dimension that governs it."""
+verdict a claim gets from them, methods that computed the same permutations, and the endpoints' fit."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 CONFIG_KEYS = ["dataset", "arch", "depth", "width", "lr"]  # the columns that name a configuration in results
 SUPPORTED, CONTRADICTED, UNDECIDED = "supported", "contradicted", "not enough evidence"
@@ -109,79 +107,105 @@ def paired_difference(rows: pd.DataFrame, value: str, method: str, baseline: str
     return (wide[baseline] - wide[method]).rename("effect").dropna().reset_index()
 
 
-def identical_methods(alignments: list[dict]) -> list[list[str]]:
-    """Groups of two or more methods whose permutations are identical in every pair of ``alignments`` (records
-    of alignment.json files, each with seed_a, seed_b, method, permutations and, across files, the
-    configuration), in first-seen order."""
+@dataclass(frozen=True)
+class MethodGroup:
+    """Methods that returned identical permutations in every pair both were run on: ``members`` (the first one
+    names the group), ``identical`` of ``pairs`` pairs (configuration and pair of seeds) compared."""
+
+    members: tuple[str, ...]
+    identical: int = 0
+    pairs: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.members[0]
+
+    @property
+    def label(self) -> str:
+        """``naive_weight_matching (= ot_emd, ot_sinkhorn)``, or the method's name alone."""
+        return self.name if len(self.members) == 1 else f"{self.name} (= {', '.join(self.members[1:])})"
+
+    def note(self) -> str:
+        others = " = ".join(self.members[1:])
+        return f"{others} = {self.name} here: identical permutations in {self.identical} of {self.pairs} pairs"
+
+
+def method_groups(alignments: list[dict], methods: list[str] | None = None) -> list[MethodGroup]:
+    """Every method of ``alignments`` in a group with those that returned exactly its permutations in every
+    pair (configuration, seed_a, seed_b) both were run on. ``alignments``: records of alignment.json files,
+    each with seed_a, seed_b, method, permutations and, across files, the configuration. Groups come in the
+    order of ``methods`` (default: first seen), each named by its first member."""
     by_method: dict[str, dict] = {}
     for record in alignments:
         key = (record.get("configuration"), record["seed_a"], record["seed_b"])
         perms = tuple(sorted((name, tuple(p)) for name, p in record["permutations"].items()))
         by_method.setdefault(record["method"], {})[key] = perms
+    order = [m for m in (methods or by_method) if m in by_method]
     groups: list[list[str]] = []
-    for method, perms in by_method.items():
+    counts: dict[str, tuple[int, int]] = {}
+    for method in order:
         for group in groups:
-            if by_method[group[0]] == perms:
+            first = by_method[group[0]]
+            common = first.keys() & by_method[method].keys()
+            same = sum(first[k] == by_method[method][k] for k in common)
+            if common and same == len(common):
                 group.append(method)
+                counts[group[0]] = (same, len(common))  # the pairs behind the group's latest member
                 break
         else:
             groups.append([method])
-    return [g for g in groups if len(g) > 1]
+    return [MethodGroup(tuple(g), *counts.get(g[0], (0, 0))) for g in groups]
 
 
-# The participation ratio whose matrix each method's matching score is built on (Ferbach et al.):
-# weight-based methods compare incoming weights (S = W^T W), the covariance-aware one W Sigma W^T,
-# activation-based ones the activations' second moment.
-METHOD_DIMENSION = {
-    "weight_matching": "pr_weights",
-    "naive_weight_matching": "pr_weights",
-    "ot_emd": "pr_weights",
-    "ot_sinkhorn": "pr_weights",
-    "cov_weight_matching": "pr_cov",
-    "activation_matching": "pr_activations",
-    "activation_covariance": "pr_activations",
-}
+def identical_methods(alignments: list[dict]) -> list[list[str]]:
+    """The groups of :func:`method_groups` with two or more members."""
+    return [list(g.members) for g in method_groups(alignments) if len(g.members) > 1]
 
 
-def spearman_with_ci(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
-    """Spearman's rho of ``x`` and ``y`` and a percentile bootstrap interval (resampling pairs)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"rho": float("nan"), "low": float("nan"), "high": float("nan"), "n": int(len(x))}
-    rho = spearmanr(x, y).statistic
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(x), len(x))
-        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
-            boots.append(spearmanr(x[i], y[i]).statistic)
-    low, high = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return {"rho": float(rho), "low": float(low), "high": float(high), "n": int(len(x))}
+def representative(groups: list[MethodGroup]) -> dict[str, str]:
+    """Method -> the name of its group, BatchNorm-corrected variants (``method+repair``) included."""
+    return {m: g.name for g in groups for m in g.members}
 
 
-def loglog_slope(x, y) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` over the positive pairs (NaN if under 2)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
-    if len(np.unique(x[keep])) < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+def merge_identical(table: pd.DataFrame, groups: list[MethodGroup]) -> pd.DataFrame:
+    """``table`` (with a ``method`` column) without the rows of methods that repeat their group's first member,
+    so that one computation is counted once (``method+correction`` rows follow their base method)."""
+    names = representative(groups)
+    base = table["method"].str.split("+").str[0]
+    return table[base.map(lambda m: names.get(m, m) == m)]
 
 
-def barrier_with_dimension(barriers: pd.DataFrame, dimensions: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Test loss barriers of every pair and method beside the dimension that governs the method.
+def endpoint_losses(barriers: pd.DataFrame) -> pd.DataFrame:
+    """Every trained model's loss and error on each split: one row per configuration and seed, with columns
+    ``train_loss, test_loss, train_error, test_error`` (NaN for a split the barrier stage did not evaluate)."""
+    rows = barriers.drop_duplicates([*CONFIG_KEYS, "seed_a", "seed_b", "split", "metric"])
+    sides = [
+        rows[[*CONFIG_KEYS, f"seed_{s}", "split", "metric", f"value_{s}"]].set_axis(
+            [*CONFIG_KEYS, "seed", "split", "metric", "value"], axis=1
+        )
+        for s in ("a", "b")
+    ]
+    both = pd.concat(sides).drop_duplicates([*CONFIG_KEYS, "seed", "split", "metric"])
+    wide = both.pivot_table(index=[*CONFIG_KEYS, "seed"], columns=["split", "metric"], values="value")
+    wide.columns = [f"{split}_{metric}" for split, metric in wide.columns]
+    for column in ("train_loss", "test_loss", "train_error", "test_error"):
+        if column not in wide:
+            wide[column] = np.nan
+    return wide.reset_index()
 
-    The dimension of a pair is the mean over hidden layers and over its two models of the method's
-    participation ratio (:data:`METHOD_DIMENSION`). Methods without one (``identity``) are left out.
-    """
-    per_model = dimensions.groupby([*keys, "seed", "estimator"])["value"].mean().reset_index()
-    rows = barriers[(barriers["split"] == "test") & (barriers["metric"] == "loss")]
-    rows = rows[rows["method"].isin(METHOD_DIMENSION)].copy()
-    rows["estimator"] = rows["method"].map(METHOD_DIMENSION)
-    for side in ("a", "b"):
-        renamed = per_model.rename(columns={"seed": f"seed_{side}", "value": f"dimension_{side}"})
-        rows = rows.merge(renamed, on=[*keys, f"seed_{side}", "estimator"], how="left")
-    rows["dimension"] = (rows["dimension_a"] + rows["dimension_b"]) / 2
-    return rows.drop(columns=["dimension_a", "dimension_b"])
+
+def overfit_table(barriers: pd.DataFrame, max_gap: float, min_train_accuracy: float = 0.0) -> pd.DataFrame:
+    """Per configuration: the endpoints' mean train and test loss (nats) and accuracy, the generalisation gap
+    (test minus train loss), ``overfit`` (the gap exceeds ``max_gap``: a test-loss barrier can then be zero
+    only because the midpoint is less over-confident than the endpoints; LMC theory is about the train loss)
+    and ``undertrained`` (train accuracy below ``min_train_accuracy``: the networks are still near their
+    initialisation)."""
+    models = endpoint_losses(barriers)
+    table = models.groupby(CONFIG_KEYS)[["train_loss", "test_loss", "train_error", "test_error"]].mean()
+    table["models"] = models.groupby(CONFIG_KEYS)["seed"].nunique()
+    table["gap"] = table["test_loss"] - table["train_loss"]
+    table["overfit"] = table["gap"] > max_gap
+    table["train_accuracy"], table["test_accuracy"] = 1 - table["train_error"], 1 - table["test_error"]
+    table["undertrained"] = table["train_accuracy"] < min_train_accuracy
+    columns = ["models", "train_loss", "test_loss", "gap", "overfit", "train_accuracy", "test_accuracy", "undertrained"]
+    return table[columns].reset_index()

@@ -195,6 +195,7 @@ SCHEMA = {
     },
     "dimension": {
         "num_samples": integer(1),
+        "min_ambient": integer(1),
         "wasserstein_rate": {"repeats": integer(1), "seed": integer(0)},
     },
     "fuse": {
@@ -224,6 +225,8 @@ SCHEMA = {
     },
     "report": {
         "replications": list_of(one_of(tuple(REPLICATIONS)), min_length=0),
+        "overfit_gap": number(0),
+        "min_train_accuracy": number(0, 1),
         "dpi": integer(50, 600),
         "figure_format": one_of(("png", "svg", "pdf")),
     },

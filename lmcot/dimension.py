@@ -242,14 +242,23 @@ def activation_second_moments(model, inputs, batch_size: int = 4096) -> dict:
         return second_moments(model.eval().hidden_activations, inputs, batch_size)
 
 
-def model_dimensions(model, inputs, repeats: int = 3, seed: int = 0) -> list[dict]:
+def largest_possible(estimator: str, units: int, fan_in: int) -> int:
+    """The largest value ``estimator`` can take on a layer of ``units`` neurons with ``fan_in`` incoming weights:
+    ``W^T W`` and ``W Sigma W^T`` have rank at most ``min(units, fan_in)``, as do ``units`` points of ``fan_in``
+    coordinates; the activations' second moment is ``units x units``."""
+    return units if estimator == "pr_activations" else min(units, fan_in)
+
+
+def model_dimensions(model, inputs, repeats: int = 3, seed: int = 0, min_ambient: int = 8) -> list[dict]:
     """Every dimension estimate of every hidden layer of ``model``: rows ``{layer, estimator, value, note}``.
 
     Participation ratios of ``S = W^T W`` (``pr_weights``), ``W Sigma W^T`` (``pr_cov``, Sigma the
     uncentred second moment of the layer's inputs on ``inputs``) and ``E[a a^T]`` (``pr_activations``);
     then ``pca90/95/99``, ``two_nn``, ``mle`` and ``wasserstein_rate`` on the layer's neurons as points
     (their incoming weight vectors, ``(units, fan_in)``). An estimate that is not finite (a layer too small for
-    the estimator, a failed fit) says why in ``note``; the note is empty otherwise.
+    the estimator, a failed fit) says why in ``note``; the note is empty otherwise. An estimate that can be at
+    most :func:`largest_possible` ``< min_ambient`` (e.g. a recurrent layer reading one value per step,
+    a stem convolution over 3 values) would only restate the layer's shape: it is NaN with that reason.
     """
     import torch
 
@@ -288,6 +297,16 @@ def model_dimensions(model, inputs, repeats: int = 3, seed: int = 0) -> list[dic
                 except ValueError as err:  # too few (distinct) neurons for this estimator: say so in the row
                     if key != "pca":
                         estimates[key], notes[key] = float("nan"), str(err)
+            units, fan_in = points.shape
+            for key in estimates:
+                bound = largest_possible(key, units, fan_in)
+                if bound < min_ambient:
+                    estimates[key] = float("nan")
+                    notes[key] = (
+                        f"undefined: at most {bound} on a layer of {units} units with {fan_in} incoming weights each, "
+                        f"fewer than dimension.min_ambient = {min_ambient}; it would measure the "
+                        "layer's shape"
+                    )
             for key, value in estimates.items():
                 if not math.isfinite(value) and key not in notes:
                     notes[key] = "not finite: the estimator's fit failed (e.g. distances that do not shrink)"

@@ -28,6 +28,7 @@ from lmcot.analysis import (
     bootstrap_mean,
     bootstrap_slope,
     combine,
+    overfit_table,
     paired_difference,
     verdict,
 )
@@ -238,25 +239,26 @@ def untrained_note(barriers: pd.DataFrame, over: str) -> list[str]:
     ]
 
 
-def overfit_note(barriers: pd.DataFrame, over: str) -> tuple[pd.DataFrame, list[str]]:
-    """Endpoint train and test loss per configuration, and a note on configurations whose endpoints are
-    overfit (mean test loss more than twice the train loss): their test-loss barriers can be clamped at
-    zero while the train-loss barrier, which LMC theory is about, is not."""
-    train, test = _endpoints(barriers, "train"), _endpoints(barriers, "test")
-    if train.empty or test.empty:
+def overfit_note(barriers: pd.DataFrame, over: str, max_gap: float) -> tuple[pd.DataFrame, list[str]]:
+    """Endpoint train and test loss per configuration (:func:`lmcot.analysis.overfit_table`), and a note on
+    the configurations whose test loss exceeds their train loss by more than ``max_gap`` nats: their
+    test-loss barriers can be clamped at zero while the train-loss barrier, which LMC theory is about, is not."""
+    table = overfit_table(barriers, max_gap)
+    if table.empty or table["train_loss"].isna().all():
         return pd.DataFrame(), []
-    both = train.merge(test, on=[*CONFIG_KEYS, "seed"], suffixes=("_train", "_test"))
-    table = both.groupby(CONFIG_KEYS)[["loss_train", "loss_test"]].mean().reset_index()
-    table["overfit"] = np.where(table["loss_test"] > 2 * table["loss_train"], "yes", "")
-    overfit = table[table["overfit"] == "yes"]
+    overfit = table[table["overfit"]]
     notes = []
     if len(overfit):
         where = ", ".join(f"{over} {v:g}" for v in overfit[over])
         notes.append(
-            f"Overfit endpoints (test loss more than twice the train loss) at {where}: there, read the train-loss "
-            "barrier; a test-loss barrier can be zero because the midpoint is less over-confident than the endpoints."
+            f"Overfit endpoints (test loss more than `report.overfit_gap` = {max_gap:g} nats above the train loss) "
+            f"at {where}: there, read the train-loss barrier; a test-loss barrier can be zero because the midpoint "
+            "is less over-confident than the endpoints."
         )
-    return table.rename(columns={"loss_train": "endpoint train loss", "loss_test": "endpoint test loss"}), notes
+    table = table[[*CONFIG_KEYS, "train_loss", "test_loss", "overfit"]].assign(
+        overfit=table["overfit"].map({True: "yes", False: ""})
+    )
+    return table.rename(columns={"train_loss": "endpoint train loss", "test_loss": "endpoint test loss"}), notes
 
 
 # --- Ferbach et al. (AISTATS 2024): alignment methods across learning rates ----------------------------
@@ -435,7 +437,7 @@ def _barrier_table(rows: pd.DataFrame, over: str, run: Run) -> pd.DataFrame:
 def _caveats(run: Run, rows: pd.DataFrame, over: str) -> tuple[list, list[str]]:
     """What limits the reading of the numbers: the endpoints' losses when some are overfit, notes on overfit
     or untrained endpoints, and on pairs that share models."""
-    overfit, notes = overfit_note(rows, over)
+    overfit, notes = overfit_note(rows, over, run.params["report"]["overfit_gap"])
     notes += untrained_note(rows, over)
     label = {"lr": "learning rate"}.get(over, over)
     tables = [(f"Endpoint models: mean loss per {label}.", _drop_fixed(overfit, over))] if len(overfit) else []

@@ -1,4 +1,9 @@
-"""Summaries, figures and the written report, from the barrier and curve tables (no file paths here)."""
+"""Summaries, figures and the written report, from the tables of the pipeline (no file paths here).
+
+The report leads with a summary (what was run, the headline figure, the verdict on each claim of
+:mod:`lmcot.study`), then answers one question per section with one compact table: method x width,
+method x learning rate, dimension x learning rate, fusion. Full tables go to CSV files.
+"""
 
 from __future__ import annotations
 
@@ -15,38 +20,32 @@ from lmcot.alignment import seed_pairs  # noqa: E402
 from lmcot.analysis import (  # noqa: E402
     CONFIG_KEYS,
     CONTRADICTED,
+    LEVEL,
+    MIN_SAMPLES,
     SUPPORTED,
+    UNDECIDED,
     bootstrap_mean,
     paired_difference,
     verdict,
 )
+from lmcot.replication import markdown  # noqa: E402
+from lmcot.study import (  # noqa: E402
+    CLAIMS,
+    FAMILIES,
+    STUDY_KEYS,
+    family,
+    method_colours,
+    method_order,
+    study_label,
+    tally,
+)
+
+MAX_LINES = 8  # methods per panel; more are split into one panel row per family
+DIMENSIONS = ("pr_weights", "pr_cov", "pr_activations")
 
 
 def config_label(row) -> str:
-    return f"{row['dataset']} {row['arch']} d{row['depth']} w{row['width']} lr{row['lr']}"
-
-
-def model_label(row) -> str:
-    return f"{row['arch']} d{row['depth']} w{row['width']}"
-
-
-def with_model(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with a ``model`` column (architecture, depth and width), for facets across architectures."""
-    table = table.copy()
-    table["model"] = table.apply(model_label, axis=1) if len(table) else []
-    return table
-
-
-def width_studies(table: pd.DataFrame):
-    """``(label, rows)`` per (dataset, arch, depth, lr) group that spans two or more widths."""
-    for key, rows in table.groupby(["dataset", "arch", "depth", "lr"], sort=True):
-        if rows["width"].nunique() >= 2:
-            yield f"{key[0]} {key[1]} d{key[2]} lr{key[3]}", rows
-
-
-def metric_key(row) -> str:
-    """Stable key of a configuration for DVC metrics (no dots, which DVC reads as nesting)."""
-    return f"{row['dataset']}-{row['arch']}-d{row['depth']}-w{row['width']}-lr{row['lr']}".replace(".", "_")
+    return f"{row['dataset']} {row['arch']} d{row['depth']} w{row['width']} lr{row['lr']:g}"
 
 
 def summary_table(barriers: pd.DataFrame, split: str, metric: str, value: str = "barrier") -> pd.DataFrame:
@@ -59,192 +58,132 @@ def summary_table(barriers: pd.DataFrame, split: str, metric: str, value: str = 
     return grouped.agg(mean="mean", std="std", pairs="count").reset_index()
 
 
-def endpoint_table(barriers: pd.DataFrame) -> pd.DataFrame:
-    """Mean test accuracy and test loss of the trained models of each configuration."""
-    rows = barriers[(barriers["split"] == "test") & (barriers["method"] == barriers["method"].iloc[0])]
+def interval_table(barriers: pd.DataFrame) -> pd.DataFrame:
+    """Every (configuration, method, split, metric): mean barrier and midpoint over pairs with their
+    bootstrap intervals, for reports/tables/barriers_summary.csv."""
     out = []
-    for key, group in rows.groupby(CONFIG_KEYS, sort=True):
-        per_model = {}
-        for r in group.itertuples():  # each model appears as endpoint A or B of several pairs
-            per_model.setdefault((r.seed_a, r.metric), r.value_a)
-            per_model.setdefault((r.seed_b, r.metric), r.value_b)
-        losses = [v for (s, m), v in per_model.items() if m == "loss"]
-        errors = [v for (s, m), v in per_model.items() if m == "error"]
-        out.append(
-            {
-                **dict(zip(CONFIG_KEYS, key, strict=True)),
-                "models": len(losses),
-                "test_loss": np.mean(losses),
-                "test_accuracy": 1 - np.mean(errors),
-            }
-        )
+    for key, rows in barriers.groupby([*CONFIG_KEYS, "method", "split", "metric"], sort=True):
+        record = dict(zip([*CONFIG_KEYS, "method", "split", "metric"], key, strict=True))
+        for value in ("barrier", "midpoint", "max_minus_endpoint_mean"):
+            estimate = bootstrap_mean(rows[value])
+            record |= {value: estimate.mean, f"{value}_low": estimate.low, f"{value}_high": estimate.high}
+        out.append({**record, "pairs": len(rows)})
     return pd.DataFrame(out)
 
 
-def metrics(barriers: pd.DataFrame) -> dict:
-    """DVC metrics: mean barriers and midpoints per method and configuration, endpoint accuracy."""
-    out = {}
-    for split in sorted(barriers["split"].unique()):
-        for metric in ("loss", "error"):
-            for value in ("barrier", "midpoint"):
-                table = summary_table(barriers, split, metric, value)
-                out[f"{split}_{metric}_{value}"] = {
-                    method: {metric_key(r): round(float(r["mean"]), 6) for _, r in group.iterrows()}
-                    for method, group in table.groupby("method")
-                }
-    out["endpoint_test_accuracy"] = {
-        metric_key(r): round(float(r["test_accuracy"]), 6) for _, r in endpoint_table(barriers).iterrows()
-    }
-    return out
+def studies(table: pd.DataFrame):
+    """``(label, rows)`` per study (data set, architecture, depth) of ``table``."""
+    for key, rows in table.groupby(STUDY_KEYS, sort=True):
+        yield study_label(dict(zip(STUDY_KEYS, key, strict=True))), rows
 
 
-def dimension_table(dimensions: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds of every dimension estimate: one row per (configuration, layer), one column per estimator."""
-    table = dimensions.pivot_table(index=[*CONFIG_KEYS, "layer"], columns="estimator", values="value", aggfunc="mean")
-    return table.reset_index().rename_axis(columns=None)
+def slug(label: str) -> str:
+    return label.replace(" ", "-")
 
 
-def undefined_estimates(dimensions: pd.DataFrame) -> list[str]:
-    """Report lines for the estimates that are not finite, with the reason the dimension stage gave."""
-    bad = dimensions[~np.isfinite(dimensions["value"])]
-    if bad.empty:
-        return []
-    lines = ["Estimates that are not defined (left out of the means and correlations above):", ""]
-    notes = bad["note"] if "note" in bad else pd.Series("", index=bad.index)
-    for (estimator, note), rows in bad.assign(note=notes.fillna("")).groupby(["estimator", "note"]):
-        where = ", ".join(sorted({f"{config_label(r)} {r['layer']}" for _, r in rows.iterrows()}))
-        lines.append(f"- `{estimator}` for {len(rows)} (seed, layer) pairs: {note or 'no reason recorded'} ({where})")
-    return [*lines, ""]
+# --- figures -----------------------------------------------------------------------------------------
 
 
-def dimension_metrics(dimensions: pd.DataFrame) -> dict:
-    """DVC metrics: mean estimate per estimator, configuration and layer."""
-    means = dimensions.groupby(["estimator", *CONFIG_KEYS, "layer"], sort=True)["value"].mean().reset_index()
-    out = {}
-    for _, r in means.iterrows():
-        out.setdefault(r["estimator"], {}).setdefault(metric_key(r), {})[r["layer"]] = round(float(r["value"]), 4)
-    return out
+def _method_facets(data: pd.DataFrame, row: str | None):
+    """Rows of panels: ``row`` alone, or ``row`` and the method's family when there are more than
+    :data:`MAX_LINES` methods (so that no panel has more lines than that)."""
+    if data["method"].nunique() <= MAX_LINES:
+        return data, row
+    data = data.assign(family=data["method"].map(family))
+    if row is None:
+        return data, "family"
+    return data.assign(panel_row=data[row].astype(str) + ", " + data["family"]), "panel_row"
 
 
-def wide_by_method(table: pd.DataFrame, index: list[str], value: str = "mean") -> pd.DataFrame:
-    """One column per method (for DVC's data-series plots)."""
-    return table.pivot_table(index=index, columns="method", values=value).reset_index().rename_axis(columns=None)
+def _lr_title(grid) -> None:
+    for ax in grid.axes.flat:
+        ax.set_title(ax.get_title().replace("lr = ", "learning rate ").replace("split = ", ""), fontsize=9)
 
 
-def interpolation_figure(curves: pd.DataFrame, split: str = "test", dpi: int = 110):
-    """Loss against alpha, one panel per configuration, one line per method, band = spread over pairs."""
-    data = curves[(curves["split"] == split) & (curves["metric"] == "loss")].copy()
-    data["configuration"] = data.apply(config_label, axis=1)
+def barrier_vs_width_figure(barriers: pd.DataFrame, dpi: int = 110):
+    """The headline: loss barrier against width (log 2), one line per method (mean over pairs, band: 95%
+    bootstrap interval), panels: split (rows) x learning rate (columns)."""
+    data = barriers[barriers["metric"] == "loss"].copy()
+    data, row = _method_facets(data, "split")
+    methods = method_order(data["method"])
     grid = sns.relplot(
-        data=data,
-        x="alpha",
-        y="value",
-        hue="method",
-        col="configuration",
-        col_wrap=min(3, data["configuration"].nunique()),
-        kind="line",
-        errorbar=("pi", 100),
-        facet_kws={"sharey": False},
-        height=2.8,
-        aspect=1.2,
-        marker="o",
-        markersize=3,
-    )
-    grid.set_titles("{col_name}")
-    grid.set_axis_labels("alpha (0: A, 1: aligned B)", f"{split} cross-entropy (nats)")
-    grid.figure.suptitle(f"{split} loss along the linear path; line = mean over pairs, band = min to max", y=1.02)
+        data=data, x="width", y="barrier", hue="method", hue_order=methods, palette=method_colours(methods),
+        row=row, col="lr", kind="line", marker="o", errorbar=("ci", 95), height=2.8, aspect=1.15,
+        facet_kws={"sharey": "row", "margin_titles": False},
+    )  # fmt: skip
+    for ax in grid.axes.flat:
+        ax.set_xscale("log", base=2)
+        ax.axhline(0, color="grey", lw=0.8)
+    _lr_title(grid)
+    grid.set_axis_labels("hidden units per layer", "loss barrier (nats)")
+    grid.figure.suptitle("Loss barrier after alignment against width (rows: split; band: 95% interval)", y=1.02)
     grid.figure.set_dpi(dpi)
     return grid.figure
 
 
-def barrier_vs_width_figure(barriers: pd.DataFrame, split: str = "test", dpi: int = 110):
-    """Loss and error barrier against width per method (log-2 width axis), one panel per other setting."""
-    data = barriers[barriers["split"] == split].copy()
-    data["setting"] = data.apply(lambda r: f"{r['dataset']} {r['arch']} d{r['depth']} lr{r['lr']}", axis=1)
+def interpolation_figure(curves: pd.DataFrame, dpi: int = 110):
+    """Loss along the linear path at the widest width, one line per method, panels: split x learning rate."""
+    data = curves[(curves["metric"] == "loss") & (curves["width"] == curves["width"].max())].copy()
+    data, row = _method_facets(data, "split")
+    methods = method_order(data["method"])
     grid = sns.relplot(
-        data=data,
-        x="width",
-        y="barrier",
-        hue="method",
-        col="metric",
-        row="setting",
-        kind="line",
-        marker="o",
-        errorbar=("pi", 100),
+        data=data, x="alpha", y="value", hue="method", hue_order=methods, palette=method_colours(methods),
+        row=row, col="lr", kind="line", errorbar=("ci", 95), height=2.6, aspect=1.2,
         facet_kws={"sharey": False},
-        height=3,
-        aspect=1.2,
-    )
-    for ax in grid.axes.flat:
-        ax.set_xscale("log", base=2)
-        ax.axhline(0, color="grey", lw=0.8)
-    grid.set_titles("{row_name}: {col_name} barrier")
-    grid.set_axis_labels("hidden units per layer", f"{split} barrier")
+    )  # fmt: skip
+    _lr_title(grid)
+    grid.set_axis_labels("alpha (0: model A, 1: aligned model B)", "loss (nats)")
+    grid.figure.suptitle(f"Loss along the linear path, width {int(data['width'].max())}", y=1.02)
     grid.figure.set_dpi(dpi)
     return grid.figure
 
 
 def midpoint_vs_lr_figure(barriers: pd.DataFrame, dpi: int = 110):
-    """Midpoint test loss against learning rate per method, with the endpoints' own loss (dashed)."""
-    data = barriers[(barriers["split"] == "test") & (barriers["metric"] == "loss")].copy()
+    """Loss at alpha = 1/2 against learning rate at the widest width, one line per method and the
+    endpoints' own mean loss (black, dashed); panels: split."""
+    data = barriers[(barriers["metric"] == "loss") & (barriers["width"] == barriers["width"].max())].copy()
     data["value"] = data["midpoint"]
-    endpoints = data.drop_duplicates([*CONFIG_KEYS, "seed_a", "seed_b"]).copy()
-    endpoints["value"], endpoints["method"] = (endpoints["value_a"] + endpoints["value_b"]) / 2, "endpoints"
-    data = pd.concat([data, endpoints], ignore_index=True)
-    data["curve"] = data["method"].eq("endpoints").map({True: "endpoints' own loss", False: "midpoint"})
+    ends = data.drop_duplicates([*CONFIG_KEYS, "seed_a", "seed_b", "split"]).copy()
+    ends["value"] = (ends["value_a"] + ends["value_b"]) / 2
+    data, row = _method_facets(data, None)
+    methods = method_order(data["method"])
     grid = sns.relplot(
-        data=with_model(data), x="lr", y="value", hue="method", style="curve", col="model", col_wrap=3,
-        kind="line", marker="o", errorbar=("pi", 100), height=3, aspect=1.1, facet_kws={"sharey": False},
+        data=data, x="lr", y="value", hue="method", hue_order=methods, palette=method_colours(methods),
+        col="split", row=row, kind="line", marker="o", errorbar=("ci", 95), height=3, aspect=1.2,
+        facet_kws={"sharey": False},
     )  # fmt: skip
+    panels = grid.axes_dict.items() if row else ((("", k), v) for k, v in grid.axes_dict.items())
+    for (_, split), ax in panels:
+        mean = ends[ends["split"] == split].groupby("lr")["value"].mean()
+        (own,) = ax.plot(mean.index, mean.values, color="black", ls="--", lw=1, label="endpoints' own loss")
+    grid.axes.flat[0].legend(handles=[own], fontsize=8, loc="upper right")
     _lr_axis(grid, data["lr"].unique())
-    grid.set_titles("{col_name}")
-    grid.set_axis_labels("learning rate", "test loss at alpha = 1/2 (nats)")
+    grid.set_titles("{col_name} split" if row is None else "{row_name}, {col_name} split")
+    grid.set_axis_labels("learning rate", "loss at alpha = 1/2 (nats)")
+    grid.figure.suptitle(f"Midpoint loss against learning rate, width {int(data['width'].max())}", y=1.03)
     grid.figure.set_dpi(dpi)
     return grid.figure
 
 
 def dimension_vs_lr_figure(dimensions: pd.DataFrame, dpi: int = 110):
-    """Participation-ratio dimensions against learning rate, per matrix and layer (rows: widths)."""
-    data = dimensions[dimensions["estimator"].isin(["pr_weights", "pr_cov", "pr_activations"])]
+    """Participation ratios (mean over hidden layers per model) against learning rate, one line per width,
+    panels: the three matrices. Undefined estimates (NaN) are left out."""
+    data = dimensions[dimensions["estimator"].isin(DIMENSIONS)]
+    data = data.groupby([*CONFIG_KEYS, "seed", "estimator"])["value"].mean().reset_index().dropna()
+    widths = sorted(data["width"].unique())
     grid = sns.relplot(
-        data=with_model(data), x="lr", y="value", hue="layer", col="estimator", row="model", kind="line",
-        marker="o", errorbar=("pi", 100), height=2.6, aspect=1.2, facet_kws={"sharey": False},
+        data=data, x="lr", y="value", hue="width", hue_order=widths, palette="viridis", col="estimator",
+        col_order=[d for d in DIMENSIONS if d in set(data["estimator"])], kind="line", marker="o",
+        errorbar=("ci", 95), height=3, aspect=1.1, facet_kws={"sharey": False},
     )  # fmt: skip
     _lr_axis(grid, data["lr"].unique())
-    grid.set_titles("{col_name}, {row_name}")
-    grid.set_axis_labels("learning rate", "participation ratio")
-    grid.figure.set_dpi(dpi)
-    return grid.figure
-
-
-def barrier_vs_dimension_figure(paired: pd.DataFrame, dpi: int = 110):
-    """Test loss barrier of each pair against the dimension that governs its method (log x), per model."""
-    grid = sns.relplot(
-        data=with_model(paired), x="dimension", y="barrier", hue="method", style="lr", col="model", col_wrap=3,
-        height=3.2, aspect=1.1, facet_kws={"sharex": False, "sharey": False},
-    )  # fmt: skip
     for ax in grid.axes.flat:
-        ax.set_xscale("log")
-    grid.set_titles("{col_name}")
-    grid.set_axis_labels("participation ratio of the method's matrix (mean of the pair)", "test loss barrier (nats)")
-    grid.figure.set_dpi(dpi)
-    return grid.figure
-
-
-def barrier_loglog_figure(barriers: pd.DataFrame, slopes: dict, dpi: int = 110):
-    """Mean test loss barrier against width on log-log axes, with the fitted slope per method, one panel
-    per width study (data set, architecture, depth, learning rate)."""
-    studies = [rows.assign(study=label) for label, rows in width_studies(summary_table(barriers, "test", "loss"))]
-    table = pd.concat(studies, ignore_index=True)
-    table["method"] = table.apply(lambda r: f"{r['method']} (slope {slopes.get(_slope_key(r), np.nan):.2f})", axis=1)
-    grid = sns.relplot(
-        data=table, x="width", y="mean", hue="method", col="study", col_wrap=3, kind="line", marker="o", height=3.2
-    )
-    for ax in grid.axes.flat:
-        ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     grid.set_titles("{col_name}")
-    grid.set_axis_labels("hidden units per layer", "mean test loss barrier (nats)")
+    grid.set_axis_labels("learning rate", "participation ratio (mean over layers)")
+    grid.figure.suptitle("Effective dimension of the weights against learning rate", y=1.03)
     grid.figure.set_dpi(dpi)
     return grid.figure
 
@@ -261,143 +200,333 @@ def close(figure) -> None:
     plt.close(figure)
 
 
-def markdown_table(table: pd.DataFrame, floatfmt=".4f") -> str:
-    return table.to_markdown(index=False, floatfmt=floatfmt)
+# --- tables ------------------------------------------------------------------------------------------
 
 
-def findings(barriers: pd.DataFrame, endpoints: pd.DataFrame) -> list[str]:
-    """Sentences computed from the numbers: what this run shows, stated only where the data say it."""
-    lines = []
-    table = summary_table(barriers, "test", "loss")
-    pivot = table.pivot_table(index=CONFIG_KEYS, columns="method", values="mean")
-    for method in pivot.columns:
-        # a method is compared with no alignment under the same BatchNorm correction, where both were evaluated
-        baseline = "identity" + method[method.index("+") :] if "+" in method else "identity"
-        if method == baseline or baseline not in pivot.columns:
-            continue
-        both = pivot[[method, baseline]].dropna()
-        lower = both[method] < both[baseline]
-        exceptions = [config_label(dict(zip(CONFIG_KEYS, k, strict=True))) for k in both.index[~lower]]
-        lines.append(
-            f"`{method}` gives a lower mean test loss barrier than `{baseline}` in {int(lower.sum())} of "
-            f"{len(lower)} configurations"
-            + (f"; not in: {', '.join(exceptions)}." if exceptions else " (all of them).")
-        )
-    for study, rows in width_studies(table):
-        for method, group in rows.groupby("method", sort=True):
-            by_width = group.groupby("width")["mean"].mean()
-            trend = "falls" if by_width.iloc[-1] < by_width.iloc[0] else "does not fall"
-            lines.append(
-                f"{study}: with `{method}`, the mean test loss barrier {trend} from width {by_width.index[0]} "
-                f"({by_width.iloc[0]:.3f}) to width {by_width.index[-1]} ({by_width.iloc[-1]:.3f})."
-            )
-    best = endpoints.loc[endpoints["test_accuracy"].idxmax()]
-    lines.append(
-        f"The best endpoint models reach a mean test accuracy of {best['test_accuracy']:.3f} ({config_label(best)})."
+def markdown_table(table: pd.DataFrame) -> str:
+    """A markdown table: learning rates as written in params, other floats with 3 decimals, text as is."""
+    return markdown(table)
+
+
+def _pair_cell(train: float, test: float) -> str:
+    fmt = lambda v: "–" if pd.isna(v) else f"{v:.3f}"  # noqa: E731
+    return f"{fmt(train)} / {fmt(test)}"
+
+
+def method_by_width(rows: pd.DataFrame, overfit: pd.DataFrame, labels: dict) -> pd.DataFrame:
+    """One learning rate of one study: mean loss barrier ``train / test`` per method (rows) and width
+    (columns); a width whose endpoints are overfit is marked † in its header."""
+    loss = rows[rows["metric"] == "loss"]
+    means = loss.groupby(["method", "width", "split"])["barrier"].mean()
+    flagged = set(overfit.loc[overfit["overfit"], "width"]) if len(overfit) else set()
+    out = []
+    for method in method_order(loss["method"]):
+        row = {"method": labels.get(method, method)}
+        for width in sorted(loss["width"].unique()):
+            header = f"w{width}" + (" †" if width in flagged else "")
+            row[header] = _pair_cell(means.get((method, width, "train")), means.get((method, width, "test")))
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def method_by_lr(rows: pd.DataFrame, labels: dict) -> pd.DataFrame:
+    """One study at its widest width: mean loss at alpha = 1/2 ``train / test`` per method (rows) and
+    learning rate (columns), below the endpoints' own mean loss."""
+    loss = rows[(rows["metric"] == "loss") & (rows["width"] == rows["width"].max())]
+    means = loss.groupby(["method", "lr", "split"])["midpoint"].mean()
+    ends = loss.drop_duplicates(["lr", "seed_a", "seed_b", "split"])
+    ends = ((ends["value_a"] + ends["value_b"]) / 2).groupby([ends["lr"], ends["split"]]).mean()
+    lrs = sorted(loss["lr"].unique())
+    own = {f"lr {lr:g}": _pair_cell(ends.get((lr, "train")), ends.get((lr, "test"))) for lr in lrs}
+    out = [{"method": "endpoints (their own loss)", **own}]
+    for method in method_order(loss["method"]):
+        cells = {
+            f"lr {lr:g}": _pair_cell(means.get((method, lr, "train")), means.get((method, lr, "test"))) for lr in lrs
+        }
+        out.append({"method": labels.get(method, method), **cells})
+    return pd.DataFrame(out)
+
+
+def dimension_by_lr(dimensions: pd.DataFrame) -> pd.DataFrame:
+    """Participation ratios at the widest width per learning rate: mean over models of the mean over
+    hidden layers, with the 95% bootstrap interval over models (undefined layers left out)."""
+    widest = dimensions[(dimensions["width"] == dimensions["width"].max()) & dimensions["estimator"].isin(DIMENSIONS)]
+    per_model = widest.groupby(["estimator", "lr", "seed"])["value"].mean().reset_index()
+    out = []
+    for estimator in [d for d in DIMENSIONS if d in set(per_model["estimator"])]:
+        rows = per_model[per_model["estimator"] == estimator]
+        cells = {f"lr {lr:g}": bootstrap_mean(g["value"]).format(1) for lr, g in rows.groupby("lr", sort=True)}
+        out.append({"estimator": estimator, **cells})
+    return pd.DataFrame(out)
+
+
+def dimension_table(dimensions: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of every dimension estimate: one row per (configuration, layer), one column per estimator."""
+    table = dimensions.pivot_table(
+        index=[*CONFIG_KEYS, "layer"], columns="estimator", values="value", aggfunc="mean", dropna=False
     )
+    return table.reset_index().rename_axis(columns=None)
+
+
+def undefined_estimates(dimensions: pd.DataFrame) -> list[str]:
+    """One line per estimator and reason for the estimates that are undefined (NaN)."""
+    bad = dimensions[~np.isfinite(dimensions["value"])]
+    if bad.empty:
+        return []
+    notes = bad["note"].fillna("") if "note" in bad else pd.Series("", index=bad.index)
+    lines = []
+    for note, rows in bad.assign(note=notes).groupby("note"):
+        where = sorted({f"{r['arch']} w{r['width']} {r['layer']}" for _, r in rows.iterrows()})
+        estimators = ", ".join(f"`{e}`" for e in sorted(set(rows["estimator"])))
+        lines.append(f"- {estimators} on {', '.join(where)}: {note or 'no reason recorded'}.")
     return lines
 
 
-def ferbach_analysis(barriers: pd.DataFrame, dimensions: pd.DataFrame) -> dict:
-    """Correlations of barrier with dimension, power-law slopes in width, and tables for the report."""
-    from lmcot.analysis import barrier_with_dimension, loglog_slope, spearman_with_ci
+def fusion_summary(fusion: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy before fine-tuning per configuration (rows) and kind of model (columns): the input
+    models' mean, vanilla averaging, one-shot OT fusion, the fused model at each target width (as a multiple
+    of the input width) and the output ensemble."""
+    rows = fusion[~fusion["fine_tuned"].astype(bool)].copy()
+    rows["column"] = rows.apply(
+        lambda r: f"fused x{r['target_width'] / r['width']:g}" if r["kind"] == "fused" else
+        ("inputs (mean)" if r["kind"] == "input" else r["kind"].replace("_", " ")), axis=1,
+    )  # fmt: skip
+    table = rows.pivot_table(index=CONFIG_KEYS, columns="column", values="test_accuracy", aggfunc="mean")
+    first = ["inputs (mean)", "vanilla", "one shot"]
+    fused = sorted((c for c in table.columns if c.startswith("fused x")), key=lambda c: float(c[len("fused x") :]))
+    columns = [c for c in first if c in table] + fused + [c for c in table if c not in first and c not in fused]
+    return drop_constant(table[columns].reset_index().rename_axis(columns=None))
 
-    paired = barrier_with_dimension(barriers, dimensions, CONFIG_KEYS)
-    # Dimension grows with width while barriers fall, so across widths the two are confounded; the
-    # paper compares learning rates at one width. Within a width, pairs of every learning rate are pooled.
-    paired = with_model(paired)
-    groups = paired.groupby(["method", "model"]) if paired["lr"].nunique() > 1 else paired.groupby(["method"])
-    correlations = {
-        (f"{key[0]}, {key[1]}" if len(key) > 1 else key[0]): spearman_with_ci(g["dimension"], g["barrier"])
-        for key, g in groups
+
+def drop_constant(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` without the configuration columns that hold one value (the summary states them)."""
+    return table.drop(columns=[k for k in CONFIG_KEYS if k in table and table[k].nunique() == 1 and k != "lr"])
+
+
+def endpoint_table(overfit: pd.DataFrame) -> pd.DataFrame:
+    table = overfit.copy()
+    for column in ("overfit", "undertrained"):
+        table[column] = table[column].map({True: "yes", False: ""})
+    return drop_constant(table)
+
+
+# --- metrics -------------------------------------------------------------------------------------------
+
+
+def metrics(barriers: pd.DataFrame, overfit: pd.DataFrame, findings: list, fusion: pd.DataFrame) -> dict:
+    """The few headline numbers compared across experiments (``dvc exp show``, ``dvc metrics diff``):
+    the endpoints, the mean loss barrier per method family and split, the tally of each claim, and fusion's
+    gain over averaging. Per-configuration numbers live in reports/tables/."""
+    out = {
+        "endpoints": {
+            "train_loss": round(float(overfit["train_loss"].mean()), 4),
+            "test_loss": round(float(overfit["test_loss"].mean()), 4),
+            "test_accuracy": round(float(overfit["test_accuracy"].mean()), 4),
+            "overfit_configurations": int(overfit["overfit"].sum()),
+            "undertrained_configurations": int(overfit["undertrained"].sum()),
+        }
     }
-    table = summary_table(barriers, "test", "loss")
-    studies = [rows for _, rows in width_studies(table)]
-    slopes = {}
-    if studies:  # every learning rate's points of one architecture in one fit
-        for (arch, method), g in pd.concat(studies).groupby(["arch", "method"]):
-            slopes[_slope_key({"arch": arch, "method": method})] = loglog_slope(g["width"], g["mean"])
-    widest = dimensions[dimensions["width"] == dimensions["width"].max()]
-    rate = {e: -1 / v for e, v in widest.groupby("estimator")["value"].mean().items() if v > 0}
-    return {"paired": paired, "correlations": correlations, "slopes": slopes, "rate_from_dimension": rate}
+    loss = barriers[barriers["metric"] == "loss"].assign(family=lambda t: t["method"].map(family))
+    for split in sorted(set(loss["split"]), reverse=True):
+        means = loss[loss["split"] == split].groupby("family")["barrier"].mean()
+        out[f"barrier_{split}"] = {
+            name.replace(" ", "_"): round(float(means[name]), 4) for name in FAMILIES if name in means
+        }
+    out["claims"] = {}
+    for claim in CLAIMS:
+        counts = tally(findings, claim)
+        if counts["checks"]:
+            out["claims"][claim] = {"supported": counts["supported"], "contradicted": counts["contradicted"]}
+    same = fusion[(fusion["target_width"] == fusion["width"]) & ~fusion["fine_tuned"].astype(bool)]
+    by_kind = same.groupby([*CONFIG_KEYS, "kind"])["test_accuracy"].mean().unstack()
+    if {"fused", "vanilla"} <= set(by_kind.columns):
+        out["fusion_minus_averaging_test_accuracy"] = round(float((by_kind["fused"] - by_kind["vanilla"]).mean()), 4)
+    return out
 
 
-def _slope_key(row) -> str:
-    """Key of a width slope: the method, within its architecture."""
-    return f"{row['arch']}/{row['method']}"
+def count_leaves(tree) -> int:
+    """Number of leaf values of a nested dict (the columns ``dvc exp show`` prints)."""
+    return sum(count_leaves(v) for v in tree.values()) if isinstance(tree, dict) else 1
 
 
-def paper_claims(barriers: pd.DataFrame, dimensions: pd.DataFrame, analysis: dict) -> list[str]:
-    """Ferbach et al.'s qualitative claims, each checked against this run's numbers (only where it can be)."""
-    lines = []
-    mid = summary_table(barriers, "test", "loss", "midpoint").pivot_table(
-        index=CONFIG_KEYS, columns="method", values="mean"
+# --- the report ------------------------------------------------------------------------------------------
+
+
+def _what_was_run(params: dict, groups: list, n_pairs: int) -> list[str]:
+    sweep, recipe = params["train"]["sweep"], params["train"]["recipe"]
+    seeds = params["train"]["seeds"]
+    warmup = (
+        f"{recipe['warmup_steps']} warm-up steps"
+        if recipe["warmup_steps"]
+        else f"{recipe['warmup_epochs']:g} warm-up epochs"
     )
-    test_loss = barriers[(barriers["split"] == "test") & (barriers["metric"] == "loss")]
-    for method in ("cov_weight_matching", "activation_covariance"):
-        if {method, "naive_weight_matching"} <= set(mid.columns):
-            lower, higher, undecided = [], [], []
-            for key, rows in test_loss.groupby(CONFIG_KEYS, sort=True):
-                diff = paired_difference(rows, "midpoint", method, "naive_weight_matching", CONFIG_KEYS)
-                effect = bootstrap_mean(diff["effect"])
-                outcome, _ = verdict(effect, in_regime=True)
-                label = f"{config_label(dict(zip(CONFIG_KEYS, key, strict=True)))} ({effect.format()}, n = {effect.n})"
-                {SUPPORTED: lower, CONTRADICTED: higher}.get(outcome, undecided).append(label)
-            lines.append(
-                f"`{method}` against `naive_weight_matching`, midpoint test loss (naive minus method, mean [95% "
-                f"bootstrap interval over pairs]): lower in {len(lower)}, higher in {len(higher)} and not resolved "
-                f"in {len(undecided)} of {len(lower) + len(higher) + len(undecided)} configurations"
-                + (f"; lower: {'; '.join(lower)}" if lower else "")
-                + (f"; higher: {'; '.join(higher)}" if higher else "")
-                + ". The paper finds it lower at every learning rate below 0.1 for an MLP 784-512-512-512-10 on "
-                "MNIST; only a run in that regime can test the claim (`report.replications: [ferbach2024]`)."
-            )
-    means = dimensions.groupby("estimator")["value"].mean()
-    if {"pr_weights", "pr_cov", "pr_activations"} <= set(means.index):
-        w, c, a = means["pr_weights"], means["pr_cov"], means["pr_activations"]
-        same_order = c < w and a < w
-        lines.append(
-            f"Mean participation ratios over every model and layer: weights {w:.1f}, covariance-aware {c:.1f}, "
-            f"activations {a:.1f} ({'the paper' if same_order else 'not the paper'}'s order). The paper finds the "
-            "naive (weights) dimension far above the other two (hundreds against single digits at width 512 on "
-            "MNIST); these pooled means carry no interval, and a verdict needs that regime "
-            "(`report.replications: [ferbach2024]`)."
-        )
-    paired = analysis["paired"]
-    if paired["lr"].nunique() < 2 and paired["width"].nunique() > 1:
-        from lmcot.analysis import spearman_with_ci
+    inputs = {d: "standardised" if params["prepare"][d].get("standardise", True) else "raw" for d in sweep["datasets"]}
+    disjoint = params["align"]["pairs"] == "disjoint"
+    families = "; ".join(
+        f"{name}: {', '.join(g.label for g in groups if family(g.name) == name)}"
+        for name in FAMILIES
+        if any(family(g.name) == name for g in groups)
+    )
+    merged = [g.note() for g in groups if len(g.members) > 1]
+    return [
+        f"**What was run.** {', '.join(f'{d} ({inputs[d]} inputs)' for d in sweep['datasets'])}; models "
+        f"{', '.join(sweep['models'])}; learning rates {', '.join(f'{lr:g}' for lr in sweep['lrs'])}; "
+        f"{len(seeds)} seeds per configuration, so {n_pairs} {'disjoint (independent) ' if disjoint else ''}pairs "
+        f"each{'' if disjoint else ' (sharing models, so the intervals are optimistic)'}. {recipe['optimizer']} "
+        f"(momentum {recipe['momentum']}, weight decay {recipe['weight_decay']}), {recipe['epochs']} epochs of batch "
+        f"{recipe['batch_size']}, {warmup}, {recipe['schedule']} schedule.",
+        "",
+        f"**Alignment methods** by family: {families}."
+        + (f" Merged because they are one computation: {'; '.join(merged)}." if merged else ""),
+        "",
+    ]
 
-        with_dimension = spearman_with_ci(paired["width"], paired["dimension"])["rho"]
-        with_barrier = spearman_with_ci(paired["width"], paired["barrier"])["rho"]
-        lines.append(
-            f"This run has one learning rate, so barrier and dimension vary mostly with width: Spearman's rho of "
-            f"width with dimension is {with_dimension:.2f}, with barrier {with_barrier:.2f}. The correlations "
-            "below mix that in; the paper's comparison is across learning rates at one width "
-            "(presets/ferbach_mnist.yaml)."
-        )
-    finite_rho = {k: r for k, r in analysis["correlations"].items() if np.isfinite(r["rho"])}
-    if finite_rho:
-        positive = [k for k, r in finite_rho.items() if r["low"] > 0]
-        negative = [k for k, r in finite_rho.items() if r["high"] < 0]
-        lines.append(
-            f"Barrier against dimension (Spearman's rho with a 95% bootstrap interval, table below): positive with "
-            f"confidence in {len(positive)} of {len(finite_rho)} cases, negative in {len(negative)}, undecided in "
-            f"{len(finite_rho) - len(positive) - len(negative)}. The paper expects barriers to grow with dimension: "
-            + (
-                "this run mostly agrees."
-                if len(positive) > len(finite_rho) / 2
-                else "this run does not show it clearly."
-            )
-        )
-    finite = {m: s for m, s in analysis["slopes"].items() if np.isfinite(s)}
-    if finite:
-        rates = ", ".join(f"{e} {v:.2f}" for e, v in sorted(analysis["rate_from_dimension"].items()))
-        lines.append(
-            "Barrier against width, fitted log-log slopes: "
-            + ", ".join(f"`{m}` {s:.2f}" for m, s in sorted(finite.items()))
-            + f". The theory's rate is about -1/d; -1/d from this run's estimates at the largest width: {rates}."
-        )
-    return lines
+
+def endpoints_line(overfit: pd.DataFrame, max_gap: float, min_accuracy: float) -> list[str]:
+    """The summary's paragraph on the endpoints: which configurations are overfit or undertrained."""
+    over, under = overfit[overfit["overfit"]], overfit[overfit["undertrained"]]
+    text = f"**Endpoints.** Test minus train loss above `report.overfit_gap` = {max_gap:g} nats (overfit, †): " + (
+        f"{len(over)} of {len(overfit)} configurations ({', '.join(config_label(r) for _, r in over.iterrows())}); "
+        "there a test-loss barrier can be zero only because the midpoint is less over-confident than the "
+        "endpoints, so read the train split, which LMC theory is about."
+        if len(over)
+        else "none."
+    )
+    text += f" Train accuracy below `report.min_train_accuracy` = {min_accuracy:g} (undertrained, ‡): " + (
+        f"{len(under)} of {len(overfit)} ({', '.join(config_label(r) for _, r in under.iterrows())}); there the "
+        "methods compare networks still near their initialisation."
+        if len(under)
+        else "none."
+    )
+    return [text, ""]
+
+
+def _claims_section(findings: list, table: pd.DataFrame) -> list[str]:
+    if table.empty:
+        return ["No claim could be checked on this sweep (it needs the methods and widths each claim names).", ""]
+    parts = [
+        f"**Claims.** Each cell: the verdict, the effect (positive: the claim's direction) with its {LEVEL:.0%} "
+        f"bootstrap interval over independent samples, and n. *{SUPPORTED}*: the whole interval is on the claim's "
+        f"side; *{CONTRADICTED}*: the whole interval is on the other side; *{UNDECIDED}*: anything else, or "
+        f"n < {MIN_SAMPLES}. † marks test-split effects that rest on overfit endpoints, ‡ effects that rest on "
+        "undertrained ones (see Endpoints). The claims "
+        "are this run's own; whether a paper is replicated in its own regime is for the presets' replications.",
+        "",
+        markdown_table(table.drop(columns="study") if table["study"].nunique() == 1 else table),
+        "",
+    ]
+    for key, spec in CLAIMS.items():
+        if any(f.claim == key for f in findings):
+            parts.append(f"- `{key}`: {spec.text} Effect: {spec.effect}. Source: {spec.source}.")
+    return [*parts, ""]
+
+
+def write_markdown(
+    params: dict,
+    *,
+    barriers: pd.DataFrame,
+    dimensions: pd.DataFrame,
+    fusion: pd.DataFrame,
+    overfit: pd.DataFrame,
+    groups: list,
+    findings: list,
+    findings_summary: pd.DataFrame,
+    figures: dict,
+    grid,
+    replications=(),
+    tables: dict,
+) -> str:
+    """The report. ``barriers``: rows with identical methods merged; ``groups``: the method groups
+    (:func:`lmcot.analysis.method_groups`); ``figures``: name -> path relative to the report (a figure per
+    study is named ``<kind>/<study>``); ``tables``: CSV name -> path; ``replications``: markdown lines of each
+    replication section."""
+    n_pairs = len(seed_pairs(params["train"]["seeds"], params["align"]["pairs"]))
+    labels = {g.name: g.label for g in groups}
+    overfit_line = endpoints_line(overfit, params["report"]["overfit_gap"], params["report"]["min_train_accuracy"])
+    parts = [
+        "# Linear mode connectivity report",
+        "",
+        "Generated by `dvc repro` (stage `report`) from this run's outputs. The summary comes first; each later "
+        "section answers one question with one table; the full tables are CSV files (last section).",
+        "",
+        "## Summary",
+        "",
+        *_what_was_run(params, groups, n_pairs),
+        *overfit_line,
+    ]
+    parts += [f"![{name}]({path})\n" for name, path in figures.items() if name.startswith("barrier_vs_width")]
+    parts += _claims_section(findings, findings_summary)
+    if replications:
+        parts += ["## Replications of the seed papers", ""]
+        for lines in replications:
+            parts += lines
+    parts += [
+        "## Are aligned networks linearly connected, more so when wider? (method x width)",
+        "",
+        f"Mean loss barrier over pairs, `train / test` (nats): `max_a [L(a) - ((1 - a) L(0) + a L(1))]` over the "
+        f"{len(grid)} points of alpha {', '.join(f'{a:g}' for a in grid)} (a peak between them is missed). A barrier "
+        "is at least 0 (alpha = 0 is on the grid): a test barrier of 0 means no bump, not a dip.",
+        "",
+    ]
+    for label, rows in studies(barriers):
+        for lr, at_lr in rows.groupby("lr", sort=True):
+            over = overfit.merge(at_lr[[*STUDY_KEYS, "lr"]].drop_duplicates())
+            parts += [
+                f"**{label}, learning rate {lr:g}**",
+                "",
+                markdown_table(method_by_width(at_lr, over, labels)),
+                "",
+            ]
+    parts += [f"![{name}]({path})\n" for name, path in figures.items() if name.startswith("interpolation")]
+    parts += [
+        "## Which matching helps at which learning rate? (method x learning rate)",
+        "",
+        "Mean loss at the midpoint of the path (alpha = 1/2) at the widest width, `train / test` (nats), under "
+        "the endpoints' own mean loss: Ferbach et al.'s comparison.",
+        "",
+    ]
+    for label, rows in studies(barriers):
+        parts += [f"**{label}**", "", markdown_table(method_by_lr(rows, labels)), ""]
+    parts += [f"![{name}]({path})\n" for name, path in figures.items() if name.startswith("midpoint_vs_lr")]
+    parts += bias_section(barriers)
+    if len(dimensions):
+        parts += [
+            "## How many dimensions do the weights span? (dimension x learning rate)",
+            "",
+            "Participation ratio `tr(S)^2 / tr(S^2)` of `S = W^T W` (`pr_weights`), `W Sigma W^T` (`pr_cov`) and "
+            "`E[a a^T]` (`pr_activations`) at the widest width: mean over models of the mean over hidden layers, "
+            "[95% interval over models]. PCA, TwoNN, MLE and Wasserstein-rate estimates are in "
+            "`tables/dimensions_summary.csv`.",
+            "",
+        ]
+        for label, rows in studies(dimensions):
+            parts += [f"**{label}**", "", markdown_table(dimension_by_lr(rows)), ""]
+        undefined = undefined_estimates(dimensions)
+        if undefined:
+            parts += ["Undefined estimates (NaN, left out of every mean and claim):", "", *undefined, ""]
+        parts += [f"![{name}]({path})\n" for name, path in figures.items() if name.startswith("dimension_vs_lr")]
+    parts += fusion_markdown(fusion, {k: v for k, v in figures.items() if k.startswith("plane")})
+    parts += ["## Endpoints", "", markdown_table(endpoint_table(overfit)), ""]
+    parts += ["## Full tables", ""]
+    parts += [f"- [{name}]({path})" for name, path in tables.items()]
+    return "\n".join([*parts, ""])
+
+
+def bias_section(barriers: pd.DataFrame) -> list[str]:
+    biases = bias_comparison(barriers)
+    if biases.empty:
+        return []
+    return [
+        "## Biases in the matching score",
+        "",
+        "Loss barrier (nats, mean over pairs) of each matching method and of its variant with the biases' term "
+        "added to or left out of its score, and their paired difference over pairs. Git Re-Basin's weight "
+        "matching includes the biases' inner products; Ferbach et al.'s scores leave biases out, and their code "
+        "has a covariance-aware score with biases.",
+        "",
+        markdown_table(biases),
+        "",
+    ]
 
 
 BIAS_VARIANTS = (
@@ -430,168 +559,7 @@ def bias_comparison(barriers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def identical_methods_lines(identical: list[list[str]]) -> list[str]:
-    if not identical:
-        return []
-    groups = "; ".join(" = ".join(f"`{m}`" for m in group) for group in identical)
-    return [
-        f"- Methods that returned identical permutations in every pair of every configuration: {groups}. Their "
-        "rows below are one result, not independent confirmations (the replication sections name them together)."
-    ]
-
-
-def write_markdown(
-    params: dict,
-    barriers: pd.DataFrame,
-    endpoints: pd.DataFrame,
-    figures: dict,
-    grid,
-    dimensions=None,
-    analysis=None,
-    replications=(),
-    identical=(),
-) -> str:
-    """The report: what was run, the replications, the tables, the figures (``figures``: name -> relative
-    path), findings.
-
-    ``dimensions`` (optional): the per-model, per-layer dimension estimates of the dimension stage.
-    ``replications``: markdown lines of each replication section; ``identical``: groups of methods that
-    returned the same permutations (:func:`lmcot.analysis.identical_methods`).
-    """
-    sweep, recipe = params["train"]["sweep"], params["train"]["recipe"]
-    seeds = params["train"]["seeds"]
-    disjoint = params["align"]["pairs"] == "disjoint"
-    n_pairs = len(seed_pairs(seeds, params["align"]["pairs"]))
-    if recipe["warmup_steps"]:
-        warmup = f"{recipe['warmup_steps']} warm-up steps"
-    else:
-        warmup = f"{recipe['warmup_epochs']:g} warm-up epochs"
-    inputs = {
-        d: "standardised" if params["prepare"][d].get("standardise", True) else "raw inputs" for d in sweep["datasets"]
-    }
-
-    def barrier_pivot(split, metric, value="barrier"):
-        table = summary_table(barriers, split, metric, value)
-        table["cell"] = table.apply(lambda r: f"{r['mean']:.4f} ± {0 if np.isnan(r['std']) else r['std']:.4f}", axis=1)
-        return (
-            table.pivot_table(index=CONFIG_KEYS, columns="method", values="cell", aggfunc="first")
-            .reset_index()
-            .rename_axis(columns=None)
-        )
-
-    parts = [
-        "# Linear mode connectivity report",
-        "",
-        "Generated by `dvc repro` (stage `report`); every number below is computed from this run's outputs.",
-        "",
-        "## What was run",
-        "",
-        f"- Data sets: {', '.join(f'{d} ({inputs[d]})' for d in sweep['datasets'])}; models "
-        f"(architecture-depth-width): {', '.join(sweep['models'])}; "
-        f"learning rates: {', '.join(map(str, sweep['lrs']))}.",
-        f"- Seeds {', '.join(map(str, seeds))} per configuration, so {n_pairs} "
-        f"{'disjoint pairs (no model in two pairs)' if disjoint else 'pairs (every pair of seeds)'} each. Training: "
-        f"{recipe['optimizer']} (momentum {recipe['momentum']}, weight decay {recipe['weight_decay']}), "
-        f"{recipe['epochs']} epochs of batch {recipe['batch_size']}, {warmup} then a {recipe['schedule']} schedule.",
-        f"- Alignment methods: {', '.join(params['align']['methods'])}.",
-        f"- Path grid ({len(grid)} points of alpha): {', '.join(f'{a:g}' for a in grid)}. A barrier is a maximum over "
-        "this grid only, so it can miss a peak between grid points.",
-        "- Barrier: `max_a [L(a) - ((1 - a) L(0) + a L(1))]`; midpoint: `L(1/2)`. L is the mean cross-entropy "
-        "(loss, nats) or the error rate. Cells give the mean ± standard deviation over pairs.",
-        *identical_methods_lines(list(identical)),
-        "",
-    ]
-    if replications:
-        parts += ["## Replications of the seed papers", ""]
-        for lines in replications:
-            parts += lines
-    parts += [
-        "## Findings",
-        "",
-        *[f"- {line}" for line in findings(barriers, endpoints)],
-        "",
-        "## Endpoint models",
-        "",
-        markdown_table(endpoints),
-        "",
-    ]
-
-    def per_architecture(table):
-        """One table per architecture, without the columns of methods it was not evaluated with."""
-        out = []
-        for arch, rows in table.groupby("arch", sort=True):
-            out += [f"### {arch}", "", markdown_table(rows.dropna(axis=1, how="all")), ""]
-        return out
-
-    for split in sorted(barriers["split"].unique(), reverse=True):
-        for metric in ("loss", "error"):
-            parts += [f"## {split.capitalize()} {metric} barrier", "", *per_architecture(barrier_pivot(split, metric))]
-    parts += ["## Test loss at the midpoint", "", *per_architecture(barrier_pivot("test", "loss", "midpoint"))]
-    biases = bias_comparison(barriers)
-    if len(biases):
-        parts += [
-            "## Biases in the matching score",
-            "",
-            "Loss barrier (nats, mean over pairs) of each matching method and of its variant with the biases' term "
-            "added to or left out of its score, and their paired difference over pairs. Git Re-Basin's weight "
-            "matching includes the biases' inner products; Ferbach et al.'s scores leave biases out, and their code "
-            "has a covariance-aware score with biases.",
-            "",
-            markdown_table(biases, floatfmt=".4f"),
-            "",
-        ]
-    if dimensions is not None and len(dimensions):
-        parts += [
-            "## Dimension of each layer's weight distribution",
-            "",
-            "Mean over seeds. `pr_weights`, `pr_cov`, `pr_activations`: participation ratio `tr(S)^2 / tr(S^2)` of "
-            "`S = W^T W`, `W Sigma W^T` and `E[a a^T]` (Ferbach et al.); `pca90/95/99`: principal components for "
-            "that share of the variance of the neurons' incoming weight vectors; `two_nn`, `mle`: TwoNN and "
-            "Levina-Bickel estimates on those vectors; `wasserstein_rate`: `-1/slope` of `log W2` between "
-            "disjoint neuron subsamples against `log n`.",
-            "",
-            markdown_table(dimension_table(dimensions), floatfmt=".2f"),
-            "",
-            *undefined_estimates(dimensions),
-        ]
-    if analysis is not None and dimensions is not None:
-        correlations = pd.DataFrame([{"method": m, **r} for m, r in analysis["correlations"].items()])
-        parts += [
-            "## Dimension and connectivity (Ferbach et al.)",
-            "",
-            "Each claim of the paper, checked against this run:",
-            "",
-            *[f"- {line}" for line in paper_claims(barriers, dimensions, analysis)],
-            "",
-        ]
-        if len(correlations):
-            parts += ["Spearman's rho of test loss barrier against dimension (95% bootstrap interval):", ""]
-            parts += [markdown_table(correlations, floatfmt=".3f"), ""]
-    parts += ["## Figures", ""]
-    parts += [f"![{name}]({path})\n" for name, path in figures.items()]
-    parts += [
-        "Full tables: `barriers.csv` (one row per configuration, pair, method, split and metric) and "
-        "`curves.csv` (every point of every path).",
-        "",
-    ]
-    return "\n".join(parts)
-
-
 # --- fusion (Akash, Li and Garcia Trillos) ---------------------------------------------------------
-
-FUSION_ORDER = ["input", "fused", "fused_no_hidden", "vanilla", "one_shot", "ensemble"]
-
-
-def fusion_table(fusion: pd.DataFrame, value: str = "test_accuracy") -> pd.DataFrame:
-    """One row per configuration and model of the fuse stage, ``value`` before and after fine-tuning."""
-    table = fusion.copy()
-    table["order"] = table["kind"].map(FUSION_ORDER.index)
-    table["fine_tuned"] = table["fine_tuned"].map({True: "after fine-tuning", False: "before fine-tuning"})
-    pivot = table.pivot_table(
-        index=[*CONFIG_KEYS, "order", "target_width", "model"], columns="fine_tuned", values=value, aggfunc="first"
-    )
-    columns = [c for c in ("before fine-tuning", "after fine-tuning") if c in pivot.columns]
-    return pivot[columns].reset_index().drop(columns="order").rename_axis(columns=None)
 
 
 def hidden_term_table(fusion: pd.DataFrame) -> pd.DataFrame:
@@ -605,17 +573,6 @@ def hidden_term_table(fusion: pd.DataFrame) -> pd.DataFrame:
     pivot = table.pivot_table(index=CONFIG_KEYS, columns=["term", "fine_tuned"], values="test_accuracy")
     pivot.columns = [f"{term}, {when} fine-tuning" for term, when in pivot.columns]
     return pivot.reset_index()
-
-
-def fusion_metrics(fusion: pd.DataFrame) -> dict:
-    """DVC metrics: per configuration, the test accuracy of every kind of model before fine-tuning (mean
-    over the input models; the fused model at the input width)."""
-    result = {}
-    same_width = fusion[(fusion["target_width"] == fusion["width"]) & ~fusion["fine_tuned"].astype(bool)]
-    for key, group in same_width.groupby(CONFIG_KEYS, sort=True):
-        means = group.groupby("kind")["test_accuracy"].mean()
-        result[metric_key(dict(zip(CONFIG_KEYS, key, strict=True)))] = {k: round(v, 4) for k, v in means.items()}
-    return result
 
 
 def plane_figure(grid: pd.DataFrame, points: pd.DataFrame, title: str = "", dpi: int = 110):
@@ -650,36 +607,44 @@ def plane_figure(grid: pd.DataFrame, points: pd.DataFrame, title: str = "", dpi:
 
 
 def fusion_markdown(fusion: pd.DataFrame, plane_figures: dict) -> list[str]:
-    """The fusion sections of the report."""
+    """The fusion section: one compact table of test accuracy before fine-tuning, the recurrent ablation where
+    it ran, and the landscape planes (one embedded per study, the others linked)."""
     parts = [
-        "## Wasserstein-barycentre fusion (Akash, Li and Garcia Trillos)",
+        "## Does barycentric fusion beat averaging? (fusion x configuration)",
         "",
-        "Test accuracy of each input model, the fused models (one per target width), vanilla averaging, one-shot "
-        "OT fusion and the output ensemble, before and after the short fine-tuning of `fuse.fine_tune`. "
-        "Fused BatchNorm models have their statistics recomputed on the training data.",
+        "Test accuracy before fine-tuning of the input models (mean), vanilla averaging, one-shot OT fusion, the "
+        "Wasserstein-barycentre fusion at each target width and the output ensemble. After `fuse.fine_tune`: "
+        "`fusion.csv`. Fused BatchNorm models have their statistics recomputed on the training data.",
+        "",
+        markdown_table(fusion_summary(fusion)),
         "",
     ]
-    for arch, rows in fusion.groupby("arch", sort=True):
-        parts += [f"### {arch}", "", markdown_table(fusion_table(rows)), ""]
     hidden = hidden_term_table(fusion)
     if len(hidden):
         parts += [
-            "### Recurrent layers: the hidden-to-hidden term",
-            "",
-            "Test accuracy of the fused model with the Gromov-Wasserstein hidden-to-hidden cost (`fuse.ot.alpha_h`) "
-            "and without it (the ablation).",
+            "Recurrent layers: test accuracy of the fused model with the Gromov-Wasserstein hidden-to-hidden cost "
+            "(`fuse.ot.alpha_h`) and without it (the ablation).",
             "",
             markdown_table(hidden),
             "",
         ]
     if plane_figures:
+        # the widest, largest-learning-rate configuration of each study is drawn; the rest are linked
+        names = list(plane_figures)
+        shown = {max((n for n in names if n.rsplit("-w", 1)[0] == study), key=_width_lr) for study in
+                 {n.rsplit("-w", 1)[0] for n in names}}  # fmt: skip
         parts += [
-            "### Loss landscape planes",
-            "",
-            "Plane `permutation`: model 1, model 2 and model 2 permuted by the barycentre's couplings; plane "
-            "`fusion`: model 1, model 2 and their barycentre. Model 1 and permuted model 2 in one low-loss "
-            "region, apart from model 2, is linear mode connectivity after alignment.",
+            "Loss landscape planes. Plane `permutation`: model 1, model 2 and model 2 permuted by the barycentre's "
+            "couplings; plane `fusion`: model 1, model 2 and their barycentre. Model 1 and permuted model 2 in one "
+            "low-loss region, apart from model 2, is linear mode connectivity after alignment. Every "
+            "configuration's: " + ", ".join(f"[{n.removeprefix('plane_')}]({plane_figures[n]})" for n in names) + ".",
             "",
         ]
-        parts += [f"![{name}]({path})\n" for name, path in plane_figures.items()]
+        parts += [f"![{name}]({plane_figures[name]})\n" for name in names if name in shown]
     return parts
+
+
+def _width_lr(name: str) -> tuple[int, float]:
+    """(width, learning rate) of a figure named ``plane_<dataset>-<arch>-d<depth>-w<width>-lr<lr>``."""
+    width, lr = name.rsplit("-w", 1)[1].split("-lr")
+    return int(width), float(lr)

@@ -26,7 +26,8 @@ def main():
     inputs = data.x_train[: params["dimension"]["num_samples"]]
     rows = []
     for seed, model in tqdm(load_seed_models(params, config, device).items(), desc=config.name):
-        for row in model_dimensions(model, inputs, **params["dimension"]["wasserstein_rate"]):
+        options = params["dimension"]["wasserstein_rate"]
+        for row in model_dimensions(model, inputs, **options, min_ambient=params["dimension"]["min_ambient"]):
             rows.append({**config.as_dict(), "seed": seed, **row})
     table = pd.DataFrame(rows)
     summary = table.groupby(["layer", "estimator"])["value"].mean().unstack()

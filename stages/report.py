@@ -1,5 +1,6 @@
-"""Stage report: gather every configuration's results into reports/ (tables, DVC metrics and plots,
-seaborn figures, and reports/README.md, the report a person reads)."""
+"""Stage report: gather every configuration's results into reports/: the report a person reads
+(reports/README.md), its figures, the headline DVC metrics (reports/metrics.json), the data of the DVC
+plots (reports/plots/) and the full tables (reports/tables/)."""
 
 import json
 import logging
@@ -9,11 +10,12 @@ import pandas as pd
 from common import REPORTS, results_dir, setup
 
 from lmcot import report
-from lmcot.analysis import identical_methods
+from lmcot.analysis import merge_identical, method_groups, overfit_table
 from lmcot.barrier import evaluation_grid
 from lmcot.config import configurations
 from lmcot.io import atomic_path, write_csv, write_json, write_text
 from lmcot.replication import Run, replicate
+from lmcot.study import FAMILIES, family, findings_records, findings_table, study_findings
 
 log = logging.getLogger("report")
 
@@ -46,90 +48,100 @@ def read_alignments(params) -> list[dict]:
     return records
 
 
+def family_plot(barriers: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Data of a DVC plot: mean loss barrier per method family (columns) against width, mean over the
+    learning rates and pairs of each width."""
+    loss = barriers[(barriers["split"] == split) & (barriers["metric"] == "loss")]
+    table = loss.assign(family=loss["method"].map(family)).pivot_table(
+        index="width", columns="family", values="barrier", aggfunc="mean"
+    )
+    return table.reindex(columns=list(FAMILIES)).rename(columns=lambda c: c.replace(" ", "_")).reset_index()
+
+
 def main():
     params = setup("report")
-    barriers = read_results(params, "barriers.csv")
-    curves = read_results(params, "curves.csv")
-    methods = params["align"]["methods"]
-    write_csv(REPORTS / "barriers.csv", barriers)
-    write_csv(REPORTS / "curves.csv", curves)
-    dimensions = read_results(params, "dimensions.csv")
-    write_csv(REPORTS / "dimensions.csv", dimensions)
-    analysis = report.ferbach_analysis(barriers, dimensions)
-    metrics = {
-        **report.metrics(barriers),
-        "dimension": report.dimension_metrics(dimensions),
-        # "method, mlp d2 w32" -> "method/mlp-d2-w32", the form of the slopes' keys
-        "barrier_dimension_spearman": {
-            k.replace(", ", "/").replace(" ", "-"): round(r["rho"], 4) for k, r in analysis["correlations"].items()
-        },
-        "barrier_width_loglog_slope": {m: round(s, 4) for m, s in analysis["slopes"].items()},
-    }
-    fusion = read_results(params, "fusion.csv")
-    write_csv(REPORTS / "fusion.csv", fusion)
-    metrics["fusion_test_accuracy"] = report.fusion_metrics(fusion)
-
-    test_loss = report.summary_table(barriers, "test", "loss")
-    write_csv(
-        REPORTS / "plots" / "barrier_vs_width.csv",
-        report.wide_by_method(test_loss, ["width", *report.CONFIG_KEYS[:3], "lr"])[["width", *methods]],
-    )
-    mean_curve = curves[(curves["split"] == "test") & (curves["metric"] == "loss")]
-    mean_curve = mean_curve.groupby([*report.CONFIG_KEYS, "method", "alpha"])["value"].mean().reset_index(name="mean")
-    write_csv(
-        REPORTS / "plots" / "interpolation.csv",
-        report.wide_by_method(mean_curve, [*report.CONFIG_KEYS, "alpha"])[["alpha", *methods]],
-    )
-
     dpi = params["report"]["dpi"]
-    figures = {
-        "interpolation_test": save_figure(
-            report.interpolation_figure(curves, "test", dpi), "interpolation_test", params
-        ),
-        "barrier_vs_width_test": save_figure(
-            report.barrier_vs_width_figure(barriers, "test", dpi), "barrier_vs_width_test", params
-        ),
-    }
-    if "train" in set(barriers["split"]):
-        figures["interpolation_train"] = save_figure(
-            report.interpolation_figure(curves, "train", dpi), "interpolation_train", params
-        )
-    if barriers["lr"].nunique() > 1:
-        figures["midpoint_vs_lr"] = save_figure(report.midpoint_vs_lr_figure(barriers, dpi), "midpoint_vs_lr", params)
-        figures["dimension_vs_lr"] = save_figure(
-            report.dimension_vs_lr_figure(dimensions, dpi), "dimension_vs_lr", params
-        )
-    if len(analysis["paired"]):
-        figure = report.barrier_vs_dimension_figure(analysis["paired"], dpi)
-        figures["barrier_vs_dimension"] = save_figure(figure, "barrier_vs_dimension", params)
-    if analysis["slopes"]:
-        figure = report.barrier_loglog_figure(barriers, analysis["slopes"], dpi)
-        figures["barrier_vs_width_loglog"] = save_figure(figure, "barrier_vs_width_loglog", params)
+    every_barrier = read_results(params, "barriers.csv")
+    curves = read_results(params, "curves.csv")
+    dimensions = read_results(params, "dimensions.csv")
+    fusion = read_results(params, "fusion.csv")
+    groups = method_groups(read_alignments(params), params["align"]["methods"])
+    for group in groups:
+        if len(group.members) > 1:
+            log.info("merged: %s", group.note())
+    barriers, merged_curves = merge_identical(every_barrier, groups), merge_identical(curves, groups)
+    overfit = overfit_table(every_barrier, params["report"]["overfit_gap"], params["report"]["min_train_accuracy"])
+    findings = study_findings(barriers, dimensions, fusion, overfit)
+    summary = findings_table(findings)
 
-    plane_figures = {}
+    tables = {
+        "barriers.csv": REPORTS / "barriers.csv",  # every pair, method, split and metric (methods not merged)
+        "curves.csv": REPORTS / "curves.csv",
+        "barriers_summary.csv": REPORTS / "tables" / "barriers_summary.csv",
+        "findings.csv": REPORTS / "tables" / "findings.csv",
+        "endpoints.csv": REPORTS / "tables" / "endpoints.csv",
+        "dimensions.csv": REPORTS / "dimensions.csv",
+        "dimensions_summary.csv": REPORTS / "tables" / "dimensions_summary.csv",
+        "fusion.csv": REPORTS / "fusion.csv",
+    }
+    for name, frame in (
+        ("barriers.csv", every_barrier),
+        ("curves.csv", curves),
+        ("barriers_summary.csv", report.interval_table(barriers)),
+        ("findings.csv", findings_records(findings)),
+        ("endpoints.csv", overfit),
+        ("dimensions.csv", dimensions),
+        ("dimensions_summary.csv", report.dimension_table(dimensions)),
+        ("fusion.csv", fusion),
+    ):
+        write_csv(tables[name], frame)
+    for split in sorted(set(barriers["split"])):
+        write_csv(REPORTS / "plots" / f"barrier_vs_width_{split}.csv", family_plot(barriers, split))
+
+    figures = {}
+    for label, rows in report.studies(barriers):
+        name = report.slug(label)
+        if rows["width"].nunique() > 1:
+            figures[f"barrier_vs_width_{name}"] = save_figure(
+                report.barrier_vs_width_figure(rows, dpi), f"barrier_vs_width_{name}", params
+            )
+        study_curves = merged_curves.merge(rows[report.STUDY_KEYS].drop_duplicates())
+        figures[f"interpolation_{name}"] = save_figure(
+            report.interpolation_figure(study_curves, dpi), f"interpolation_{name}", params
+        )
+        if rows["lr"].nunique() > 1:
+            figures[f"midpoint_vs_lr_{name}"] = save_figure(
+                report.midpoint_vs_lr_figure(rows, dpi), f"midpoint_vs_lr_{name}", params
+            )
+    for label, rows in report.studies(dimensions):
+        if rows["lr"].nunique() > 1:
+            name = f"dimension_vs_lr_{report.slug(label)}"
+            figures[name] = save_figure(report.dimension_vs_lr_figure(rows, dpi), name, params)
     for config in configurations(params):
         grid_rows = pd.read_csv(results_dir(config) / "plane.csv")
         points = pd.read_csv(results_dir(config) / "plane_points.csv")
         name = f"plane_{config.name}"
-        plane_figures[name] = save_figure(report.plane_figure(grid_rows, points, config.name, dpi), name, params)
+        figures[name] = save_figure(report.plane_figure(grid_rows, points, config.name, dpi), name, params)
 
-    identical = identical_methods(read_alignments(params))
-    run = Run(params, barriers, dimensions, identical)
+    metrics = report.metrics(barriers, overfit, findings, fusion)
+    identical = [list(g.members) for g in groups if len(g.members) > 1]
+    run = Run(params, every_barrier, dimensions, identical)
     sections = []
-    metrics["replication"] = {}
     for key in params["report"]["replications"]:
         result = replicate(key, run)
         paths = {name: save_figure(figure, name, params) for name, figure in result.figures.items()}
         sections.append(result.markdown(paths))
-        metrics["replication"][key] = result.metrics()
+        metrics.setdefault("replication", {})[key] = result.metrics()
         for claim in result.claims:
             log.info("%s: %s -> %s", key, claim.key, claim.verdict)
     write_json(REPORTS / "metrics.json", metrics)
+    log.info("%d metrics in reports/metrics.json", report.count_leaves(metrics))
 
-    endpoints = report.endpoint_table(barriers)
-    grid = evaluation_grid(params["barrier"]["alphas"])
-    text = report.write_markdown(params, barriers, endpoints, figures, grid, dimensions, analysis, sections, identical)
-    text += "\n".join(report.fusion_markdown(fusion, plane_figures)) + "\n"
+    text = report.write_markdown(
+        params, barriers=barriers, dimensions=dimensions, fusion=fusion, overfit=overfit, groups=groups,
+        findings=findings, findings_summary=summary, figures=figures, grid=evaluation_grid(params["barrier"]["alphas"]),
+        replications=sections, tables={name: path.relative_to(REPORTS) for name, path in tables.items()},
+    )  # fmt: skip
     write_text(REPORTS / "README.md", text)
     log.info("wrote %s", REPORTS / "README.md")
 

@@ -104,12 +104,26 @@ def test_ferbach_methods_differ_from_each_other_on_real_pairs(trained_pair, digi
     assert any(not torch.equal(naive[k], cov[k]) for k in naive)
 
 
-def test_sinkhorn_rounds_to_a_permutation_close_to_exact_ot(trained_pair):
-    model_a, model_b = trained_pair
+def test_sinkhorn_rounding_returns_the_exact_plan_where_rounding_the_coupling_does_not():
+    """Two untrained 512-wide MLPs (many near-ties between neurons): rounding by the log-coupling gives exactly
+    the exact plan's permutations; rounding the coupling itself, the old rule, loses some
+    (85% here; 37% in a trained 512-wide layer)."""
+    import numpy as np
+    import ot
+
+    torch.manual_seed(0)
+    model_a, model_b = (build_model("mlp", (40,), 10, width=512, depth=2) for _ in range(2))
     exact = align("ot_emd", model_a, model_b)
-    soft = align("ot_sinkhorn", model_a, model_b, epsilon=1e-3)
-    agreement = sum((exact[k] == soft[k]).float().mean().item() for k in exact) / len(exact)
-    assert agreement > 0.8
+    rounded = align("ot_sinkhorn", model_a, model_b, epsilon=0.01)
+    for name in exact:
+        assert torch.equal(rounded[name], exact[name]), name
+    w_a, w_b = model_a.state_dict()["layers.0.weight"], model_b.state_dict()["layers.0.weight"]
+    cost = ot.dist(w_a.double().numpy(), w_b.double().numpy())
+    uniform = np.full(512, 1 / 512)
+    coupling = ot.sinkhorn(uniform, uniform, cost / cost.max(), 0.01, method="sinkhorn_log", stopThr=1e-4, warn=False)
+    least_cost = solve_lap(torch.from_numpy(-cost))
+    by_mass = solve_lap(torch.from_numpy(coupling))
+    assert (by_mass == least_cost).float().mean() < 0.9
 
 
 # --- exact answers by brute force over every permutation of a width-4 network -------------------------

@@ -1,44 +1,63 @@
-"""The statistics behind the report's conclusions."""
+"""Methods that are one computation are found and counted once; overfit endpoints are flagged."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from lmcot.analysis import barrier_with_dimension, loglog_slope, spearman_with_ci
+from lmcot.analysis import MethodGroup, merge_identical, method_groups, overfit_table
 
 
-def test_spearman_of_a_monotone_relation_is_one_with_a_tight_interval():
-    x = np.arange(30.0)
-    result = spearman_with_ci(x, np.exp(x / 10))
-    assert result["rho"] == pytest.approx(1.0) and result["low"] == pytest.approx(1.0)
+def record(method, config, pair, perm):
+    return {"method": method, "configuration": config, "seed_a": pair[0], "seed_b": pair[1],
+            "permutations": {"P0": perm, "P1": [0, 1, 2]}}  # fmt: skip
 
 
-def test_spearman_interval_covers_zero_for_independent_noise():
-    rng = np.random.default_rng(1)
-    result = spearman_with_ci(rng.normal(size=40), rng.normal(size=40))
-    assert result["low"] < 0 < result["high"]
+def alignments():
+    """Two configurations of three pairs: ot_emd repeats naive everywhere, ot_sinkhorn in 5 of 6 pairs."""
+    out = []
+    for config in ("c1", "c2"):
+        for i, pair in enumerate([(0, 1), (2, 3), (4, 5)]):
+            perm = [[1, 0, 2], [2, 1, 0], [0, 2, 1]][i]
+            out += [record("identity", config, pair, [0, 1, 2]), record("naive", config, pair, perm),
+                    record("ot_emd", config, pair, perm),
+                    record("ot_sinkhorn", config, pair, [0, 1, 2] if (config, i) == ("c2", 2) else perm)]  # fmt: skip
+    return out
 
 
-def test_spearman_needs_variation():
-    assert np.isnan(spearman_with_ci([1, 1, 1, 1], [1, 2, 3, 4])["rho"])
+def test_methods_identical_in_every_pair_form_one_group_with_its_count():
+    groups = method_groups(alignments(), ["identity", "naive", "ot_emd", "ot_sinkhorn"])
+    assert [g.members for g in groups] == [("identity",), ("naive", "ot_emd"), ("ot_sinkhorn",)]
+    assert groups[1].note() == "ot_emd = naive here: identical permutations in 6 of 6 pairs"
+    assert groups[1].label == "naive (= ot_emd)" and groups[2].label == "ot_sinkhorn"
 
 
-def test_loglog_slope_recovers_a_power_law():
-    widths = np.array([32, 64, 128, 256, 512])
-    assert loglog_slope(widths, 3.0 * widths ** (-0.25)) == pytest.approx(-0.25)
-    assert np.isnan(loglog_slope([64, 64], [1.0, 2.0]))
+def test_a_group_is_named_by_the_first_method_of_the_params():
+    groups = method_groups(alignments(), ["ot_emd", "naive", "identity"])
+    assert groups[0].members == ("ot_emd", "naive")
 
 
-def test_each_pair_gets_the_mean_dimension_of_its_two_models():
-    keys = ["width"]
-    dims = pd.DataFrame(
-        [{"width": 8, "seed": s, "layer": layer, "estimator": "pr_cov", "value": v}
-         for s, layer, v in [(0, "P0", 2.0), (0, "P1", 4.0), (1, "P0", 6.0), (1, "P1", 8.0)]]
-    )  # fmt: skip
-    barriers = pd.DataFrame(
-        [{"width": 8, "seed_a": 0, "seed_b": 1, "method": m, "split": "test", "metric": "loss", "barrier": 0.1}
-         for m in ("cov_weight_matching", "identity")]
-    )  # fmt: skip
-    out = barrier_with_dimension(barriers, dims, keys)
-    assert list(out["method"]) == ["cov_weight_matching"]
-    assert out["dimension"].item() == pytest.approx((3.0 + 7.0) / 2)
+def test_merging_keeps_one_method_per_group_with_its_corrections():
+    groups = [MethodGroup(("naive", "ot_emd"), 6, 6), MethodGroup(("identity",))]
+    table = pd.DataFrame({"method": ["naive", "ot_emd", "ot_emd+repair", "naive+repair", "identity"]})
+    assert merge_identical(table, groups)["method"].tolist() == ["naive", "naive+repair", "identity"]
+
+
+def endpoint_rows(train_loss, test_loss):
+    """Barrier rows of one configuration and one pair whose two models have the given losses."""
+    rows = []
+    for split, loss in (("train", train_loss), ("test", test_loss)):
+        for metric, value in (("loss", loss), ("error", 0.25 if split == "train" else 0.5)):
+            config = {"dataset": "d", "arch": "mlp", "depth": 2, "width": 8, "lr": 0.1}
+            pair = {"seed_a": 0, "seed_b": 1, "method": "identity", "split": split, "metric": metric}
+            rows.append({**config, **pair, "value_a": value, "value_b": value})
+    return pd.DataFrame(rows)
+
+
+def test_overfit_is_a_test_minus_train_loss_gap_above_the_threshold():
+    table = overfit_table(endpoint_rows(0.1, 0.9), max_gap=0.5)
+    row = table.iloc[0]
+    assert (row["train_loss"], row["test_loss"], row["gap"]) == pytest.approx((0.1, 0.9, 0.8))
+    assert (row["train_accuracy"], row["test_accuracy"], row["models"]) == pytest.approx((0.75, 0.5, 2))
+    assert bool(row["overfit"])
+    assert not overfit_table(endpoint_rows(0.1, 0.9), max_gap=0.8).iloc[0]["overfit"]  # the gap must exceed it
+    # a ratio rule (test > 2 x train) would flag this well-fit pair; the gap rule does not
+    assert not overfit_table(endpoint_rows(0.01, 0.03), max_gap=0.5).iloc[0]["overfit"]

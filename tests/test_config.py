@@ -26,17 +26,25 @@ def edited(params, path, value):
     return out
 
 
-def test_default_params_are_valid_and_span_the_promised_sweep():
+def test_default_params_are_valid_and_span_the_promised_study():
+    """The default study (issue 12): widths 16x apart, learning rates on both sides of the regime change, enough
+    independent pairs for a verdict, both splits; the other architectures are a preset."""
+    from lmcot.alignment import seed_pairs
+    from lmcot.analysis import MIN_SAMPLES
+
     params = load_params(ROOT / "params.yaml")
     sweep = params["train"]["sweep"]
     assert sweep["datasets"] == ["mnist1d"]
     mlp_widths = [c.width for c in configurations(params) if c.arch == "mlp"]
     assert len(set(mlp_widths)) >= 3 and max(mlp_widths) / min(mlp_widths) >= 16
-    archs = {c.arch for c in configurations(params)}
-    assert {"mlp", "lstm"} <= archs and archs & {"cnn", "resnet", "resnet_bn"}  # issue 5: a CNN and an LSTM
-    assert len(params["train"]["seeds"]) >= 3 and len(sweep["lrs"]) >= 2
-    assert len(params["barrier"]["alphas"]) >= 11
-    assert "barycenter" in params["align"]["methods"]
+    assert min(sweep["lrs"]) <= 0.005 and max(sweep["lrs"]) >= 0.05
+    assert params["align"]["pairs"] == "disjoint"
+    assert len(seed_pairs(params["train"]["seeds"], "disjoint")) > MIN_SAMPLES
+    assert params["barrier"]["splits"] == ["train", "test"] and len(params["barrier"]["alphas"]) >= 11
+    assert {"naive_weight_matching", "cov_weight_matching", "barycenter"} <= set(params["align"]["methods"])
+    preset = read_yaml(ROOT / "presets/architectures.yaml")["train"]["sweep"]["models"]
+    archs = {m.split("-")[0] for m in preset}
+    assert "lstm" in archs and archs & {"cnn", "resnet", "resnet_bn"}  # issue 5: a CNN and an LSTM
 
 
 @pytest.mark.parametrize(
@@ -184,8 +192,9 @@ def test_disjoint_pairs_need_an_even_number_of_seeds(default):
 
 def test_bias_aware_covariance_matching_is_refused_for_units_it_cannot_score(default):
     methods = edited(default, "align.methods", ["identity", "cov_weight_matching_with_biases"])
+    methods = edited(methods, "train.sweep.models", ["mlp-d2-w8", "resnet_bn-d2-w16", "lstm-d1-w32"])
     with pytest.raises(ParamsError, match=r"cov_weight_matching_with_biases.*lstm, resnet_bn.*four gates"):
-        validate(methods)  # the default sweep has an LSTM and a BatchNorm ResNet
+        validate(methods)
     assert validate(edited(methods, "train.sweep.models", ["mlp-d2-w8", "cnn-d2-w8", "resnet-d1-w8", "rnn-d1-w8"]))
 
 

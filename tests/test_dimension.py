@@ -228,3 +228,21 @@ def test_model_dimensions_say_why_an_estimate_is_missing(digits):
             assert np.isnan(row["value"]) and "at least 32 points, got 16" in row["note"], row
         elif np.isfinite(row["value"]):
             assert row["note"] == "", row
+
+
+def test_an_estimate_bounded_by_the_layer_shape_is_undefined():
+    """An LSTM reading MNIST-1D one value per step: its first layer's weight-based estimates can be at most its
+    few incoming weights per unit, so they are NaN with that reason; the activations' (32 x 32) stays."""
+    from lmcot.dimension import model_dimensions
+    from lmcot.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("lstm", (40,), 10, 32, 1)
+    rows = {row["estimator"]: row for row in model_dimensions(model, torch.randn(300, 40), repeats=1)}
+    for estimator in ("pr_weights", "pr_cov", "pca90", "two_nn", "mle", "wasserstein_rate"):
+        assert np.isnan(rows[estimator]["value"]), estimator
+        assert "undefined: at most" in rows[estimator]["note"] and "min_ambient = 8" in rows[estimator]["note"]
+    assert np.isfinite(rows["pr_activations"]["value"]) and rows["pr_activations"]["note"] == ""
+    # the same layer with the bound lowered below its shape is estimated
+    lowered = {r["estimator"]: r for r in model_dimensions(model, torch.randn(300, 40), repeats=1, min_ambient=1)}
+    assert np.isfinite(lowered["pr_weights"]["value"]) and lowered["pr_weights"]["value"] <= 4 + 1e-9

@@ -15,6 +15,7 @@ TINY = {
     "train.sweep.lrs": [0.05],
     "align.methods": ["identity", "weight_matching", "activation_matching"],
     "train.seeds": [0, 1, 2],
+    "align.pairs": "all",
     "train.recipe.epochs": 2,
     "align.num_samples": 300,
     "barrier.alphas": [0.0, 0.25, 0.5, 0.75, 1.0],
@@ -59,7 +60,11 @@ def test_first_run_makes_every_output(project):
         "curves.csv",
         "dimensions.csv",
         "fusion.csv",
-        "figures/interpolation_test.png",
+        "figures/barrier_vs_width_digits-mlp-d2.png",
+        "figures/interpolation_digits-mlp-d2.png",
+        "tables/findings.csv",
+        "tables/endpoints.csv",
+        "plots/barrier_vs_width_train.csv",
         "figures/plane_digits-mlp-d2-w8-lr0.05.png",
     ):
         assert (project / "reports" / name).exists(), name

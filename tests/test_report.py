@@ -23,38 +23,53 @@ def fake_barriers(test_loss_barrier):
     return pd.DataFrame(rows)
 
 
-def test_summary_is_mean_and_std_over_pairs():
-    table = report.summary_table(fake_barriers({(32, "identity"): 1.0}), "test", "loss")
-    assert table["mean"].item() == pytest.approx(1.0 + 0.01 * (1 + 2 + 2) / 3)
-    assert table["pairs"].item() == 3
+def test_summary_is_the_mean_over_pairs_with_its_interval():
+    table = report.interval_table(fake_barriers({(32, "identity"): 1.0}))
+    row = table[(table["split"] == "test") & (table["metric"] == "loss")].iloc[0]
+    assert row["barrier"] == pytest.approx(1.0 + 0.01 * (1 + 2 + 2) / 3) and row["pairs"] == 3
+    assert 1.01 <= row["barrier_low"] <= row["barrier"] <= row["barrier_high"] <= 1.02
 
 
-def test_endpoints_count_each_model_once():
-    endpoints = report.endpoint_table(fake_barriers({(32, "identity"): 1.0}))
-    assert endpoints["models"].item() == 3
-    assert endpoints["test_loss"].item() == pytest.approx((1.0 + 2.0 + 3.0) / 3)
+def full_run():
+    """A default-sized sweep: 9 methods (3 of them one computation), 3 widths, 3 learning rates, 4 pairs."""
+    from test_study import synthetic
+
+    methods = ["identity", "weight_matching", "activation_matching", "naive_weight_matching", "cov_weight_matching",
+               "activation_covariance", "ot_emd", "ot_sinkhorn", "barycenter"]  # fmt: skip
+    base = synthetic(lambda m, w, lr, i: 1.0, widths=(32, 128, 512), lrs=(0.001, 0.005, 0.05),
+                     pairs=[(0, 1), (2, 3), (4, 5), (6, 7)])  # fmt: skip
+    base = base[base["method"] == "identity"]
+    barriers = pd.concat([base.assign(method=m) for m in methods], ignore_index=True)
+    fusion = pd.DataFrame(
+        [{"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": w, "lr": lr, "kind": kind, "model": kind,
+          "target_width": w, "fine_tuned": False, "train_accuracy": acc + 0.1, "test_accuracy": acc}
+         for w in (32, 128, 512) for lr in (0.001, 0.005, 0.05)
+         for kind, acc in (("input", 0.8), ("fused", 0.7), ("vanilla", 0.3))]
+    )  # fmt: skip
+    return barriers, fusion
 
 
-def test_findings_follow_the_numbers():
-    good = fake_barriers(
-        {(32, "identity"): 1.0, (32, "weight_matching"): 0.2, (512, "identity"): 0.8, (512, "weight_matching"): 0.1}
-    )
-    lines = report.findings(good, report.endpoint_table(good))
-    assert any(
-        "`weight_matching` gives a lower mean test loss barrier than `identity` in 2 of 2" in line for line in lines
-    )
-    bad = fake_barriers(
-        {(32, "identity"): 1.0, (32, "weight_matching"): 0.2, (512, "identity"): 0.1, (512, "weight_matching"): 0.8}
-    )
-    lines = report.findings(bad, report.endpoint_table(bad))
-    assert any("in 1 of 2 configurations; not in: mnist1d mlp d2 w512" in line for line in lines)
-    assert any("with `weight_matching`, the mean test loss barrier does not fall" in line for line in lines)
+def test_metrics_are_few_enough_to_compare_experiments():
+    from lmcot.analysis import overfit_table
+    from lmcot.study import study_findings
+
+    barriers, fusion = full_run()
+    overfit = overfit_table(barriers, 0.5)
+    findings = study_findings(barriers, pd.DataFrame(), fusion, overfit)
+    metrics = report.metrics(barriers, overfit, findings, fusion)
+    assert report.count_leaves(metrics) <= 30
+    assert metrics["fusion_minus_averaging_test_accuracy"] == pytest.approx(0.4)
+    assert metrics["endpoints"]["overfit_configurations"] == 0
+    assert set(metrics["barrier_train"]) == {"no_alignment", "weights", "data", "barycentre"}
+    assert metrics["claims"]["fusion_beats_averaging"] == {"supported": 6, "contradicted": 0}  # 3 lrs x 2 splits
 
 
-def test_metric_keys_have_no_dots():
-    metrics = report.metrics(fake_barriers({(32, "identity"): 1.0}))
-    keys = list(metrics["test_loss_barrier"]["identity"])
-    assert keys == ["mnist1d-mlp-d2-w32-lr0_05"]
+def test_method_by_width_puts_train_and_test_side_by_side_and_marks_overfit_widths():
+    rows = fake_barriers({(32, "identity"): 1.0, (512, "identity"): 0.5})
+    overfit = pd.DataFrame({"width": [32, 512], "overfit": [False, True]})
+    table = report.method_by_width(rows, overfit, {"identity": "identity"})
+    assert list(table.columns) == ["method", "w32", "w512 †"]
+    assert table.iloc[0]["w32"] == "0.000 / 1.017"  # train barrier 0 (fake rows), test mean over the 3 pairs
 
 
 def test_bias_variants_are_compared_pair_by_pair():
@@ -69,9 +84,3 @@ def test_bias_variants_are_compared_pair_by_pair():
     train = table[table["split"] == "train"].iloc[0]  # equal barriers (0) on the train split
     assert train["lower barrier"] == "not resolved"
     assert report.bias_comparison(fake_barriers({(32, "weight_matching"): 0.3})).empty
-
-
-def test_identical_methods_are_named_once_in_the_report():
-    lines = report.identical_methods_lines([["naive_weight_matching", "ot_emd"]])
-    assert len(lines) == 1 and "`naive_weight_matching` = `ot_emd`" in lines[0]
-    assert report.identical_methods_lines([]) == []

@@ -1,0 +1,102 @@
+"""The claims every run checks: verdicts from synthetic tables whose answer is known."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmcot.analysis import CONTRADICTED, SUPPORTED, UNDECIDED, overfit_table
+from lmcot.study import findings_table, method_colours, method_order, study_findings
+
+PAIRS = [(0, 1), (2, 3), (4, 5)]
+
+
+def synthetic(midpoint, barrier=None, widths=(32, 128), lrs=(0.01,), pairs=PAIRS, train_loss=0.2, test_loss=0.3):
+    """Barrier rows of one study: ``midpoint(method, width, lr, pair_index)`` gives the midpoint loss on both
+    splits, ``barrier(...)`` the barrier and max_minus_endpoint_mean (default: midpoint minus the endpoints')."""
+    rows = []
+    for width, lr, (i, pair), method, split in itertools.product(
+        widths, lrs, enumerate(pairs), ("identity", "naive_weight_matching", "cov_weight_matching"), ("train", "test")
+    ):
+        end = train_loss if split == "train" else test_loss
+        mid = midpoint(method, width, lr, i)
+        bar = barrier(method, width, lr, i) if barrier else mid - end
+        rows += [
+            {"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": width, "lr": lr, "seed_a": pair[0],
+             "seed_b": pair[1], "method": method, "split": split, "metric": metric, "midpoint": mid, "barrier": bar,
+             "max_minus_endpoint_mean": bar, "value_a": end, "value_b": end}
+            for metric in ("loss", "error")
+        ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def findings_of(barriers, max_gap=0.5):
+    empty = pd.DataFrame()
+    return study_findings(barriers, empty, empty, overfit_table(barriers, max_gap))
+
+
+def verdict_of(findings, claim, split="train"):
+    (finding,) = [f for f in findings if f.claim == claim and f.split == split]
+    return finding
+
+
+def test_covariance_matching_lower_in_every_pair_is_supported():
+    table = synthetic(lambda m, w, lr, i: {"cov_weight_matching": 0.5}.get(m, 0.7) + 0.01 * i)
+    finding = verdict_of(findings_of(table), "cov_beats_naive")
+    assert finding.verdict == SUPPORTED
+    assert (finding.estimate.mean, finding.estimate.low, finding.estimate.high) == pytest.approx((0.2, 0.2, 0.2))
+    assert finding.estimate.n == 6  # 3 pairs at each of 2 widths
+
+
+def test_covariance_matching_higher_in_every_pair_is_contradicted():
+    table = synthetic(lambda m, w, lr, i: {"cov_weight_matching": 0.9}.get(m, 0.7) + 0.01 * i)
+    assert verdict_of(findings_of(table), "cov_beats_naive").verdict == CONTRADICTED
+
+
+def test_an_effect_of_either_sign_or_too_few_pairs_is_not_enough_evidence():
+    mixed = synthetic(lambda m, w, lr, i: 0.7 + (0.1 * (-1) ** i if m == "cov_weight_matching" else 0))
+    assert verdict_of(findings_of(mixed), "cov_beats_naive").verdict == UNDECIDED
+    lower = lambda m, w, lr, i: {"cov_weight_matching": 0.5}.get(m, 0.7)  # noqa: E731
+    few = synthetic(lower, widths=(32,), pairs=PAIRS[:2])
+    finding = verdict_of(findings_of(few), "cov_beats_naive")
+    assert finding.verdict == UNDECIDED and finding.estimate.n == 2 and "fewer than 3" in finding.reason
+
+
+def test_the_width_slope_is_fitted_on_the_unclamped_barrier():
+    """The naive barrier halves per doubling from 0.4 (w32) to 0.1 (w128) with noise of +-0.01: the fall per
+    doubling is 0.15; negative values (possible for a test loss) are kept, not clamped or dropped."""
+    level = {32: 0.4, 64: 0.25, 128: 0.1, 256: -0.05}
+    table = synthetic(lambda m, w, lr, i: 1.0, lambda m, w, lr, i: level[w] + 0.01 * (i - 1), widths=tuple(level))
+    finding = verdict_of(findings_of(table), "barrier_falls_with_width", "test")
+    assert finding.estimate.mean == pytest.approx(0.15) and finding.verdict == SUPPORTED
+    assert finding.estimate.n == 3
+    rising = synthetic(lambda m, w, lr, i: 1.0, lambda m, w, lr, i: -level[w] + 0.01 * (i - 1), widths=tuple(level))
+    assert verdict_of(findings_of(rising), "barrier_falls_with_width").verdict == CONTRADICTED
+
+
+def test_train_and_test_are_checked_separately_and_overfit_test_cells_are_marked():
+    # identity's barrier is higher on train only; on test the two are equal
+    barrier = lambda m, w, lr, i: 0.3 + 0.01 * i if m == "identity" else 0.1 + 0.01 * i  # noqa: E731
+    table = synthetic(lambda m, w, lr, i: 1.0, barrier, train_loss=0.1, test_loss=1.2)
+    test_rows = (table["split"] == "test") & (table["method"] == "identity") & (table["metric"] == "loss")
+    table.loc[test_rows, "barrier"] = 0.1 + 0.01 * (table.loc[test_rows, "seed_a"] // 2)
+    findings = findings_of(table)
+    assert verdict_of(findings, "alignment_lowers_barrier", "train").verdict == SUPPORTED
+    test = verdict_of(findings, "alignment_lowers_barrier", "test")
+    assert test.verdict == UNDECIDED and test.overfit  # gap 1.1 nats > 0.5
+    assert "†" in test.cell() and "†" not in verdict_of(findings, "alignment_lowers_barrier", "train").cell()
+    summary = findings_table(findings)
+    assert list(summary.columns) == ["study", "claim", "split", "lr 0.01"]
+    assert summary["claim"].tolist()[:2] == ["alignment_lowers_barrier", "alignment_lowers_barrier"]
+
+
+def test_each_method_keeps_its_colour_whatever_else_was_run():
+    few = method_colours(["identity", "cov_weight_matching"])
+    many = method_colours(["barycenter", "weight_matching", "cov_weight_matching", "identity", "ot_emd"])
+    assert few["cov_weight_matching"] == many["cov_weight_matching"] and few["identity"] == many["identity"]
+    assert method_order(["barycenter", "cov_weight_matching", "identity", "weight_matching"]) == [
+        "identity", "weight_matching", "cov_weight_matching", "barycenter"
+    ]  # fmt: skip
+    assert len(set(many.values())) == len(many)
+    assert np.allclose(few["identity"], few["identity"])
