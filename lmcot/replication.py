@@ -28,6 +28,7 @@ from lmcot.analysis import (
     bootstrap_mean,
     bootstrap_slope,
     combine,
+    endpoint_losses,
     overfit_table,
     paired_difference,
     verdict,
@@ -219,10 +220,9 @@ def _paired(barriers: pd.DataFrame, value: str, method: str, baseline: str) -> p
 def _endpoints(barriers: pd.DataFrame, split: str, metric: str = "loss") -> pd.DataFrame:
     """``metric`` of every trained model on ``split`` (column named after the metric): one row per
     configuration and seed."""
-    rows = barriers[(barriers["split"] == split) & (barriers["metric"] == metric)]
-    a = rows[[*CONFIG_KEYS, "seed_a", "value_a"]].set_axis([*CONFIG_KEYS, "seed", metric], axis=1)
-    b = rows[[*CONFIG_KEYS, "seed_b", "value_b"]].set_axis([*CONFIG_KEYS, "seed", metric], axis=1)
-    return pd.concat([a, b]).drop_duplicates([*CONFIG_KEYS, "seed"])
+    column = f"{split}_{metric}"
+    models = endpoint_losses(barriers)
+    return models[[*CONFIG_KEYS, "seed", column]].rename(columns={column: metric}).dropna(subset=[metric])
 
 
 def untrained_note(barriers: pd.DataFrame, over: str) -> list[str]:
