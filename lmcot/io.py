@@ -44,8 +44,9 @@ def write_text(path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_json(path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def write_json(path, obj, sort_keys: bool = True) -> None:
+    """``obj`` as indented JSON (keys sorted unless ``sort_keys`` is false: then in insertion order)."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def write_csv(path, frame: pd.DataFrame) -> None:

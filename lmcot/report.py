@@ -313,34 +313,36 @@ def endpoint_table(overfit: pd.DataFrame) -> pd.DataFrame:
 # --- metrics -------------------------------------------------------------------------------------------
 
 
+FAMILY_KEYS = {"no alignment": "unaligned", "weights": "weights", "data": "data", "barycentre": "barycentre"}
+
+
 def metrics(barriers: pd.DataFrame, overfit: pd.DataFrame, findings: list, fusion: pd.DataFrame) -> dict:
-    """The few headline numbers compared across experiments (``dvc exp show``, ``dvc metrics diff``):
-    the endpoints, the mean loss barrier per method family and split, the tally of each claim, and fusion's
-    gain over averaging. Per-configuration numbers live in reports/tables/."""
-    out = {
-        "endpoints": {
-            "train_loss": round(float(overfit["train_loss"].mean()), 4),
-            "test_loss": round(float(overfit["test_loss"].mean()), 4),
-            "test_accuracy": round(float(overfit["test_accuracy"].mean()), 4),
-            "overfit_configurations": int(overfit["overfit"].sum()),
-            "undertrained_configurations": int(overfit["undertrained"].sum()),
-        }
-    }
+    """The few headline numbers compared across experiments, in the order ``dvc exp show`` prints them and
+    with short names so that they fit a terminal: the mean loss barrier per method family on ``train`` and
+    ``test``; the ``endpoints`` (mean losses, test accuracy, overfit and undertrained configurations); each
+    claim's tally (``"+4 -2 /6"``: supported, contradicted, checks; :data:`lmcot.study.CLAIMS`); fusion's
+    test-accuracy gain over averaging. Per-configuration numbers live in reports/tables/."""
+    out = {}
     loss = barriers[barriers["metric"] == "loss"].assign(family=lambda t: t["method"].map(family))
     for split in sorted(set(loss["split"]), reverse=True):
         means = loss[loss["split"] == split].groupby("family")["barrier"].mean()
-        out[f"barrier_{split}"] = {
-            name.replace(" ", "_"): round(float(means[name]), 4) for name in FAMILIES if name in means
-        }
+        out[split] = {key: round(float(means[name]), 4) for name, key in FAMILY_KEYS.items() if name in means}
+    out["endpoints"] = {
+        "train_loss": round(float(overfit["train_loss"].mean()), 4),
+        "test_loss": round(float(overfit["test_loss"].mean()), 4),
+        "test_acc": round(float(overfit["test_accuracy"].mean()), 4),
+        "overfit": int(overfit["overfit"].sum()),
+        "undertrained": int(overfit["undertrained"].sum()),
+    }
     out["claims"] = {}
-    for claim in CLAIMS:
+    for claim, spec in CLAIMS.items():
         counts = tally(findings, claim)
         if counts["checks"]:
-            out["claims"][claim] = {"supported": counts["supported"], "contradicted": counts["contradicted"]}
+            out["claims"][spec.short] = f"+{counts['supported']} -{counts['contradicted']} /{counts['checks']}"
     same = fusion[(fusion["target_width"] == fusion["width"]) & ~fusion["fine_tuned"].astype(bool)]
     by_kind = same.groupby([*CONFIG_KEYS, "kind"])["test_accuracy"].mean().unstack()
     if {"fused", "vanilla"} <= set(by_kind.columns):
-        out["fusion_minus_averaging_test_accuracy"] = round(float((by_kind["fused"] - by_kind["vanilla"]).mean()), 4)
+        out["fusion_gain"] = round(float((by_kind["fused"] - by_kind["vanilla"]).mean()), 4)
     return out
 
 

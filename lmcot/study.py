@@ -91,6 +91,7 @@ class ClaimSpec:
     text: str  # what is claimed, in one sentence
     effect: str  # what the effect measures; positive means the claim's direction
     source: str  # who claims it
+    short: str  # its name among the DVC metrics
     splits: tuple[str, ...] = SPLITS
 
 
@@ -102,12 +103,14 @@ CLAIMS = {
             f"Aligning the neurons (`{REFERENCE_METHOD}`) lowers the loss barrier below no alignment.",
             "identity's barrier minus the method's, nats (pairs of every width)",
             "Entezari et al. 2022; Ferbach et al. 2024",
+            "aligned",
         ),
         ClaimSpec(
             "barrier_falls_with_width",
             f"After alignment (`{REFERENCE_METHOD}`), the loss barrier falls as width grows.",
             "fall of `max_a L(a) - mean(L(0), L(1))` per doubling of width, nats (least-squares slope, negated)",
             "Ferbach et al. 2024, Theorem (barrier -> 0 with width)",
+            "width",
         ),
         ClaimSpec(
             "cov_beats_naive",
@@ -115,6 +118,7 @@ CLAIMS = {
             "matching.",
             "naive's loss at alpha = 1/2 minus the method's, nats (pairs of every width)",
             "Ferbach et al. 2024: at learning rates below 0.1 (MNIST MLP)",
+            "cov",
         ),
         ClaimSpec(
             "activation_beats_naive",
@@ -122,6 +126,7 @@ CLAIMS = {
             "weight matching.",
             "naive's loss at alpha = 1/2 minus the method's, nats (pairs of every width)",
             "Ferbach et al. 2024: at learning rates below 0.1 (MNIST MLP)",
+            "activation",
         ),
         ClaimSpec(
             "cov_dimension_below_weights",
@@ -130,6 +135,7 @@ CLAIMS = {
             "participation ratio of `W^T W` minus that of `W Sigma W^T`, mean over hidden layers (models of "
             "the widest width)",
             "Ferbach et al. 2024: hundreds against single digits at small learning rates",
+            "dimension",
             splits=("",),
         ),
         ClaimSpec(
@@ -138,6 +144,7 @@ CLAIMS = {
             "accuracy of the fused model (input width, before fine-tuning) minus vanilla averaging's "
             "(configurations of every width)",
             "Akash, Li and Garcia Trillos 2022",
+            "fusion",
         ),
     )
 }

@@ -134,7 +134,7 @@ def main():
         metrics.setdefault("replication", {})[key] = result.metrics()
         for claim in result.claims:
             log.info("%s: %s -> %s", key, claim.key, claim.verdict)
-    write_json(REPORTS / "metrics.json", metrics)
+    write_json(REPORTS / "metrics.json", metrics, sort_keys=False)  # the order dvc exp show prints
     log.info("%d metrics in reports/metrics.json", report.count_leaves(metrics))
 
     text = report.write_markdown(

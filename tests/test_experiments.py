@@ -67,7 +67,7 @@ def test_queued_sweep_runs_to_completion_with_two_workers(project):
     assert found["wider"]["params"]["train"]["sweep"]["models"] == ["mlp-d2-w8"]
     for name in ("lr-0.1", "wider"):
         metrics = found[name]["metrics"]
-        assert 0 <= metrics["endpoints"]["test_accuracy"] <= 1, (name, metrics)
+        assert 0 <= metrics["endpoints"]["test_acc"] <= 1, (name, metrics)
         # the same few headline keys in every experiment, so that `dvc exp show` lines them up in columns
         assert count_leaves(metrics) <= 30 and set(metrics) == set(found["lr-0.1"]["metrics"]), name
     diff = dvc(project, "metrics", "diff", "lr-0.1", "wider", "--json").stdout
@@ -103,7 +103,7 @@ def test_killed_exp_run_completes_when_run_again(project):
     result = dvc(project, *command)
     assert "train@digits-mlp-d2-w4-0.05" in stages_run(result)
     assert (project / "models/digits-mlp-d2-w4-lr0.05/seed1.safetensors").exists()
-    assert json.loads((project / "reports/metrics.json").read_text())["endpoints"]["test_accuracy"] >= 0
+    assert json.loads((project / "reports/metrics.json").read_text())["endpoints"]["test_acc"] >= 0
 
 
 def queue_processes(project: Path) -> list[psutil.Process]:
@@ -144,4 +144,4 @@ def test_killed_queue_worker_leaves_a_queue_that_runs_again(project):
     dvc(project, "queue", "start", "-j", "1")
     status = wait_for_queue(project, timeout=900)
     assert "Success" in status, status
-    assert experiments(project)["deeper"]["metrics"]["endpoints"]["test_accuracy"] >= 0
+    assert experiments(project)["deeper"]["metrics"]["endpoints"]["test_acc"] >= 0

@@ -151,7 +151,7 @@ def test_sweep_as_a_dvc_experiment(project):
     assert "train@digits-mlp-d2-w8-0.1" in ran and "train@digits-mlp-d2-w8-0.05" not in ran  # cached ones reused
     assert "two-lrs" in dvc(project, "exp", "list").stdout
     metrics = dvc(project, "exp", "show", "--json").stdout
-    assert "0.1" in metrics and '"barrier_train"' in metrics and '"claims"' in metrics
+    assert "0.1" in metrics and '"train"' in metrics and '"claims"' in metrics
 
 
 def test_a_packaged_data_set_is_fetched_by_its_own_stage_and_fails_offline_with_one_message(tmp_path):
