@@ -15,7 +15,8 @@ from lmcot.barrier import evaluation_grid
 from lmcot.config import configurations
 from lmcot.io import atomic_path, write_csv, write_json, write_text
 from lmcot.replication import Run, replicate
-from lmcot.study import FAMILIES, family, findings_records, findings_table, study_findings
+from lmcot.report import FAMILY_KEYS
+from lmcot.study import family, findings_records, findings_table, study_findings
 
 log = logging.getLogger("report")
 
@@ -55,7 +56,7 @@ def family_plot(barriers: pd.DataFrame, split: str) -> pd.DataFrame:
     table = loss.assign(family=loss["method"].map(family)).pivot_table(
         index="width", columns="family", values="barrier", aggfunc="mean"
     )
-    return table.reindex(columns=list(FAMILIES)).rename(columns=lambda c: c.replace(" ", "_")).reset_index()
+    return table.reindex(columns=list(FAMILY_KEYS)).rename(columns=FAMILY_KEYS).reset_index()
 
 
 def main():
