@@ -440,13 +440,13 @@ def _caveats(run: Run, rows: pd.DataFrame, over: str) -> tuple[list, list[str]]:
     overfit, notes = overfit_note(rows, over, run.params["report"]["overfit_gap"])
     notes += untrained_note(rows, over)
     label = {"lr": "learning rate"}.get(over, over)
-    tables = [(f"Endpoint models: mean loss per {label}.", _drop_fixed(overfit, over))] if len(overfit) else []
+    tables = [(f"Endpoint models: mean loss per {label}.", drop_fixed(overfit, over))] if len(overfit) else []
     if run.params["align"]["pairs"] != "disjoint":
         notes.append("The pairs share models, so they are not independent: the intervals above are too narrow.")
     return tables, notes
 
 
-def _drop_fixed(table: pd.DataFrame, over: str) -> pd.DataFrame:
+def drop_fixed(table: pd.DataFrame, over: str) -> pd.DataFrame:
     """``table`` without the configuration columns that hold one value only (keeps ``over``)."""
     fixed = [k for k in CONFIG_KEYS if k != over and k in table and table[k].nunique() == 1]
     return table.drop(columns=fixed)

@@ -28,12 +28,14 @@ from lmcot.analysis import (  # noqa: E402
     paired_difference,
     verdict,
 )
-from lmcot.replication import markdown  # noqa: E402
+from lmcot.replication import drop_fixed  # noqa: E402
+from lmcot.replication import markdown as markdown_table  # noqa: E402
 from lmcot.study import (  # noqa: E402
     CLAIMS,
     FAMILIES,
     STUDY_KEYS,
     family,
+    fusion_gain,
     method_colours,
     method_order,
     study_label,
@@ -46,16 +48,6 @@ DIMENSIONS = ("pr_weights", "pr_cov", "pr_activations")
 
 def config_label(row) -> str:
     return f"{row['dataset']} {row['arch']} d{row['depth']} w{row['width']} lr{row['lr']:g}"
-
-
-def summary_table(barriers: pd.DataFrame, split: str, metric: str, value: str = "barrier") -> pd.DataFrame:
-    """Mean and standard deviation over pairs of ``value`` for one split and metric.
-
-    Returns one row per (configuration, method) with columns ``CONFIG_KEYS + [method, mean, std, pairs]``.
-    """
-    rows = barriers[(barriers["split"] == split) & (barriers["metric"] == metric)]
-    grouped = rows.groupby([*CONFIG_KEYS, "method"], sort=True)[value]
-    return grouped.agg(mean="mean", std="std", pairs="count").reset_index()
 
 
 def interval_table(barriers: pd.DataFrame) -> pd.DataFrame:
@@ -203,11 +195,6 @@ def close(figure) -> None:
 # --- tables ------------------------------------------------------------------------------------------
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """A markdown table: learning rates as written in params, other floats with 3 decimals, text as is."""
-    return markdown(table)
-
-
 def _pair_cell(train: float, test: float) -> str:
     fmt = lambda v: "–" if pd.isna(v) else f"{v:.3f}"  # noqa: E731
     return f"{fmt(train)} / {fmt(test)}"
@@ -295,19 +282,14 @@ def fusion_summary(fusion: pd.DataFrame) -> pd.DataFrame:
     first = ["inputs (mean)", "vanilla", "one shot"]
     fused = sorted((c for c in table.columns if c.startswith("fused x")), key=lambda c: float(c[len("fused x") :]))
     columns = [c for c in first if c in table] + fused + [c for c in table if c not in first and c not in fused]
-    return drop_constant(table[columns].reset_index().rename_axis(columns=None))
-
-
-def drop_constant(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` without the configuration columns that hold one value (the summary states them)."""
-    return table.drop(columns=[k for k in CONFIG_KEYS if k in table and table[k].nunique() == 1 and k != "lr"])
+    return drop_fixed(table[columns].reset_index().rename_axis(columns=None), "lr")
 
 
 def endpoint_table(overfit: pd.DataFrame) -> pd.DataFrame:
     table = overfit.copy()
     for column in ("overfit", "undertrained"):
         table[column] = table[column].map({True: "yes", False: ""})
-    return drop_constant(table)
+    return drop_fixed(table, "lr")
 
 
 # --- metrics -------------------------------------------------------------------------------------------
@@ -339,10 +321,9 @@ def metrics(barriers: pd.DataFrame, overfit: pd.DataFrame, findings: list, fusio
         counts = tally(findings, claim)
         if counts["checks"]:
             out["claims"][spec.short] = f"+{counts['supported']} -{counts['contradicted']} /{counts['checks']}"
-    same = fusion[(fusion["target_width"] == fusion["width"]) & ~fusion["fine_tuned"].astype(bool)]
-    by_kind = same.groupby([*CONFIG_KEYS, "kind"])["test_accuracy"].mean().unstack()
-    if {"fused", "vanilla"} <= set(by_kind.columns):
-        out["fusion_gain"] = round(float((by_kind["fused"] - by_kind["vanilla"]).mean()), 4)
+    gains = fusion_gain(fusion, "test")
+    if len(gains):
+        out["fusion_gain"] = round(float(gains.mean()), 4)
     return out
 
 

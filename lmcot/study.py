@@ -237,18 +237,22 @@ def _select(table: pd.DataFrame, key) -> pd.DataFrame:
     return table[mask]
 
 
-def _fusion_findings(fusion, key, study, split, flags) -> list[Finding]:
-    rows = _select(fusion, key)
-    if rows.empty:
-        return []
-    rows = rows[~rows["fine_tuned"].astype(bool)]
+def fusion_gain(fusion: pd.DataFrame, split: str) -> pd.Series:
+    """Per configuration: accuracy on ``split`` of the fused model at the input width minus that of vanilla
+    averaging, both before fine-tuning (configurations without both are left out)."""
+    rows = fusion[~fusion["fine_tuned"].astype(bool)]
+    column = f"{split}_accuracy"
     fused = rows[(rows["kind"] == "fused") & (rows["target_width"] == rows["width"])]
     vanilla = rows[rows["kind"] == "vanilla"]
-    column = f"{split}_accuracy"
-    both = fused.groupby("width")[column].mean() - vanilla.groupby("width")[column].mean()
-    if both.dropna().empty:
+    return (fused.groupby(CONFIG_KEYS)[column].mean() - vanilla.groupby(CONFIG_KEYS)[column].mean()).dropna()
+
+
+def _fusion_findings(fusion, key, study, split, flags) -> list[Finding]:
+    rows = _select(fusion, key)
+    gains = fusion_gain(rows, split) if len(rows) else pd.Series(dtype=float)
+    if gains.empty:
         return []
-    return [_check(CLAIMS["fusion_beats_averaging"], study, key[-1], split, bootstrap_mean(both), flags)]
+    return [_check(CLAIMS["fusion_beats_averaging"], study, key[-1], split, bootstrap_mean(gains), flags)]
 
 
 def _dimension_findings(dimensions, key, study, flags) -> list[Finding]:
