@@ -341,7 +341,7 @@ def _what_was_run(params: dict, groups: list, n_pairs: int) -> list[str]:
     warmup = (
         f"{recipe['warmup_steps']} warm-up steps"
         if recipe["warmup_steps"]
-        else f"{recipe['warmup_epochs']:g} warm-up epochs"
+        else f"{recipe['warmup_epochs']:g} warm-up epoch{'' if recipe['warmup_epochs'] == 1 else 's'}"
     )
     inputs = {d: "standardised" if params["prepare"][d].get("standardise", True) else "raw" for d in sweep["datasets"]}
     disjoint = params["align"]["pairs"] == "disjoint"
@@ -370,8 +370,8 @@ def endpoints_line(overfit: pd.DataFrame, max_gap: float, min_accuracy: float) -
     over, under = overfit[overfit["overfit"]], overfit[overfit["undertrained"]]
     text = f"**Endpoints.** Test minus train loss above `report.overfit_gap` = {max_gap:g} nats (overfit, †): " + (
         f"{len(over)} of {len(overfit)} configurations ({', '.join(config_label(r) for _, r in over.iterrows())}); "
-        "there a test-loss barrier can be zero only because the midpoint is less over-confident than the "
-        "endpoints, so read the train split, which LMC theory is about."
+        "there a small test-loss barrier can come from a midpoint that is less over-confident than the "
+        "endpoints rather than from connectivity, so read the train split, which LMC theory is about."
         if len(over)
         else "none."
     )
@@ -448,7 +448,8 @@ def write_markdown(
         "",
         f"Mean loss barrier over pairs, `train / test` (nats): `max_a [L(a) - ((1 - a) L(0) + a L(1))]` over the "
         f"{len(grid)} points of alpha {', '.join(f'{a:g}' for a in grid)} (a peak between them is missed). A barrier "
-        "is at least 0 (alpha = 0 is on the grid): a test barrier of 0 means no bump, not a dip.",
+        "is at least 0 (alpha = 0 is on the grid): a test barrier of 0 means no bump, not a dip. Each mean's 95% "
+        "interval over pairs is in `tables/barriers_summary.csv`; the claims above give the paired effects.",
         "",
     ]
     for label, rows in studies(barriers):
@@ -464,8 +465,9 @@ def write_markdown(
     parts += [
         "## Which matching helps at which learning rate? (method x learning rate)",
         "",
-        "Mean loss at the midpoint of the path (alpha = 1/2) at the widest width, `train / test` (nats), under "
-        "the endpoints' own mean loss: Ferbach et al.'s comparison.",
+        "Mean loss at the midpoint of the path (alpha = 1/2) at the widest width, `train / test` (nats); the first "
+        "row is the endpoints' own mean loss. Ferbach et al.'s comparison; the `cov_beats_naive` and "
+        "`activation_beats_naive` claims above give its paired differences, with intervals, over every width.",
         "",
     ]
     for label, rows in studies(barriers):
