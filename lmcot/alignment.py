@@ -2,7 +2,9 @@
 
 All methods share one signature, ``method(model_a, model_b, inputs, **options) -> Permutations``, and
 work on any architecture through its :class:`~lmcot.permutation.PermutationSpec`. Apply the result
-with :func:`~lmcot.permutation.apply_permutations` to B's state dict.
+with :func:`~lmcot.permutation.apply_permutations` to B's state dict. The layer-by-layer methods match
+a recurrent layer's units on their hidden-to-hidden weights too, by a fixed-point iteration that
+approximates the quadratic assignment problem this poses (see :func:`layerwise`).
 """
 
 from __future__ import annotations
@@ -156,40 +158,67 @@ def activation_covariance(model_a, model_b, inputs: torch.Tensor, batch_size: in
 # --- layer by layer, from the input to the output (Ferbach et al. 2024) ---------------------------
 
 
-def incoming_matrices(spec: PermutationSpec, name: str, state, solved=None) -> list[str]:
+def incoming_matrices(spec: PermutationSpec, name: str, state, solved=None, recurrent: bool = False) -> list[str]:
     """The weight matrices whose axis 0 permutation ``name`` permutes and whose rows can be compared now.
 
     Biases are excluded. With ``solved`` (the permutations already found), a matrix is left out if another
     of its axes belongs to a permutation not yet solved, ``name`` itself included (recurrent weights): its
     rows cannot be compared yet. A residual stream is thus matched on the first layer that writes to it.
+    ``recurrent`` also admits matrices whose other axes are ``name``'s own (hidden-to-hidden weights),
+    listed after the others, so that the input-only rows are a column prefix of the rows with them.
     """
-    matrices = []
+    inputs, own = [], []
     for param, axis in spec.axes[name]:
-        others = [n for a, n in spec.acting_on(param).items() if a != 0]
-        if axis != 0 or state[param].dim() < 2 or (solved is not None and not set(others) <= set(solved)):
+        others = {n for a, n in spec.acting_on(param).items() if a != 0}
+        if axis != 0 or state[param].dim() < 2:
             continue
-        matrices.append(param)
-    if not matrices:
+        if solved is None or others <= set(solved):
+            inputs.append(param)
+        elif recurrent and name in others and others <= {*solved, name}:
+            own.append(param)
+    if not inputs:
         raise ValueError(f"permutation {name!r} permutes no weight matrix's output axis whose inputs are aligned")
-    return matrices
+    return inputs + own
 
 
-def incoming_weights(spec: PermutationSpec, name: str, state, perms, solved=None) -> torch.Tensor:
+def incoming_weights(
+    spec: PermutationSpec, name: str, state, perms, solved=None, recurrent: bool = False
+) -> torch.Tensor:
     """The weights that feed the units of permutation ``name``, one row per unit: ``(n, fan_in)``: the
-    :func:`incoming_matrices` in the spec's order, their other axes permuted by ``perms``, so that a layer
-    of B is compared after its inputs were aligned."""
-    matrices = incoming_matrices(spec, name, state, solved)
+    :func:`incoming_matrices` in that order, their other axes permuted by ``perms``, so that a layer
+    of B is compared after its inputs were aligned. With ``recurrent``, the hidden-to-hidden columns come
+    last, permuted by ``perms[name]`` itself."""
+    matrices = incoming_matrices(spec, name, state, solved, recurrent)
     return torch.cat([permute_tensor(spec, perms, p, state[p], skip_axis=0).flatten(1) for p in matrices], dim=1)
 
 
+def has_recurrent_weights(spec: PermutationSpec) -> bool:
+    """Whether some tensor has two axes permuted by the same permutation (hidden-to-hidden weights)."""
+    params = {p for pairs in spec.axes.values() for p, _ in pairs}
+    return any(len(set(spec.acting_on(p).values())) < len(spec.acting_on(p)) for p in params)
+
+
 @torch.no_grad()
-def layerwise(model_a, model_b, unit_scores) -> Permutations:
+def layerwise(model_a, model_b, unit_scores, solve=None, recurrent_iterations: int = 20) -> Permutations:
     """Solve the permutations one at a time in the spec's order (input to output).
 
-    ``unit_scores(name, w_a, w_b)`` returns the ``(n, n)`` score to maximise between A's and B's
-    units of permutation ``name``, from their incoming weights (B's already aligned at its inputs; see
-    :func:`incoming_weights`), or a permutation directly.
+    ``unit_scores(name, w_a, w_b)`` returns the ``(n, n)`` score to maximise between A's and B's units of
+    permutation ``name``, from their incoming weights ``(n, fan_in)`` (B's already aligned at its inputs;
+    see :func:`incoming_weights`); ``solve(name, score)`` turns it into a permutation (default
+    :func:`solve_lap`).
+
+    A recurrent layer's units also feed themselves (``weight_hh``: both axes are ``name``), so aligning B's
+    recurrent columns needs the permutation being solved: the exact problem is a quadratic assignment
+    problem. It is approximated by a fixed-point (alternating) iteration: solve on the input-to-hidden
+    columns alone (the layer-by-layer answer without the recurrent term), then rebuild B's rows with its
+    recurrent columns permuted by the current estimate ``p`` and re-solve, until ``p`` does not change, at
+    most ``recurrent_iterations`` times (0: input-only). The result then solves the LAP built with its own
+    recurrent rows. If the iteration cycles or does not settle, it returns, with a logged note, the iterate
+    of best self-consistent objective ``sum_i S_p[i, p(i)]`` (``S_p``: the score built with ``p``'s own
+    rows) among all iterates, the input-only one included. Layers without recurrent weights are solved
+    once, as before.
     """
+    solve = solve or (lambda name, score: solve_lap(score))
     spec = model_a.permutation_spec()
     state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
     state_b = {k: v.detach().float() for k, v in model_b.state_dict().items()}
@@ -199,14 +228,44 @@ def layerwise(model_a, model_b, unit_scores) -> Permutations:
         solved = spec.names[:done]
         w_a = incoming_weights(spec, name, state_a, identity_perms, solved)
         w_b = incoming_weights(spec, name, state_b, perms, solved)
-        result = unit_scores(name, w_a, w_b)
-        perms[name] = result if result.dtype == torch.int64 else solve_lap(result)
+        perms[name] = solve(name, unit_scores(name, w_a, w_b))
+        with_own = incoming_matrices(spec, name, state_a, solved, recurrent=True)
+        if recurrent_iterations <= 0 or len(with_own) == len(incoming_matrices(spec, name, state_a, solved)):
+            continue  # no recurrent weights: solved once
+        w_a = incoming_weights(spec, name, state_a, identity_perms, solved, recurrent=True)
+
+        def score_of(perm, name=name, solved=solved, w_a=w_a):
+            rows_b = incoming_weights(spec, name, state_b, {**perms, name: perm}, solved, recurrent=True)
+            return unit_scores(name, w_a, rows_b)
+
+        perms[name] = _fixed_point(name, perms[name], score_of, solve, recurrent_iterations)
     return perms
 
 
-def naive_weight_matching(model_a, model_b, inputs=None) -> Permutations:
-    """Layer by layer, LAP on the inner products of incoming weight vectors, ``W_A W_B^T``."""
-    return layerwise(model_a, model_b, lambda name, w_a, w_b: w_a @ w_b.T)
+def _fixed_point(name: str, perm: torch.Tensor, score_of, solve, max_iterations: int) -> torch.Tensor:
+    """Iterate ``perm <- solve(name, score_of(perm))`` from ``perm`` until it stays put (see :func:`layerwise`)."""
+    visited = {}  # permutation as a tuple -> (its self-consistent objective, the permutation)
+    for _ in range(max_iterations):
+        score = score_of(perm)
+        visited[tuple(perm.tolist())] = (score.double()[torch.arange(len(perm)), perm].sum().item(), perm)
+        new = solve(name, score)
+        if torch.equal(new, perm):
+            return perm
+        if tuple(new.tolist()) in visited:
+            log.info("recurrent fixed point at %s cycles; keeping the iterate of best objective", name)
+            break
+        perm = new
+    else:
+        score = score_of(perm)
+        visited[tuple(perm.tolist())] = (score.double()[torch.arange(len(perm)), perm].sum().item(), perm)
+        log.info("recurrent fixed point at %s unsettled after %d iterations; keeping the best", name, max_iterations)
+    return max(visited.values(), key=lambda v: v[0])[1]
+
+
+def naive_weight_matching(model_a, model_b, inputs=None, recurrent_iterations: int = 20) -> Permutations:
+    """Layer by layer, LAP on the inner products of incoming weight vectors, ``W_A W_B^T`` (a recurrent
+    layer's rows include its hidden-to-hidden weights; see :func:`layerwise`)."""
+    return layerwise(model_a, model_b, lambda name, w_a, w_b: w_a @ w_b.T, recurrent_iterations=recurrent_iterations)
 
 
 @torch.no_grad()
@@ -238,7 +297,12 @@ BIAS_AWARE_UNSUPPORTED = {
 
 
 def cov_weight_matching(
-    model_a, model_b, inputs: torch.Tensor, batch_size: int = 4096, biases: bool = False
+    model_a,
+    model_b,
+    inputs: torch.Tensor,
+    batch_size: int = 4096,
+    biases: bool = False,
+    recurrent_iterations: int = 20,
 ) -> Permutations:
     """Ferbach et al.'s covariance-aware weight matching: layer by layer, LAP on ``W_A Sigma W_B^T``.
 
@@ -246,18 +310,31 @@ def cov_weight_matching(
     layer's post-activation outputs; the data for the first layer) over ``inputs``. Neurons are matched
     by how alike they act on the data: this minimises ``sum_i E[(w_A,i . h - w_B,pi(i) . h)^2]``.
 
+    A recurrent layer's input is ``z = [x_t, h_{t-1}]`` (``h_{t-1}``: A's previous hidden state of that
+    layer, 0 at the first step), laid out like its rows (see :func:`layerwise`); the model's
+    ``layer_inputs(x, with_state=True)`` gives it, and the input-only first step uses the leading block
+    of ``Sigma``.
+
     With ``biases`` (a variant in Ferbach et al.'s released code, not the paper's method) the score of
     A's unit i and B's unit j is ``E[(w_A,i . h + b_A,i)(w_B,j . h + b_B,j)]``, the same expectation over
     model A's inputs, written as ``[W_A b_A] E[h' h'^T] [W_B b_B]^T`` with ``h' = (h, 1)``. Defined for
-    units with one incoming weight matrix and one bias (not :data:`BIAS_AWARE_UNSUPPORTED`).
+    units with one incoming weight matrix and one bias (not :data:`BIAS_AWARE_UNSUPPORTED`); it ignores
+    recurrent weights (input-to-hidden rows only).
     """
+    spec = model_a.permutation_spec()
     features = model_a.eval().layer_inputs if hasattr(model_a, "layer_inputs") else None
     if biases and features is not None:
         features = _with_constant(features)
+    elif features is not None and recurrent_iterations > 0 and has_recurrent_weights(spec):
+        features = partial(model_a.layer_inputs, with_state=True)
     sigma = input_second_moments(model_a, inputs, batch_size, features)
     if not biases:
-        return layerwise(model_a, model_b, lambda name, w_a, w_b: w_a @ sigma[name].to(w_a) @ w_b.T)
-    spec = model_a.permutation_spec()
+
+        def cov_score(name, w_a, w_b):
+            fan_in = w_a.shape[1]  # input-only rows: Sigma's leading block (the rows' column prefix)
+            return w_a @ sigma[name][:fan_in, :fan_in].to(w_a) @ w_b.T
+
+        return layerwise(model_a, model_b, cov_score, recurrent_iterations=recurrent_iterations)
     state_a, state_b = model_a.state_dict(), model_b.state_dict()
 
     def score(name, w_a, w_b):
@@ -267,7 +344,7 @@ def cov_weight_matching(
         b = torch.cat([w_b, bias_b.to(w_b)[:, None]], 1)
         return a @ sigma[name].to(a) @ b.T
 
-    return layerwise(model_a, model_b, score)
+    return layerwise(model_a, model_b, score, recurrent_iterations=0)
 
 
 def _with_constant(features):
@@ -294,18 +371,28 @@ def _unit_bias(spec: PermutationSpec, name: str, state) -> torch.Tensor:
     return state[bias].flatten()
 
 
-def ot_emd(model_a, model_b, inputs=None, num_iter_max: int = 1_000_000) -> Permutations:
+def _negative_squared_distances(name, w_a, w_b) -> torch.Tensor:
+    """``-|w_A,i - w_B,j|^2``, ``(n, n)`` float64: the OT cost as a score to maximise."""
+    import ot
+
+    return torch.from_numpy(-ot.dist(w_a.double().cpu().numpy(), w_b.double().cpu().numpy()))
+
+
+def ot_emd(
+    model_a, model_b, inputs=None, num_iter_max: int = 1_000_000, recurrent_iterations: int = 20
+) -> Permutations:
     """Exact optimal transport (POT's ``ot.emd``) between the two layers' neurons, layer by layer.
 
     Each neuron is a point (its incoming weights) of uniform mass; the cost is the squared Euclidean
     distance. With equal masses an optimal plan can be taken at a vertex of the Birkhoff polytope, a
     permutation, which is what the network simplex returns. Wide layers need a large ``num_iter_max``.
+    A recurrent layer's points include its hidden-to-hidden rows (see :func:`layerwise`).
     """
     import ot
 
-    def plan_to_permutation(name, w_a, w_b):
-        n = len(w_a)
-        cost = ot.dist(w_a.double().cpu().numpy(), w_b.double().cpu().numpy())
+    def plan_to_permutation(name, score):
+        n = len(score)
+        cost = -score.numpy()
         uniform = np.full(n, 1.0 / n)
         plan = ot.emd(uniform, uniform, cost, numItermax=num_iter_max)
         perm = plan.argmax(1)
@@ -313,11 +400,17 @@ def ot_emd(model_a, model_b, inputs=None, num_iter_max: int = 1_000_000) -> Perm
             raise RuntimeError(f"ot.emd returned a plan that is not a permutation at {name}; raise num_iter_max")
         return torch.from_numpy(perm).long()
 
-    return layerwise(model_a, model_b, plan_to_permutation)
+    return layerwise(model_a, model_b, _negative_squared_distances, plan_to_permutation, recurrent_iterations)
 
 
 def ot_sinkhorn(
-    model_a, model_b, inputs=None, epsilon: float = 0.01, num_iter_max: int = 10_000, stop_threshold: float = 1e-4
+    model_a,
+    model_b,
+    inputs=None,
+    epsilon: float = 0.01,
+    num_iter_max: int = 10_000,
+    stop_threshold: float = 1e-4,
+    recurrent_iterations: int = 20,
 ) -> Permutations:
     """Entropic optimal transport (POT's ``sinkhorn_log``) between the layers' neurons, layer by layer,
     rounded to the permutation of largest log-coupling.
@@ -327,22 +420,23 @@ def ot_sinkhorn(
     ``sum_i log P[i, p(i)] = sum log u + sum log v - sum_i C[i, p(i)] / epsilon``: the rounding returns the
     permutation of least cost, the exact plan's, for every ``epsilon`` and iteration count (the report then
     merges this method with ``ot_emd``). Rounding the coupling itself instead (largest total mass) blurs
-    near-ties at small ``epsilon`` and loses most of the exact plan in wide layers.
+    near-ties at small ``epsilon`` and loses most of the exact plan in wide layers. A recurrent layer's
+    points include its hidden-to-hidden rows (see :func:`layerwise`).
     """
     import ot
 
-    def log_coupling(name, w_a, w_b):
-        n = len(w_a)
-        cost = ot.dist(w_a.double().cpu().numpy(), w_b.double().cpu().numpy())
+    def rounded_coupling(name, score):
+        n = len(score)
+        cost = -score.numpy()
         cost = cost / max(cost.max(), 1e-300)
         uniform = np.full(n, 1.0 / n)
         _, log = ot.bregman.sinkhorn_log(
             uniform, uniform, cost, epsilon, numItermax=num_iter_max, stopThr=stop_threshold, warn=False, log=True
         )
         # log P, computed from the potentials: P itself underflows to 0 wherever cost / epsilon is large
-        return torch.from_numpy(log["log_u"][:, None] + log["log_v"][None, :] - cost / epsilon)
+        return solve_lap(torch.from_numpy(log["log_u"][:, None] + log["log_v"][None, :] - cost / epsilon))
 
-    return layerwise(model_a, model_b, log_coupling)
+    return layerwise(model_a, model_b, _negative_squared_distances, rounded_coupling, recurrent_iterations)
 
 
 def barycenter(
@@ -353,13 +447,16 @@ def barycenter(
     epsilon: float = 1e-3,
     max_iterations: int = 20,
     alpha_h: float = 1.0,
+    start: str = "best",
+    input_transport: str = "average",
 ) -> Permutations:
-    """Fusion as alignment: the Wasserstein barycentre of A and B (lambda = 1/2, started from A) couples
+    """Fusion as alignment: the Wasserstein barycentre of A and B (lambda = 1/2, from ``start``) couples
     each to the fused model; the couplings, rounded to permutations, put B's units where A's are.
     See :func:`lmcot.fusion.barycenter_permutations`."""
     from lmcot.fusion import barycenter_permutations
 
-    return barycenter_permutations(model_a, model_b, solver, epsilon, max_iterations, alpha_h)
+    options = dict(solver=solver, epsilon=epsilon, max_iterations=max_iterations, alpha_h=alpha_h, start=start)
+    return barycenter_permutations(model_a, model_b, input_transport=input_transport, **options)
 
 
 METHODS = {

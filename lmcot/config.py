@@ -17,7 +17,7 @@ from lmcot.alignment import BIAS_AWARE_UNSUPPORTED, METHODS, PAIRINGS
 from lmcot.barrier import NORM_CORRECTIONS
 from lmcot.data import DATASETS
 from lmcot.device import DEVICES
-from lmcot.fusion import SOLVERS
+from lmcot.fusion import INPUT_TRANSPORTS, SOLVERS, STARTS
 from lmcot.models import ARCHITECTURES
 from lmcot.replication import REPLICATIONS
 from lmcot.sources import PACKAGES
@@ -204,7 +204,10 @@ SCHEMA = {
             "epsilon": number(0, exclusive_minimum=True),
             "max_iterations": integer(1),
             "alpha_h": number(0),
+            "start": one_of(STARTS),
+            "input_transport": one_of(INPUT_TRANSPORTS),
         },
+        "alpha_h_grid": list_of(number(0), min_length=0),
         "num_models": integer(2),
         "weights": either(one_of(("uniform",)), list_of(number(0, exclusive_minimum=True), unique=False)),
         "width_factors": list_of(number(0, 16, exclusive_minimum=True)),

@@ -4,23 +4,40 @@ N trained models of one architecture (weights ``lambda_i``) are fused into one t
 widths may differ from theirs, layer by layer from the input to the output, driven by the
 architecture's :class:`~lmcot.permutation.PermutationSpec`: each permutation name is one layer of
 units. For each model ``i`` and layer, a coupling ``pi_i`` (``m`` target units x ``n`` model units,
-uniform marginals) transports the model's units onto the target's; it is the soft counterpart of a
-permutation and carries every tensor the spec names into the target's coordinates
-(:func:`transport_tensor`). A unit's own parameters (axis 0: its incoming weights, bias, BatchNorm
-scale and statistics) become the mean over the model units coupled to it, ``m pi_i`` (rows sum to
-1). An input axis (the next layer's weights) becomes the sum of the contributions of those units,
-``n pi_i`` (columns sum to 1), so a target unit that merges two model units receives both of their
-outgoing weights, and a model unit split over two target units passes half to each: the fused layer
-feeds the next one as much as the model's layer did, whatever the target's width.
+uniform marginals, entries summing to 1) transports the model's units onto the target's; it is the
+soft counterpart of a permutation and carries every tensor the spec names into the target's
+coordinates (:func:`transport_tensor`). A unit's own parameters (axis 0: its incoming weights, bias,
+BatchNorm scale and statistics) become the mean over the model units coupled to it, ``m pi_i`` (rows
+sum to 1). An input axis (the next layer's weights) is carried as the paper's code (and OTFusion's)
+does, by the coupling normalised by the target's marginal: a target input receives the *average* of
+the weights from the model units coupled to it (``input_transport="average"``). The alternative
+``"sum"`` gives it their *sum* (``n pi_i``, columns sum to 1): a model unit split over two target
+units passes half to each, which keeps a widened network's function exactly; the two agree whenever
+the widths are equal.
 
 For a layer, a unit is a point: its incoming weights with their input axes already carried into the
 target's coordinates (and its bias, BatchNorm scale and shift). The cost between target unit ``j``
 and model unit ``k`` is the squared distance of the two points. Up to terms that do not change the
 optimal coupling, it is the paper's ``sum_{j',k'} ||W[j,j'] - W_i[k,k']||^2 pi_prev[j',k']``.
-The barycentre alternates ``pi_i = OT(cost_i)`` and ``W = sum_i lambda_i m pi_i W_i`` until neither
-changes. A recurrent matrix (one whose other axis is the layer's own permutation) adds
-``alpha_h * ||H[j] - (H_i n pi_i^T)[k]||^2``, which depends on the coupling being solved, so it is
-found by a fixed-point loop (the Gromov-Wasserstein barycentre); ``alpha_h = 0`` ignores it.
+The barycentre alternates ``pi_i = OT(cost_i)`` and ``W = sum_i lambda_i m pi_i W_i``; each step
+lowers the barycentre cost ``sum_i lambda_i <pi_i, cost_i>``, recorded per iteration.
+
+**Where it starts matters.** Started at one model's units with exact OT, the loop stops where it
+started: each model's coupling to the mean of the aligned models is its coupling to the start, so
+the result is one-shot OT fusion anchored at that model. ``start="mean"`` favours no model: the
+target's units start as the weighted mean of the models' units (inputs already carried, no
+alignment), which is the same set of points for any order of the models, and the loop moves from
+there. ``start="best"`` restarts from the mean and from every model and keeps the fusion of lowest
+barycentre cost (summed over layers). A target of another width starts from the same-width
+barycentre's units, a random subset (narrower) or with random repeats (wider).
+
+A recurrent matrix ``H`` (both axes are the layer's own units) adds the paper's Gromov-Wasserstein
+term ``alpha_h * sum_{j',k'} (H[j,j'] - H_i[k,k'])^2 pi_i[j',k']`` (summed over an LSTM's gates),
+with ``pi_i``'s entries summing to 1 as in their code: for a permutation coupling it is ``alpha_h``
+times the *mean* squared difference of the two rows, so ``alpha_h = 1`` weighs a recurrent row like
+one more incoming weight per unit, whatever the width. It depends on the coupling being solved,
+so each coupling is found by a fixed-point loop; ``H`` is updated like the weights. ``alpha_h = 0``
+ignores it (the ablation).
 A matrix whose input axis belongs to a layer not solved yet (a residual block's last convolution
 writing to the skip stream) takes no part in the cost: the stream's coupling, found from the first
 layer that writes to it, is reused for it.
@@ -35,7 +52,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -47,16 +64,28 @@ from lmcot.permutation import Permutations, PermutationSpec
 log = logging.getLogger(__name__)
 
 SOLVERS = ("emd", "sinkhorn")
+STARTS = ("mean", "best", "first")
+INPUT_TRANSPORTS = ("average", "sum")
 Couplings = dict[str, torch.Tensor]
 
 
 @dataclass
 class Fusion:
-    """The fused state dict, and per input model the coupling of every layer, ``(m, n_i)`` float64."""
+    """The fused state dict; per input model the coupling of every layer, ``(m, n_i)`` float64; per layer
+    the barycentre iterations and the barycentre cost ``sum_i lambda_i <pi_i, cost_i>`` at each one; the
+    start used, and with ``start="best"`` the total cost of every start tried."""
 
     state: dict[str, torch.Tensor]
     couplings: list[dict[str, torch.Tensor]]
     iterations: dict[str, int]
+    costs: dict[str, list[float]] = field(default_factory=dict)
+    start: str = "mean"
+    start_costs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cost(self) -> float:
+        """The barycentre cost at the last iteration, summed over layers."""
+        return float(sum(c[-1] for c in self.costs.values()))
 
 
 def averaging(plan: torch.Tensor) -> torch.Tensor:
@@ -65,31 +94,52 @@ def averaging(plan: torch.Tensor) -> torch.Tensor:
 
 
 def summing(plan: torch.Tensor) -> torch.Tensor:
-    """``(m, n)`` map of an input axis: each model unit's contribution is shared among its target units."""
+    """``(m, n)`` map of an input axis that keeps a layer's total output: each model unit's contribution
+    is shared among its target units."""
     return plan / plan.sum(0, keepdim=True).clamp_min(1e-300)
 
 
+INPUT_MAPS = {"average": averaging, "sum": summing}
+
+
+def _input_map(input_transport: str):
+    if input_transport not in INPUT_MAPS:
+        raise ValueError(f"unknown input_transport {input_transport!r}; valid: {', '.join(INPUT_TRANSPORTS)}")
+    return INPUT_MAPS[input_transport]
+
+
 def transport_tensor(
-    spec: PermutationSpec, couplings: Couplings, param: str, tensor: torch.Tensor, skip=()
+    spec: PermutationSpec,
+    couplings: Couplings,
+    param: str,
+    tensor: torch.Tensor,
+    skip=(),
+    input_transport: str = "average",
 ) -> torch.Tensor:
     """Carry every axis of ``tensor`` that a permutation with a coupling in ``couplings`` acts on
     (except the axes in ``skip``) into the target's coordinates: an axis of ``n`` units becomes ``m``,
-    by :func:`averaging` on axis 0 (the units' own parameters) and :func:`summing` on the others
-    (inputs). A permutation's coupling (a permutation matrix / n) gives
-    :func:`~lmcot.permutation.permute_tensor`."""
+    by :func:`averaging` on axis 0 (the units' own parameters) and on the others (inputs) by
+    ``input_transport`` (:func:`averaging` or :func:`summing`). A permutation's coupling (a permutation
+    matrix / n) gives :func:`~lmcot.permutation.permute_tensor` either way."""
+    input_map = _input_map(input_transport)
     for axis, name in spec.acting_on(param).items():
         if axis in skip or name not in couplings:
             continue
         plan = couplings[name].to(tensor.dtype)
         moved = tensor.movedim(axis, 0)
-        flat = (averaging(plan) if axis == 0 else summing(plan)) @ moved.reshape(moved.shape[0], -1)
+        flat = (averaging(plan) if axis == 0 else input_map(plan)) @ moved.reshape(moved.shape[0], -1)
         tensor = flat.reshape(-1, *moved.shape[1:]).movedim(0, axis)
     return tensor
 
 
-def transport_state(spec: PermutationSpec, couplings: Couplings, state) -> dict[str, torch.Tensor]:
+def transport_state(
+    spec: PermutationSpec, couplings: Couplings, state, input_transport: str = "average"
+) -> dict[str, torch.Tensor]:
     """Every floating tensor of ``state`` carried by :func:`transport_tensor`; other tensors unchanged."""
-    return {k: transport_tensor(spec, couplings, k, v) if v.is_floating_point() else v for k, v in state.items()}
+    return {
+        k: transport_tensor(spec, couplings, k, v, input_transport=input_transport) if v.is_floating_point() else v
+        for k, v in state.items()
+    }
 
 
 def ot_plan(
@@ -139,7 +189,7 @@ def round_to_marginals(plan: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nda
     return plan
 
 
-def _units(spec, name, state, couplings, parameters, solved):
+def _units(spec, name, state, couplings, parameters, solved, input_transport):
     """Model units of layer ``name`` as points ``(n, features)`` carried into the target's inputs, and
     its recurrent matrices ``(n, n, ...)`` (input axes other than ``name`` carried)."""
     inputs, recurrent = [], []
@@ -149,7 +199,7 @@ def _units(spec, name, state, couplings, parameters, solved):
         others = {a: n for a, n in spec.acting_on(param).items() if a != 0}
         if not set(others.values()) <= {*solved, name}:
             continue  # input from a layer not solved yet: reuses this layer's coupling (residual streams)
-        tensor = transport_tensor(spec, couplings, param, state[param].double(), skip=(0,))
+        tensor = transport_tensor(spec, couplings, param, state[param].double(), (0,), input_transport)
         if name in others.values():
             recurrent.append(tensor)
         else:
@@ -157,12 +207,16 @@ def _units(spec, name, state, couplings, parameters, solved):
     return torch.cat(inputs, 1) if inputs else None, recurrent
 
 
-def _self_points(recurrent, plan):
-    """Recurrent matrices ``(n, n)`` with their column (input) axis carried by the coupling ``(m, n)``."""
-    spec_map = summing(plan)
-    return torch.cat(
-        [(h.reshape(h.shape[0], h.shape[1], -1).transpose(1, 2) @ spec_map.T).flatten(1) for h in recurrent], 1
-    )
+@dataclass
+class _Options:
+    """How one layer's barycentre is solved (see :func:`wasserstein_barycenter`)."""
+
+    solver: str
+    epsilon: float
+    max_iterations: int
+    alpha_h: float
+    tolerance: float
+    input_transport: str
 
 
 @torch.no_grad()
@@ -174,17 +228,21 @@ def wasserstein_barycenter(
     epsilon: float = 1e-3,
     max_iterations: int = 20,
     alpha_h: float = 1.0,
+    start: str | int = "best",
+    input_transport: str = "average",
     tolerance: float = 1e-6,
     update_target: bool = True,
     seed: int = 0,
 ) -> Fusion:
     """Fuse ``models`` into the architecture of ``target`` (an untrained model whose widths may differ).
 
-    Layer by layer: the target's units start as model 0's (a random subset when the target is
-    narrower, repeated units when wider, chosen by ``seed``); then couplings and the weighted mean
-    ``W = sum_i lambda_i m pi_i W_i`` alternate for at most ``max_iterations`` until the relative change
-    of ``W`` is below ``tolerance``. ``update_target=False`` keeps the target at model 0 (an anchor, as
-    one-shot OT fusion does). Returns the fused state (load it into ``target``) and the couplings.
+    Layer by layer: the target's units start at ``start`` (``"mean"``: the models' weighted mean;
+    an index or ``"first"`` (0): that model's units; ``"best"``: each of those, keeping the lowest
+    barycentre cost; a target of another width takes a random subset or random repeats, chosen by
+    ``seed``); then couplings and the weighted mean ``W = sum_i lambda_i m pi_i W_i`` alternate for at
+    most ``max_iterations`` until the relative change of ``W`` is below ``tolerance``.
+    ``update_target=False`` keeps the target at model ``start`` (an anchor, as one-shot OT fusion does).
+    Returns the fused state (load it into ``target``), the couplings and the cost per iteration.
     """
     if len(models) < 1:
         raise ValueError("wasserstein_barycenter needs at least one model")
@@ -192,62 +250,103 @@ def wasserstein_barycenter(
     if len(weights) != len(models) or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(f"weights must be {len(models)} non-negative numbers, not all 0; got {weights.tolist()}")
     weights = weights / weights.sum()
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown OT solver {solver!r}; valid: {', '.join(SOLVERS)}")
+    _input_map(input_transport)
+    if start == "first":
+        start = 0
+    if start == "best":
+        if not update_target:
+            raise ValueError("start='best' needs update_target=True")
+        options = dict(solver=solver, epsilon=epsilon, max_iterations=max_iterations, alpha_h=alpha_h)
+        options |= dict(input_transport=input_transport, tolerance=tolerance, seed=seed)
+        tried = [
+            wasserstein_barycenter(models, target, weights, start=s, **options) for s in ["mean", *range(len(models))]
+        ]
+        best = min(tried, key=lambda f: f.cost)
+        best.start_costs = {f.start: f.cost for f in tried}
+        return best
+    if not (start == "mean" or (isinstance(start, int | np.integer) and 0 <= start < len(models))):
+        raise ValueError(f"unknown start {start!r}; valid: {', '.join(STARTS)} or a model index below {len(models)}")
+    if not update_target and start == "mean":
+        raise ValueError("update_target=False needs a model to anchor on (start=<model index>)")
+    options = _Options(solver, epsilon, max_iterations, alpha_h, tolerance, input_transport)
     spec = target.permutation_spec()
     sizes = spec.sizes(target.state_dict())
     states = [{k: v.detach().cpu() for k, v in model.state_dict().items()} for model in models]
     parameters = {name for name, _ in models[0].named_parameters()}
     couplings: list[Couplings] = [{} for _ in models]
-    iterations = {}
+    iterations, costs = {}, {}
     generator = np.random.default_rng(seed)
     for done, name in enumerate(spec.names):
         solved = spec.names[:done]
         m = sizes[name]
-        units = [_units(spec, name, state, couplings[i], parameters, solved) for i, state in enumerate(states)]
-        points = [u[0] for u in units]
-        recurrent = [u[1] for u in units]
+        units = [_units(spec, name, s, couplings[i], parameters, solved, input_transport) for i, s in enumerate(states)]
+        points, recurrent = [u[0] for u in units], [u[1] for u in units]
         if points[0] is None:
             raise ValueError(f"layer {name!r} has no incoming weights whose inputs are solved before it")
-        n0 = len(points[0])
-        if not update_target and m != n0:
-            raise ValueError(f"one-shot fusion needs the target as wide as model 0 at {name!r} ({m} != {n0})")
-        start = np.arange(m) if m == n0 else _initial_units(n0, m, generator)
-        target_points = points[0][start]
-        target_self = [h[start][:, start] for h in recurrent[0]]
-        for iterations[name] in range(1, max_iterations + 1):
-            for i in range(len(models)):
-                plan = _couple(
-                    target_points,
-                    target_self,
-                    points[i],
-                    recurrent[i],
-                    couplings[i].get(name),
-                    alpha_h,
-                    solver,
-                    epsilon,
-                )
-                couplings[i][name] = plan
-            if not update_target:
-                break
-            new_points = sum(w * averaging(couplings[i][name]) @ points[i] for i, w in enumerate(weights))
-            new_self = [
-                sum(w * _transport_square(couplings[i][name], recurrent[i][r]) for i, w in enumerate(weights))
-                for r in range(len(target_self))
+        n = len(points[0])
+        if not update_target and m != n:
+            raise ValueError(f"one-shot fusion needs the target as wide as model {start} at {name!r} ({m} != {n})")
+        if start == "mean":
+            target_points = sum(w * p for w, p in zip(weights, points, strict=True))
+            target_self = [
+                sum(w * h[r] for w, h in zip(weights, recurrent, strict=True)) for r in range(len(recurrent[0]))
             ]
-            change = (new_points - target_points).norm() / target_points.norm().clamp_min(1e-12)
-            target_points, target_self = new_points, new_self
-            if change < tolerance:
-                break
-        log.debug("layer %s: %d barycentre iterations", name, iterations[name])
+            if m != n:  # the same-width barycentre first, then a subset or repeats of its units
+                _, target_points, target_self, _ = _layer_barycenter(
+                    points, recurrent, weights, target_points, target_self, options, True
+                )
+        else:
+            target_points, target_self = points[start], recurrent[start]
+        if m != n:
+            chosen = _initial_units(n, m, generator)
+            target_points, target_self = target_points[chosen], [h[chosen][:, chosen] for h in target_self]
+        plans, _, _, costs[name] = _layer_barycenter(
+            points, recurrent, weights, target_points, target_self, options, update_target
+        )
+        iterations[name] = len(costs[name])
+        for i, plan in enumerate(plans):
+            couplings[i][name] = plan
+        log.debug("layer %s: %d barycentre iterations, cost %.6g", name, iterations[name], costs[name][-1])
     fused = {}
     for key, tensor in states[0].items():
         if tensor.is_floating_point():
-            fused[key] = sum(
-                w * transport_tensor(spec, couplings[i], key, states[i][key].double()) for i, w in enumerate(weights)
-            )
-            fused[key] = fused[key].to(tensor.dtype)
+            carried = [
+                transport_tensor(spec, c, key, s[key].double(), (), input_transport)
+                for c, s in zip(couplings, states, strict=True)
+            ]
+            fused[key] = sum(w * t for w, t in zip(weights, carried, strict=True)).to(tensor.dtype)
         else:  # integer buffers (BatchNorm's step counter) are not averaged
             fused[key] = tensor.clone()
-    return Fusion(fused, couplings, iterations)
+    label = "mean" if start == "mean" else f"model {start}"
+    return Fusion(fused, couplings, iterations, costs, label)
+
+
+def _layer_barycenter(points, recurrent, weights, target_points, target_self, options: _Options, update_target):
+    """One layer's barycentre from the given start: returns the couplings, the target's points and
+    recurrent matrices, and the barycentre cost at each iteration."""
+    plans, costs = [None] * len(points), []
+    for _ in range(options.max_iterations):
+        cost = 0.0
+        for i, w in enumerate(weights):
+            plans[i], cost_i = _couple(target_points, target_self, points[i], recurrent[i], plans[i], options)
+            cost += w * cost_i
+        costs.append(cost)
+        if not update_target:
+            break
+        new_points = sum(w * averaging(plans[i]) @ points[i] for i, w in enumerate(weights))
+        target_self = [
+            sum(
+                w * _transport_square(plans[i], recurrent[i][r], options.input_transport) for i, w in enumerate(weights)
+            )
+            for r in range(len(target_self))
+        ]
+        change = (new_points - target_points).norm() / target_points.norm().clamp_min(1e-12)
+        target_points = new_points
+        if change < options.tolerance:
+            break
+    return plans, target_points, target_self, costs
 
 
 def _initial_units(n: int, m: int, generator) -> np.ndarray:
@@ -257,30 +356,48 @@ def _initial_units(n: int, m: int, generator) -> np.ndarray:
     return np.concatenate([np.arange(n), generator.choice(n, m - n, replace=True)])
 
 
-def _transport_square(plan: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """A recurrent matrix ``h`` ``(n, n, ...)`` carried to ``(m, m, ...)``: rows averaged, columns summed."""
+def _transport_square(plan: torch.Tensor, h: torch.Tensor, input_transport: str = "average") -> torch.Tensor:
+    """A recurrent matrix ``h`` ``(n, n, ...)`` carried to ``(m, m, ...)``: rows averaged, columns by
+    ``input_transport`` (averaged on both axes, it is the Gromov-Wasserstein barycentre's update)."""
     flat = h.reshape(h.shape[0], h.shape[1], -1).permute(2, 0, 1)
     m = plan.shape[0]
-    return (averaging(plan) @ flat @ summing(plan).T).permute(1, 2, 0).reshape(m, m, *h.shape[2:])
+    return (averaging(plan) @ flat @ _input_map(input_transport)(plan).T).permute(1, 2, 0).reshape(m, m, *h.shape[2:])
 
 
-def _couple(target_points, target_self, points, recurrent, previous, alpha_h, solver, epsilon, fixed_point=20):
-    """Coupling of the target's units and one model's: OT on the input cost, plus the recurrent cost
-    through a fixed-point loop (the cost depends on the coupling; start from the last one or from the
-    input cost alone)."""
+def recurrent_cost(target_self, recurrent, plan: torch.Tensor) -> torch.Tensor:
+    """``(m, n)`` Gromov-Wasserstein cost ``sum_{j',k'} (H[j,j'] - H_i[k,k'])^2 plan[j',k']`` between the
+    target's recurrent matrices ``H`` ``(m, m, ...)`` and a model's ``H_i`` ``(n, n, ...)``, summed over the
+    matrices (an LSTM's gates) and trailing axes; ``plan`` ``(m, n)`` has entries summing to 1."""
+    m, n = plan.shape
+    row_mass, column_mass = plan.sum(1), plan.sum(0)
+    total = torch.zeros(m, n, dtype=plan.dtype)
+    for h_target, h in zip(target_self, recurrent, strict=True):
+        t = h_target.reshape(m, m, -1).permute(2, 0, 1).to(plan.dtype)  # (extra, m, m)
+        s = h.reshape(n, n, -1).permute(2, 0, 1).to(plan.dtype)
+        total += ((t * t) @ row_mass).sum(0)[:, None] + ((s * s) @ column_mass).sum(0)[None, :]
+        total -= 2 * (t @ plan @ s.transpose(1, 2)).sum(0)
+    return total
+
+
+def _couple(target_points, target_self, points, recurrent, previous, options: _Options, fixed_point: int = 20):
+    """Coupling of the target's units and one model's, and its cost ``<pi, cost>``: OT on the input cost,
+    plus ``alpha_h`` times the recurrent cost, which depends on the coupling: a fixed-point loop started
+    from the last coupling (or from the input cost alone) re-solves OT until the coupling stops changing."""
     cost = torch.cdist(target_points, points) ** 2
-    if not recurrent or alpha_h == 0:
-        return ot_plan(cost, solver, epsilon)
-    m = len(target_points)
-    plan = ot_plan(cost, solver, epsilon) if previous is None else previous
-    target_rows = torch.cat([h.reshape(m, m, -1).transpose(1, 2).reshape(m, -1) for h in target_self], 1)
+    if not recurrent or options.alpha_h == 0:
+        plan = ot_plan(cost, options.solver, options.epsilon)
+        return plan, float((plan * cost).sum())
+    plan = ot_plan(cost, options.solver, options.epsilon) if previous is None else previous
     for _ in range(fixed_point):
-        recurrent_cost = torch.cdist(target_rows, _self_points(recurrent, plan)) ** 2
-        new = ot_plan(cost + alpha_h * recurrent_cost, solver, epsilon)
-        if torch.allclose(new, plan, atol=1e-9):
-            break
+        new = ot_plan(
+            cost + options.alpha_h * recurrent_cost(target_self, recurrent, plan), options.solver, options.epsilon
+        )
+        converged = torch.allclose(new, plan, atol=1e-9)
         plan = new
-    return new
+        if converged:
+            break
+    total = cost + options.alpha_h * recurrent_cost(target_self, recurrent, plan)
+    return plan, float((plan * total).sum())
 
 
 def fuse(models, target, **options) -> torch.nn.Module:
@@ -291,13 +408,15 @@ def fuse(models, target, **options) -> torch.nn.Module:
     return fused.eval()
 
 
-def one_shot_fusion(models, solver: str = "emd", epsilon: float = 1e-3, weights=None, **_) -> torch.nn.Module:
-    """One-shot OT fusion (Singh and Jaggi 2020): couple each model once, layer by layer, to model 0,
-    then average the transported models."""
+def one_shot_fusion(
+    models, solver: str = "emd", epsilon: float = 1e-3, weights=None, anchor: int = 0, **_
+) -> torch.nn.Module:
+    """One-shot OT fusion (Singh and Jaggi 2020): couple each model once, layer by layer, to model
+    ``anchor``, then average the transported models."""
     fusion = wasserstein_barycenter(
-        models, models[0], weights, solver=solver, epsilon=epsilon, alpha_h=0.0, update_target=False
+        models, models[anchor], weights, solver=solver, epsilon=epsilon, alpha_h=0.0, start=anchor, update_target=False
     )
-    fused = deepcopy(models[0])
+    fused = deepcopy(models[anchor])
     fused.load_state_dict(fusion.state)
     return fused.eval()
 
@@ -346,12 +465,8 @@ def permutations_from_fusion(fusion: Fusion) -> Permutations:
     return perms
 
 
-def barycenter_permutations(
-    model_a, model_b, solver="emd", epsilon=1e-3, max_iterations=20, alpha_h=1.0
-) -> Permutations:
-    """Fusion as alignment: the barycentre of A and B (lambda = 1/2, started from A), its couplings
-    rounded to the permutation that puts B's units where A's matching units are."""
-    fusion = wasserstein_barycenter(
-        [model_a, model_b], model_a, solver=solver, epsilon=epsilon, max_iterations=max_iterations, alpha_h=alpha_h
-    )
-    return permutations_from_fusion(fusion)
+def barycenter_permutations(model_a, model_b, **options) -> Permutations:
+    """Fusion as alignment: the barycentre of A and B (lambda = 1/2; ``options`` as
+    :func:`wasserstein_barycenter`'s), its couplings rounded to the permutation that puts B's units where
+    A's matching units are."""
+    return permutations_from_fusion(wasserstein_barycenter([model_a, model_b], model_a, **options))

@@ -284,20 +284,32 @@ class Recurrent(nn.Module):
         """Every layer's hidden state at every step, steps stacked as samples: ``(batch * steps, units)``."""
         return {f"P{d}": hidden.flatten(0, 1) for d, (_, hidden) in enumerate(self._run(x))}
 
-    def layer_inputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def layer_inputs(self, x: torch.Tensor, with_state: bool = False) -> dict[str, torch.Tensor]:
         """Every layer's input at every step, ``(batch * steps, fan_in)``. For an LSTM each gate's block of
-        the incoming weights sees the input alone (zeros elsewhere), so ``E[h h^T]`` is block-diagonal."""
+        the incoming weights sees the input alone (zeros elsewhere), so ``E[h h^T]`` is block-diagonal, and
+        the gates' rows are stacked as more samples, ``(4 * batch * steps, 4 * fan_in)``.
+
+        ``with_state`` appends the layer's previous hidden state (0 at the first step), what its
+        hidden-to-hidden weights multiply, in the column order of
+        ``incoming_weights(..., recurrent=True)``: ``[x_t, h_{t-1}]``, for an LSTM gate ``k``'s row
+        ``x_t`` in input block ``k`` and ``h_{t-1}`` in recurrent block ``k``, ``(4 * batch * steps,
+        4 * (fan_in + units))``."""
+
+        def gate_blocks(flat):  # (samples, n) -> (4 * samples, 4 * n): gate k's copy in column block k
+            blocks = flat.new_zeros(len(GATES), len(flat), len(GATES) * flat.shape[1])
+            for k in range(len(GATES)):
+                blocks[k, :, k * flat.shape[1] : (k + 1) * flat.shape[1]] = flat
+            return blocks.flatten(0, 1)
+
         inputs = {}
-        for d, (seq, _) in enumerate(self._run(x)):
-            flat = seq.flatten(0, 1)
+        for d, (seq, hidden) in enumerate(self._run(x)):
+            parts = [seq.flatten(0, 1)]
+            if with_state:
+                previous = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1]], dim=1)
+                parts.append(previous.flatten(0, 1))
             if self.lstm:
-                blocks = torch.zeros(
-                    len(GATES), len(flat), len(GATES) * flat.shape[1], dtype=flat.dtype, device=flat.device
-                )
-                for k in range(len(GATES)):
-                    blocks[k, :, k * flat.shape[1] : (k + 1) * flat.shape[1]] = flat
-                flat = blocks.flatten(0, 1)
-            inputs[f"P{d}"] = flat
+                parts = [gate_blocks(part) for part in parts]
+            inputs[f"P{d}"] = torch.cat(parts, dim=1)
         return inputs
 
     def permutation_spec(self) -> PermutationSpec:

@@ -40,6 +40,7 @@ from lmcot.study import (  # noqa: E402
     method_order,
     study_label,
     tally,
+    uncorrected,
 )
 
 MAX_LINES = 8  # methods per panel; more are split into one panel row per family
@@ -269,11 +270,14 @@ def undefined_estimates(dimensions: pd.DataFrame) -> list[str]:
     return lines
 
 
+PROBES = ("fused_start", "fused_alpha_h")  # fusion rows scored before fine-tuning only, in tables of their own
+
+
 def fusion_summary(fusion: pd.DataFrame) -> pd.DataFrame:
     """Test accuracy before fine-tuning per configuration (rows) and kind of model (columns): the input
     models' mean, vanilla averaging, one-shot OT fusion, the fused model at each target width (as a multiple
-    of the input width) and the output ensemble."""
-    rows = fusion[~fusion["fine_tuned"].astype(bool)].copy()
+    of the input width), the output ensemble, and the range over the barycentre's starts at the input width."""
+    rows = fusion[~fusion["fine_tuned"].astype(bool) & ~fusion["kind"].isin(PROBES)].copy()
     rows["column"] = rows.apply(
         lambda r: f"fused x{r['target_width'] / r['width']:g}" if r["kind"] == "fused" else
         ("inputs (mean)" if r["kind"] == "input" else r["kind"].replace("_", " ")), axis=1,
@@ -282,7 +286,87 @@ def fusion_summary(fusion: pd.DataFrame) -> pd.DataFrame:
     first = ["inputs (mean)", "vanilla", "one shot"]
     fused = sorted((c for c in table.columns if c.startswith("fused x")), key=lambda c: float(c[len("fused x") :]))
     columns = [c for c in first if c in table] + fused + [c for c in table if c not in first and c not in fused]
-    return drop_fixed(table[columns].reset_index().rename_axis(columns=None), "lr")
+    table = table[columns]
+    starts = fusion[fusion["kind"] == "fused_start"].groupby(CONFIG_KEYS)["test_accuracy"]
+    if len(starts):
+        table["over starts"] = (starts.min().map("{:.3f}".format) + "–" + starts.max().map("{:.3f}".format)).reindex(
+            table.index
+        )
+    return drop_fixed(table.reset_index().rename_axis(columns=None), "lr")
+
+
+def start_table(fusion: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration (rows) and start of the barycentre at the input width (columns): the barycentre cost
+    at its last iteration summed over layers, and the fused model's test accuracy before fine-tuning;
+    ``*`` marks the lowest cost."""
+    starts = fusion[fusion["kind"] == "fused_start"]
+    if starts.empty or costs.empty:
+        return pd.DataFrame()
+    at_width = costs[costs["target_width"] == costs["width"]]
+    last = at_width.sort_values("iteration").groupby([*CONFIG_KEYS, "start", "layer"])["cost"].last()
+    total = last.groupby([*CONFIG_KEYS, "start"]).sum()
+    accuracy = starts.set_index([*CONFIG_KEYS, "start"])["test_accuracy"]
+    out = []
+    for key, group in total.groupby(CONFIG_KEYS, sort=True):
+        lowest = group.idxmin()[-1]
+        row = dict(zip(CONFIG_KEYS, key, strict=True))
+        for index, cost in group.items():
+            start = index[-1]
+            mark = " *" if start == lowest else ""
+            row[f"start {start}"] = f"{cost:.4f}{mark} / {accuracy.get(index, np.nan):.3f}"
+        out.append(row)
+    table = pd.DataFrame(out)
+    order = [c for c in table if c not in CONFIG_KEYS]
+    order = sorted(order, key=lambda c: (c != "start mean", c))
+    return drop_fixed(table[[*CONFIG_KEYS, *order]], "lr")
+
+
+def lowest_cost_starts(fusion: pd.DataFrame) -> dict:
+    """Counts over configurations of the fused model at the input width: ``configurations``; ``model``,
+    those whose lowest-cost start was a model (not the mean); ``anchor``, those whose start was the
+    one-shot baseline's anchor."""
+    fused = fusion[(fusion["kind"] == "fused") & (fusion["target_width"] == fusion["width"]) & ~fusion["fine_tuned"]]
+    if fused.empty or "start" not in fused:
+        return {"configurations": 0, "model": 0, "anchor": 0}
+    fused = fused.set_index(CONFIG_KEYS)["start"]
+    anchors = fusion[fusion["kind"] == "one_shot"].drop_duplicates(CONFIG_KEYS).set_index(CONFIG_KEYS)["model"]
+    anchor = anchors.str.extract(r"anchor (seed \d+)")[0].reindex(fused.index)
+    return {
+        "configurations": len(fused),
+        "model": int((fused != "mean").sum()),
+        "anchor": int((fused == anchor).sum()),
+    }
+
+
+def alpha_h_table(fusion: pd.DataFrame) -> pd.DataFrame:
+    """Recurrent models: test accuracy before fine-tuning of the fusion at each weight ``alpha_h`` of the
+    hidden-to-hidden cost (columns), beside vanilla averaging and the input models' mean."""
+    probes = fusion[fusion["kind"] == "fused_alpha_h"]
+    if probes.empty:
+        return pd.DataFrame()
+    before = fusion[~fusion["fine_tuned"].astype(bool)].set_index(CONFIG_KEYS)
+    table = probes.pivot_table(index=CONFIG_KEYS, columns="alpha_h", values="test_accuracy")
+    table.columns = [f"alpha_h {a:g}" for a in table.columns]
+    table.insert(0, "vanilla", before[before["kind"] == "vanilla"]["test_accuracy"].reindex(table.index))
+    inputs = before[before["kind"] == "input"].groupby(CONFIG_KEYS)["test_accuracy"].mean()
+    table.insert(0, "inputs (mean)", inputs.reindex(table.index))
+    return drop_fixed(table.reset_index().rename_axis(columns=None), "lr")
+
+
+def alpha_h_verdicts(table: pd.DataFrame) -> list[str]:
+    """One line per recurrent configuration: does the best fused model beat vanilla averaging, and by how much."""
+    lines = []
+    for row in table.to_dict("records"):
+        fused = {k: v for k, v in row.items() if k.startswith("alpha_h ")}
+        best = max(fused, key=fused.get)
+        gap = fused[best] - row["vanilla"]
+        name = " ".join(str(row[k]) for k in CONFIG_KEYS if k in row)
+        verdict = "beats" if gap > 0 else "does not beat"
+        lines.append(
+            f"- {name}: the best fused model ({best.replace('alpha_h ', 'alpha_h = ')}, {fused[best]:.3f}) "
+            f"{verdict} vanilla averaging ({row['vanilla']:.3f}) by {gap:+.3f} before fine-tuning."
+        )
+    return lines
 
 
 def endpoint_table(overfit: pd.DataFrame) -> pd.DataFrame:
@@ -305,7 +389,8 @@ def metrics(barriers: pd.DataFrame, overfit: pd.DataFrame, findings: list, fusio
     claim's tally (``"+4 -2 /6"``: supported, contradicted, checks; :data:`lmcot.study.CLAIMS`); fusion's
     test-accuracy gain over averaging. Per-configuration numbers live in reports/tables/."""
     out = {}
-    loss = barriers[barriers["metric"] == "loss"].assign(family=lambda t: t["method"].map(family))
+    plain = uncorrected(barriers)
+    loss = plain[plain["metric"] == "loss"].assign(family=lambda t: t["method"].map(family))
     for split in sorted(set(loss["split"]), reverse=True):
         means = loss[loss["split"] == split].groupby("family")["barrier"].mean()
         out[split] = {key: round(float(means[name]), 4) for name, key in FAMILY_KEYS.items() if name in means}
@@ -408,8 +493,10 @@ def write_markdown(
     params: dict,
     *,
     barriers: pd.DataFrame,
+    corrected: pd.DataFrame,
     dimensions: pd.DataFrame,
     fusion: pd.DataFrame,
+    fusion_costs: pd.DataFrame,
     overfit: pd.DataFrame,
     groups: list,
     findings: list,
@@ -419,7 +506,8 @@ def write_markdown(
     replications=(),
     tables: dict,
 ) -> str:
-    """The report. ``barriers``: rows with identical methods merged; ``groups``: the method groups
+    """The report. ``barriers``: rows with identical methods merged, paths evaluated as they are;
+    ``corrected``: the same after a normalisation correction (``method+repair``); ``groups``: the method groups
     (:func:`lmcot.analysis.method_groups`); ``figures``: name -> path relative to the report (a figure per
     study is named ``<kind>/<study>``); ``tables``: CSV name -> path; ``replications``: markdown lines of each
     replication section."""
@@ -461,6 +549,7 @@ def write_markdown(
                 markdown_table(method_by_width(at_lr, over, labels)),
                 "",
             ]
+    parts += repair_section(barriers, corrected, overfit, labels)
     parts += [f"![{name}]({path})\n" for name, path in figures.items() if name.startswith("interpolation")]
     parts += [
         "## Which matching helps at which learning rate? (method x learning rate)",
@@ -490,11 +579,42 @@ def write_markdown(
         if undefined:
             parts += ["Undefined estimates (NaN, left out of every mean and claim):", "", *undefined, ""]
         parts += [f"![{name}]({path})\n" for name, path in figures.items() if name.startswith("dimension_vs_lr")]
-    parts += fusion_markdown(fusion, {k: v for k, v in figures.items() if k.startswith("plane")})
+    planes = {k: v for k, v in figures.items() if k.startswith("plane")}
+    parts += fusion_markdown(fusion, fusion_costs, planes, params["fuse"]["ot"]["solver"])
     parts += ["## Endpoints", "", markdown_table(endpoint_table(overfit)), ""]
     parts += ["## Full tables", ""]
     parts += [f"- [{name}]({path})" for name, path in tables.items()]
     return "\n".join([*parts, ""])
+
+
+def repair_section(barriers: pd.DataFrame, corrected: pd.DataFrame, overfit: pd.DataFrame, labels: dict) -> list[str]:
+    """Barriers with and without the normalisation corrections (REPAIR, BN reset), per study and learning
+    rate: each method's row followed by its corrected rows."""
+    if corrected.empty:
+        return []
+    parts = [
+        "## Does REPAIR remove the rest of the barrier? (method x width, with and without corrections)",
+        "",
+        "Mean loss barrier over pairs, `train / test` (nats), of each path as it is and after `+repair` (REPAIR, "
+        "Jordan et al. 2023: every permuted layer's channels of the interpolated network rescaled and shifted to "
+        "the interpolation of the endpoints' mean and standard deviation on `barrier.norm_samples` training "
+        "samples; at the BatchNorm layers of a BatchNorm network) or `+reset` (BatchNorm statistics "
+        "recomputed). The claim `repair_lowers_barrier` above gives the paired effect.",
+        "",
+    ]
+    both = pd.concat([barriers, corrected], ignore_index=True)
+    names = {**labels}
+    for method in set(corrected["method"]):
+        base, _, correction = method.partition("+")
+        names[method] = f"{labels.get(base, base)} + {correction}"
+    for label, rows in studies(both):
+        configs = rows[STUDY_KEYS].drop_duplicates()
+        if corrected.merge(configs).empty:
+            continue
+        for lr, at_lr in rows.groupby("lr", sort=True):
+            over = overfit.merge(at_lr[[*STUDY_KEYS, "lr"]].drop_duplicates())
+            parts += [f"**{label}, learning rate {lr:g}**", "", markdown_table(method_by_width(at_lr, over, names)), ""]
+    return parts
 
 
 def bias_section(barriers: pd.DataFrame) -> list[str]:
@@ -547,19 +667,6 @@ def bias_comparison(barriers: pd.DataFrame) -> pd.DataFrame:
 # --- fusion (Akash, Li and Garcia Trillos) ---------------------------------------------------------
 
 
-def hidden_term_table(fusion: pd.DataFrame) -> pd.DataFrame:
-    """Recurrent models: test accuracy of fusion with and without the hidden-to-hidden cost (same width)."""
-    rows = fusion[fusion["kind"].isin(["fused", "fused_no_hidden"]) & (fusion["target_width"] == fusion["width"])]
-    if rows.empty or "fused_no_hidden" not in set(rows["kind"]):
-        return pd.DataFrame()
-    rows = rows[rows.groupby(CONFIG_KEYS)["kind"].transform(lambda k: "fused_no_hidden" in set(k))]
-    table = rows.assign(term=rows["kind"].map({"fused": "with hidden term", "fused_no_hidden": "without hidden term"}))
-    table["fine_tuned"] = table["fine_tuned"].map({True: "after", False: "before"})
-    pivot = table.pivot_table(index=CONFIG_KEYS, columns=["term", "fine_tuned"], values="test_accuracy")
-    pivot.columns = [f"{term}, {when} fine-tuning" for term, when in pivot.columns]
-    return pivot.reset_index()
-
-
 def plane_figure(grid: pd.DataFrame, points: pd.DataFrame, title: str = "", dpi: int = 110):
     """Train loss and test error on each plane of one configuration, filled contours with the models
     marked (Akash, Li and Garcia Trillos's Figure 1)."""
@@ -591,26 +698,54 @@ def plane_figure(grid: pd.DataFrame, points: pd.DataFrame, title: str = "", dpi:
     return figure
 
 
-def fusion_markdown(fusion: pd.DataFrame, plane_figures: dict) -> list[str]:
-    """The fusion section: one compact table of test accuracy before fine-tuning, the recurrent ablation where
-    it ran, and the landscape planes (one embedded per study, the others linked)."""
+def fusion_markdown(fusion: pd.DataFrame, costs: pd.DataFrame, plane_figures: dict, solver: str) -> list[str]:
+    """The fusion section: one compact table of test accuracy before fine-tuning, where the barycentre
+    starts, the recurrent ablation where it ran, and the landscape planes (one embedded per study, the
+    others linked)."""
     parts = [
         "## Does barycentric fusion beat averaging? (fusion x configuration)",
         "",
         "Test accuracy before fine-tuning of the input models (mean), vanilla averaging, one-shot OT fusion, the "
-        "Wasserstein-barycentre fusion at each target width and the output ensemble. After `fuse.fine_tune`: "
-        "`fusion.csv`. Fused BatchNorm models have their statistics recomputed on the training data.",
+        "Wasserstein-barycentre fusion at each target width, the output ensemble and the range of the barycentre "
+        "over its starts (input width). After `fuse.fine_tune`: `fusion.csv`. Fused BatchNorm models have their "
+        "statistics recomputed on the training data.",
         "",
         markdown_table(fusion_summary(fusion)),
         "",
     ]
-    hidden = hidden_term_table(fusion)
-    if len(hidden):
+    starts = start_table(fusion, costs)
+    if len(starts):
+        counts = lowest_cost_starts(fusion)
         parts += [
-            "Recurrent layers: test accuracy of the fused model with the Gromov-Wasserstein hidden-to-hidden cost "
-            "(`fuse.ot.alpha_h`) and without it (the ablation).",
+            "Where the barycentre starts (`fuse.ot.start`): barycentre cost `sum_i lambda_i <pi_i, C_i>` at the "
+            "last iteration, summed over layers (`*`: lowest, the one `best` keeps) / test accuracy before "
+            "fine-tuning. `mean` starts at the models' unaligned mean (favours no model); `seed s` at that "
+            "model's units. Cost per layer and iteration: `tables/fusion_costs.csv`.",
             "",
-            markdown_table(hidden),
+            markdown_table(starts),
+            "",
+        ]
+        if solver == "emd" and counts["configurations"]:
+            parts += [
+                f"The lowest-cost start was a model in {counts['model']} of {counts['configurations']} "
+                "configurations. With exact OT a barycentre started at a model stops there after one update "
+                "(each model's coupling to the mean of the models aligned to the start is its coupling to the "
+                "start; `tests/test_fusion.py::test_exact_ot_started_at_a_model_stops_there_and_is_one_shot_fusion`), "
+                "so there the fused model is one-shot OT fusion anchored at that model; it is the `one shot` "
+                f"column's model (anchored at the first seed) in {counts['anchor']}. The spread over starts is how "
+                "much the result depends on that choice.",
+                "",
+            ]
+    ablation = alpha_h_table(fusion)
+    if len(ablation):
+        parts += [
+            "Recurrent layers: test accuracy before fine-tuning of the fused model at each weight of the "
+            "Gromov-Wasserstein hidden-to-hidden cost (`fuse.alpha_h_grid`; `alpha_h` in the paper's units, the "
+            "coupling's entries summing to 1; 0 ignores the term).",
+            "",
+            markdown_table(ablation),
+            "",
+            *alpha_h_verdicts(ablation),
             "",
         ]
     if plane_figures:

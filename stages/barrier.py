@@ -1,8 +1,12 @@
 """Stage barrier: loss and error along the linear path between model A and aligned model B, for every
 pair and method of one configuration -> results/<config>/curves.csv and results/<config>/barriers.csv.
 
-For networks with BatchNorm, every path is also evaluated after each of barrier.norm_corrections
-(BN reset, REPAIR); those rows carry the method as ``<method>+<correction>``.
+Every path is also evaluated after each of barrier.norm_corrections that applies to the architecture; those
+rows carry the method as ``<method>+<correction>``. BN reset (recompute the running statistics) applies to
+networks with BatchNorm. REPAIR (Jordan et al. 2023: rescale every channel to the interpolated endpoints'
+mean and standard deviation) applies to networks with BatchNorm (at the BatchNorm layers) and to those
+without (mlp, cnn, resnet: at every Linear/Conv layer with permuted outputs), but not to rnn/lstm, whose
+gates are raw tensors. A correction that does not apply is skipped with a logged reason.
 """
 
 import json
@@ -16,7 +20,7 @@ import torch
 from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
 from tqdm import tqdm
 
-from lmcot.barrier import barrier_summary, batchnorm_layers, evaluation_grid, interpolation_curve
+from lmcot.barrier import barrier_summary, correction_refusal, evaluation_grid, interpolation_curve
 from lmcot.data import Dataset
 from lmcot.io import write_csv
 from lmcot.permutation import apply_permutations
@@ -34,7 +38,12 @@ def main():
     alignment = json.loads((results_dir(config) / "alignment.json").read_text())
     models = load_seed_models(params, config, device)
     container = deepcopy(models[params["train"]["seeds"][0]])  # overwritten in place at every path point
-    corrections = [None] + (params["barrier"]["norm_corrections"] if batchnorm_layers(container) else [])
+    corrections = [None]
+    for correction in params["barrier"]["norm_corrections"]:
+        if why := correction_refusal(container, correction):
+            log.info("%s: no %s paths: %s", config.name, correction, why)
+        else:
+            corrections.append(correction)
     norm_inputs = data.x_train[: params["barrier"]["norm_samples"]]
 
     curves = []

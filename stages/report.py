@@ -16,7 +16,7 @@ from lmcot.config import configurations
 from lmcot.io import atomic_path, write_csv, write_json, write_text
 from lmcot.replication import Run, replicate
 from lmcot.report import FAMILY_KEYS
-from lmcot.study import family, findings_records, findings_table, study_findings
+from lmcot.study import family, findings_records, findings_table, study_findings, uncorrected
 
 log = logging.getLogger("report")
 
@@ -66,6 +66,7 @@ def main():
     curves = read_results(params, "curves.csv")
     dimensions = read_results(params, "dimensions.csv")
     fusion = read_results(params, "fusion.csv")
+    fusion_costs = read_results(params, "fusion_costs.csv")
     groups = method_groups(read_alignments(params), params["align"]["methods"])
     for group in groups:
         if len(group.members) > 1:
@@ -73,6 +74,9 @@ def main():
     barriers, merged_curves = merge_identical(every_barrier, groups), merge_identical(curves, groups)
     overfit = overfit_table(every_barrier, params["report"]["overfit_gap"], params["report"]["min_train_accuracy"])
     findings = study_findings(barriers, dimensions, fusion, overfit)
+    # figures and the main tables show each path as it is; the corrected paths get a section of their own
+    corrected = barriers[~barriers.index.isin(uncorrected(barriers).index)]
+    barriers, merged_curves = uncorrected(barriers), uncorrected(merged_curves)
     summary = findings_table(findings)
 
     tables = {
@@ -84,16 +88,18 @@ def main():
         "dimensions.csv": REPORTS / "dimensions.csv",
         "dimensions_summary.csv": REPORTS / "tables" / "dimensions_summary.csv",
         "fusion.csv": REPORTS / "fusion.csv",
+        "fusion_costs.csv": REPORTS / "tables" / "fusion_costs.csv",
     }
     for name, frame in (
         ("barriers.csv", every_barrier),
         ("curves.csv", curves),
-        ("barriers_summary.csv", report.interval_table(barriers)),
+        ("barriers_summary.csv", report.interval_table(pd.concat([barriers, corrected]))),
         ("findings.csv", findings_records(findings)),
         ("endpoints.csv", overfit),
         ("dimensions.csv", dimensions),
         ("dimensions_summary.csv", report.dimension_table(dimensions)),
         ("fusion.csv", fusion),
+        ("fusion_costs.csv", fusion_costs),
     ):
         write_csv(tables[name], frame)
     for split in sorted(set(barriers["split"])):
@@ -139,7 +145,8 @@ def main():
     log.info("%d metrics in reports/metrics.json", report.count_leaves(metrics))
 
     text = report.write_markdown(
-        params, barriers=barriers, dimensions=dimensions, fusion=fusion, overfit=overfit, groups=groups,
+        params, barriers=barriers, corrected=corrected, dimensions=dimensions, fusion=fusion,
+        fusion_costs=fusion_costs, overfit=overfit, groups=groups,
         findings=findings, findings_summary=summary, figures=figures, grid=evaluation_grid(params["barrier"]["alphas"]),
         replications=sections, tables={name: path.relative_to(REPORTS) for name, path in tables.items()},
     )  # fmt: skip

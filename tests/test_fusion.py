@@ -13,6 +13,7 @@ from lmcot.fusion import (
     fuse,
     one_shot_fusion,
     ot_plan,
+    recurrent_cost,
     vanilla_average,
     wasserstein_barycenter,
 )
@@ -69,7 +70,9 @@ def test_barycenter_permutations_recover_a_planted_permutation(arch, generator):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_couplings_have_uniform_marginals_and_any_width_runs(arch, width, solver):
     models = [make(arch, seed=s) for s in range(3)]
-    fusion = wasserstein_barycenter(models, target(arch, width), solver=solver, epsilon=0.01)
+    fusion = wasserstein_barycenter(
+        models, target(arch, width), solver=solver, epsilon=0.01, start="mean", max_iterations=3
+    )
     for couplings in fusion.couplings:
         for name, plan in couplings.items():
             m, n = plan.shape
@@ -85,12 +88,100 @@ def test_couplings_have_uniform_marginals_and_any_width_runs(arch, width, solver
     assert out.shape == (5, 10) and torch.isfinite(out).all()
 
 
-def test_a_wider_target_of_copies_computes_the_same_function():
+def test_a_wider_target_of_copies_computes_the_same_function_when_inputs_are_summed():
     """Splitting each unit in two and halving its outgoing weights is exact: a 2x target of copies must be."""
     model = make("mlp", width=6)
-    fused = fuse([model, copy.deepcopy(model)], target("mlp", 12))
+    fused = fuse([model, copy.deepcopy(model)], target("mlp", 12), input_transport="sum")
     x = torch.randn(64, *SHAPE)
     assert torch.allclose(fused(x), model(x), atol=1e-4)
+
+
+def two_unit_mlp():
+    """1 hidden layer of 2 units, 2 inputs, 2 classes, with round numbers."""
+    model = build_model("mlp", (2,), 2, 2, 1)
+    with torch.no_grad():
+        model.layers[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 3.0]]))
+        model.layers[0].bias.copy_(torch.tensor([1.0, -1.0]))
+        model.layers[1].weight.copy_(torch.tensor([[2.0, 4.0], [-6.0, 0.0]]))
+        model.layers[1].bias.copy_(torch.tensor([0.5, -0.5]))
+    return model.eval()
+
+
+@pytest.mark.parametrize("input_transport", ["average", "sum"])
+def test_width_changes_by_hand_on_two_units(input_transport):
+    """2 units into 1: the unit is the mean of both (incoming [0.5, 1.5], bias 0); its outgoing weights
+    are the mean of the two columns (their code: [3, -3]) or their sum ([6, -6]). 2 units into 4: each unit
+    is split in two, passing each half its outgoing column (sum) or the whole column (average)."""
+    model = two_unit_mlp()
+    narrow = wasserstein_barycenter([model], build_model("mlp", (2,), 2, 1, 1), input_transport=input_transport)
+    assert narrow.couplings[0]["P0"].tolist() == [[0.5, 0.5]]
+    assert narrow.state["layers.0.weight"].tolist() == [[0.5, 1.5]]
+    assert narrow.state["layers.0.bias"].tolist() == [0.0]
+    factor = 1 if input_transport == "sum" else 0.5
+    assert narrow.state["layers.1.weight"].tolist() == [[6.0 * factor], [-6.0 * factor]]
+    assert narrow.state["layers.1.bias"].tolist() == [0.5, -0.5]
+
+    wide = wasserstein_barycenter([model], build_model("mlp", (2,), 2, 4, 1), input_transport=input_transport)
+    plan = wide.couplings[0]["P0"]
+    assert sorted(plan.argmax(1).tolist()) == [0, 0, 1, 1]  # each unit split over two target units
+    assert torch.allclose(plan.sum(1), torch.full((4,), 0.25, dtype=plan.dtype))
+    share = 0.5 if input_transport == "sum" else 1.0
+    for j, k in enumerate(plan.argmax(1).tolist()):
+        assert wide.state["layers.0.weight"][j].tolist() == model.layers[0].weight[k].tolist()
+        assert wide.state["layers.1.weight"][:, j].tolist() == (share * model.layers[1].weight[:, k]).tolist()
+
+
+def test_recurrent_cost_by_hand():
+    """sum_{j',k'} (H[j,j'] - H_i[k,k'])^2 pi[j',k'] with pi = I / 2 (entries summing to 1): the mean of
+    the squared row differences after the permutation, e.g. (j, k) = (0, 1): ((1-3)^2 + (2-4)^2) / 2 = 4."""
+    target_self = [torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)]
+    recurrent = [torch.tensor([[0.0, 0.0], [3.0, 4.0]], dtype=torch.float64)]
+    plan = torch.eye(2, dtype=torch.float64) / 2
+    expected = [[(1 + 4) / 2, (4 + 4) / 2], [(9 + 16) / 2, 0.0]]
+    assert recurrent_cost(target_self, recurrent, plan).tolist() == expected
+    # a coupling that swaps the units reads H_i's columns swapped: (0, 1): ((1-4)^2 + (2-3)^2) / 2 = 5
+    swap = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64) / 2
+    assert recurrent_cost(target_self, recurrent, swap).tolist() == [[(1 + 4) / 2, (9 + 1) / 2], [(9 + 16) / 2, 1.0]]
+    # the old scale (a permutation matrix, entries summing to n) is n times this one
+    assert torch.allclose(
+        recurrent_cost(target_self, recurrent, plan * 2), 2 * recurrent_cost(target_self, recurrent, plan)
+    )
+
+
+@pytest.mark.parametrize("start", ["mean", "best"])
+def test_a_symmetric_start_gives_the_same_barycentre_for_any_order(start):
+    models = [make("mlp", seed=s) for s in range(3)]
+    first = wasserstein_barycenter(models, target("mlp", 6), start=start)
+    reordered = wasserstein_barycenter([models[2], models[0], models[1]], target("mlp", 6), start=start)
+    for key, value in first.state.items():
+        assert torch.allclose(reordered.state[key], value, atol=1e-6), key
+    assert reordered.cost == pytest.approx(first.cost)
+    anchored = [wasserstein_barycenter(order, target("mlp", 6), start="first") for order in (models, models[::-1])]
+    assert not torch.allclose(anchored[0].state["layers.0.weight"], anchored[1].state["layers.0.weight"])
+
+
+def test_the_barycentre_cost_never_rises_and_best_keeps_the_lowest():
+    models = [make("mlp", seed=s) for s in range(3)]
+    mean = wasserstein_barycenter(models, target("mlp", 6), start="mean", max_iterations=50)
+    for name, costs in mean.costs.items():
+        assert all(b <= a + 1e-9 for a, b in zip(costs, costs[1:], strict=False)), (name, costs)
+    assert max(mean.iterations.values()) > 1  # the mean start moves
+    best = wasserstein_barycenter(models, target("mlp", 6), start="best")
+    assert set(best.start_costs) == {"mean", "model 0", "model 1", "model 2"}
+    assert best.cost == min(best.start_costs.values())
+
+
+def test_exact_ot_started_at_a_model_stops_there_and_is_one_shot_fusion():
+    """Each model's exact coupling to the mean of the models aligned to model s is its coupling to s, so
+    the barycentre loop started at s ends after its first update: one-shot fusion anchored at s."""
+    models = [make("mlp", seed=s) for s in range(3)]
+    for anchor in range(3):
+        fusion = wasserstein_barycenter(models, target("mlp", 6), start=anchor)
+        assert set(fusion.iterations.values()) == {2}  # one update, then the couplings no longer change
+        fused = target("mlp", 6)
+        fused.load_state_dict(fusion.state)
+        x = torch.randn(16, *SHAPE)
+        assert torch.allclose(fused(x), one_shot_fusion(models, anchor=anchor)(x), atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ["rnn", "lstm"])

@@ -1,4 +1,5 @@
-"""The landscape plane's geometry, and the BatchNorm corrections of the barrier stage."""
+"""The landscape plane's geometry, and the BatchNorm corrections of the barrier stage (REPAIR without
+BatchNorm: test_repair.py)."""
 
 import copy
 
@@ -97,12 +98,13 @@ def test_reset_sets_running_statistics_to_the_batch_statistics(digits, bn_models
         assert torch.allclose(layer.running_mean, full.running_mean, atol=0.05)
 
 
-def test_repair_reaches_its_goal_statistics(digits, bn_models):
+@pytest.mark.parametrize("batch_size", [4096, 128])  # one forward pass; one pass over 3 batches per layer
+def test_repair_reaches_its_goal_statistics(digits, bn_models, batch_size):
     model = copy.deepcopy(bn_models[0])
     inputs = digits.x_train[:300]
     before = batchnorm_statistics(model, inputs)
     goal = [(mean + 0.5, 2 * std) for mean, std in before]
-    repair(model, goal, inputs)
+    repair(model, goal, inputs, batch_size)
     after = batchnorm_statistics(model, inputs)
     for (mean, std), (goal_mean, goal_std) in zip(after, goal, strict=True):
         assert torch.allclose(mean, goal_mean, atol=1e-4)

@@ -87,3 +87,94 @@ def test_bias_variants_are_compared_pair_by_pair():
     train = table[table["split"] == "train"].iloc[0]  # equal barriers (0) on the train split
     assert train["lower barrier"] == "not resolved"
     assert report.bias_comparison(fake_barriers({(32, "weight_matching"): 0.3})).empty
+
+
+def test_corrected_paths_stay_out_of_the_metrics_and_get_a_claim_of_their_own():
+    from lmcot.analysis import overfit_table
+    from lmcot.study import REFERENCE_METHOD, study_findings, tally
+
+    barriers, fusion = full_run()
+    repaired = barriers[barriers["method"] == REFERENCE_METHOD].assign(method=f"{REFERENCE_METHOD}+repair")
+    repaired = repaired.assign(barrier=repaired["barrier"] - 0.25)  # REPAIR lowers every barrier by 0.25
+    everything = pd.concat([barriers, repaired], ignore_index=True)
+    overfit = overfit_table(everything, 0.5)
+    findings = study_findings(everything, pd.DataFrame(), fusion, overfit)
+    counts = tally(findings, "repair_lowers_barrier")
+    assert (counts["supported"], counts["contradicted"], counts["checks"]) == (6, 0, 6)
+    effect = next(f for f in findings if f.claim == "repair_lowers_barrier").estimate
+    assert effect.mean == pytest.approx(0.25)
+    plain = report.metrics(barriers, overfit, findings, fusion)
+    assert report.metrics(everything, overfit, findings, fusion)["train"] == plain["train"]
+    assert report.metrics(everything, overfit, findings, fusion)["claims"]["repair"] == "+6 -0 /6"
+
+
+def test_repair_section_puts_each_method_beside_its_corrected_path():
+    rows = fake_barriers({(32, "identity"): 1.0, (32, "identity+repair"): 0.5})
+    plain, corrected = rows[rows["method"] == "identity"], rows[rows["method"] == "identity+repair"]
+    config = {"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": 32, "lr": 0.05}
+    lines = report.repair_section(plain, corrected, pd.DataFrame([{**config, "overfit": False}]), {})
+    table = "\n".join(lines)
+    assert table.index("| identity  ") < table.index("| identity + repair")
+    assert "0.000 / 0.517" in table and "0.000 / 1.017" in table
+    assert report.repair_section(plain, corrected.iloc[:0], pd.DataFrame(), {}) == []
+
+
+def fusion_rows(starts, costs_by_start, anchor_seed=0, chosen="seed 1"):
+    """fuse-stage rows of one configuration: test accuracy per start, the fused model (from ``chosen``),
+    vanilla averaging and one-shot fusion; and its cost rows (2 layers, 2 iterations each)."""
+    config = {"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": 32, "lr": 0.05}
+    rows = [{**config, "kind": "fused_start", "model": f"start: {s}", "target_width": 32, "fine_tuned": False,
+             "start": s, "test_accuracy": acc} for s, acc in starts.items()]  # fmt: skip
+    rows += [
+        {**config, "kind": "fused", "model": "fused (width 32)", "target_width": 32, "fine_tuned": False,
+         "start": chosen, "test_accuracy": starts[chosen]},
+        {**config, "kind": "vanilla", "model": "vanilla average", "target_width": 32, "fine_tuned": False,
+         "test_accuracy": 0.2},
+        {**config, "kind": "one_shot", "model": f"one-shot OT fusion (anchor seed {anchor_seed})",
+         "target_width": 32, "fine_tuned": False, "test_accuracy": starts[f"seed {anchor_seed}"]},
+    ]  # fmt: skip
+    costs = [{**config, "target_width": 32, "start": s, "layer": layer, "iteration": it, "cost": c * (3 - it)}
+             for s, c in costs_by_start.items() for layer in ("P0", "P1") for it in (1, 2)]  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(costs)
+
+
+def test_start_table_sums_the_last_iteration_over_layers_and_marks_the_lowest():
+    fusion, costs = fusion_rows(
+        {"mean": 0.3, "seed 0": 0.5, "seed 1": 0.6}, {"mean": 2.0, "seed 0": 1.5, "seed 1": 1.0}
+    )
+    table = report.start_table(fusion, costs)
+    assert list(table.columns) == ["lr", "start mean", "start seed 0", "start seed 1"]  # fixed ones dropped
+    # last iteration: cost * 1 per layer, 2 layers
+    assert table.iloc[0].tolist()[1:] == ["4.0000 / 0.300", "3.0000 / 0.500", "2.0000 * / 0.600"]
+    assert report.lowest_cost_starts(fusion) == {"configurations": 1, "model": 1, "anchor": 0}
+    anchored, _ = fusion_rows({"mean": 0.3, "seed 0": 0.5}, {}, anchor_seed=0, chosen="seed 0")
+    assert report.lowest_cost_starts(anchored)["anchor"] == 1
+    summary = report.fusion_summary(fusion)
+    assert summary.iloc[0]["over starts"] == "0.300–0.600" and "fused start" not in summary
+
+
+def test_alpha_h_ablation_says_whether_the_best_fusion_beats_averaging_and_by_how_much():
+    config = {"dataset": "mnist1d", "arch": "lstm", "depth": 1, "width": 32, "lr": 0.05}
+    rows = [
+        {
+            **config,
+            "kind": "fused_alpha_h",
+            "model": f"alpha_h = {a:g}",
+            "target_width": 32,
+            "fine_tuned": False,
+            "alpha_h": a,
+            "test_accuracy": acc,
+        }
+        for a, acc in ((0.0, 0.15), (1.0, 0.25))
+    ]
+    rows += [{**config, "kind": "vanilla", "model": "vanilla average", "target_width": 32, "fine_tuned": False,
+              "test_accuracy": 0.2},
+             {**config, "kind": "input", "model": "seed 0", "target_width": 32, "fine_tuned": False,
+              "test_accuracy": 0.8}]  # fmt: skip
+    table = report.alpha_h_table(pd.DataFrame(rows))
+    assert list(table.columns) == ["lr", "inputs (mean)", "vanilla", "alpha_h 0", "alpha_h 1"]
+    (line,) = report.alpha_h_verdicts(table.assign(arch="lstm"))
+    assert "alpha_h = 1, 0.250) beats vanilla averaging (0.200) by +0.050" in line
+    worse = pd.DataFrame(rows).assign(test_accuracy=lambda t: t["test_accuracy"].where(t["kind"] != "vanilla", 0.3))
+    (line,) = report.alpha_h_verdicts(report.alpha_h_table(worse))
+    assert "does not beat vanilla averaging (0.300) by -0.050" in line
