@@ -364,7 +364,8 @@ def alpha_h_verdicts(table: pd.DataFrame) -> list[str]:
         verdict = "beats" if gap > 0 else "does not beat"
         lines.append(
             f"- {name}: the best fused model ({best.replace('alpha_h ', 'alpha_h = ')}, {fused[best]:.3f}) "
-            f"{verdict} vanilla averaging ({row['vanilla']:.3f}) by {gap:+.3f} before fine-tuning."
+            f"{verdict} vanilla averaging ({row['vanilla']:.3f}) by {gap:+.3f} before fine-tuning (one fusion "
+            f"each, no interval); the input models average {row['inputs (mean)']:.3f}."
         )
     return lines
 
