@@ -132,7 +132,7 @@ def main():
 
     metrics = report.metrics(barriers, overfit, findings, fusion)
     identical = [list(g.members) for g in groups if len(g.members) > 1]
-    run = Run(params, every_barrier, dimensions, identical)
+    run = Run(params, uncorrected(every_barrier), dimensions, identical)  # the papers' paths, uncorrected
     sections = []
     for key in params["report"]["replications"]:
         result = replicate(key, run)
