@@ -22,13 +22,14 @@ optimal coupling, it is the paper's ``sum_{j',k'} ||W[j,j'] - W_i[k,k']||^2 pi_p
 The barycentre alternates ``pi_i = OT(cost_i)`` and ``W = sum_i lambda_i m pi_i W_i``; each step
 lowers the barycentre cost ``sum_i lambda_i <pi_i, cost_i>``, recorded per iteration.
 
-**Where it starts matters.** Started at one model's units with exact OT, the loop stops where it
-started: each model's coupling to the mean of the aligned models is its coupling to the start, so
-the result is one-shot OT fusion anchored at that model. ``start="mean"`` favours no model: the
-target's units start as the weighted mean of the models' units (inputs already carried, no
-alignment), which is the same set of points for any order of the models, and the loop moves from
-there. ``start="best"`` restarts from the mean and from every model and keeps the fusion of lowest
-barycentre cost (summed over layers). A target of another width starts from the same-width
+**Where it starts matters.** Started at one of two models' units with exact OT, the loop stops where
+it started: each model's coupling to the mean of the aligned models is its coupling to the start, so
+the result is one-shot OT fusion anchored at that model; with more models it often does too (the
+third model's coupling to the mean need not be its coupling to the start). ``start="mean"`` favours
+no model: the target's units start as the weighted mean of the models' units (inputs already
+carried, no alignment), which is the same set of points for any order of the models, and the loop
+moves from there. ``start="best"`` restarts from the mean and from every model and keeps the fusion
+of lowest barycentre cost (summed over layers). A target of another width starts from the same-width
 barycentre's units, a random subset (narrower) or with random repeats (wider).
 
 A recurrent matrix ``H`` (both axes are the layer's own units) adds the paper's Gromov-Wasserstein

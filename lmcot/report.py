@@ -321,20 +321,27 @@ def start_table(fusion: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
     return drop_fixed(table[[*CONFIG_KEYS, *order]], "lr")
 
 
-def lowest_cost_starts(fusion: pd.DataFrame) -> dict:
+def lowest_cost_starts(fusion: pd.DataFrame, costs: pd.DataFrame) -> dict:
     """Counts over configurations of the fused model at the input width: ``configurations``; ``model``,
-    those whose lowest-cost start was a model (not the mean); ``anchor``, those whose start was the
-    one-shot baseline's anchor."""
+    those whose lowest-cost start was a model (not the mean); ``stopped``, those of them where every layer's
+    barycentre stopped after its first update (no coupling changed: one-shot OT fusion anchored at that
+    model); ``anchor``, those of these whose start was the one-shot baseline's anchor."""
     fused = fusion[(fusion["kind"] == "fused") & (fusion["target_width"] == fusion["width"]) & ~fusion["fine_tuned"]]
     if fused.empty or "start" not in fused:
-        return {"configurations": 0, "model": 0, "anchor": 0}
+        return {"configurations": 0, "model": 0, "stopped": 0, "anchor": 0}
     fused = fused.set_index(CONFIG_KEYS)["start"]
     anchors = fusion[fusion["kind"] == "one_shot"].drop_duplicates(CONFIG_KEYS).set_index(CONFIG_KEYS)["model"]
     anchor = anchors.str.extract(r"anchor (seed \d+)")[0].reindex(fused.index)
+    at_width = costs[costs["target_width"] == costs["width"]] if len(costs) else costs
+    updates = at_width.groupby([*CONFIG_KEYS, "start"])["iteration"].max() if len(at_width) else pd.Series()
+    stopped = pd.Series(
+        [fused[key] != "mean" and updates.get((*key, fused[key]), np.inf) <= 2 for key in fused.index], fused.index
+    )
     return {
         "configurations": len(fused),
         "model": int((fused != "mean").sum()),
-        "anchor": int((fused == anchor).sum()),
+        "stopped": int(stopped.sum()),
+        "anchor": int((stopped & (fused == anchor)).sum()),
     }
 
 
@@ -716,7 +723,7 @@ def fusion_markdown(fusion: pd.DataFrame, costs: pd.DataFrame, plane_figures: di
     ]
     starts = start_table(fusion, costs)
     if len(starts):
-        counts = lowest_cost_starts(fusion)
+        counts = lowest_cost_starts(fusion, costs)
         parts += [
             "Where the barycentre starts (`fuse.ot.start`): barycentre cost `sum_i lambda_i <pi_i, C_i>` at the "
             "last iteration, summed over layers (`*`: lowest, the one `best` keeps) / test accuracy before "
@@ -729,12 +736,13 @@ def fusion_markdown(fusion: pd.DataFrame, costs: pd.DataFrame, plane_figures: di
         if solver == "emd" and counts["configurations"]:
             parts += [
                 f"The lowest-cost start was a model in {counts['model']} of {counts['configurations']} "
-                "configurations. With exact OT a barycentre started at a model stops there after one update "
-                "(each model's coupling to the mean of the models aligned to the start is its coupling to the "
-                "start; `tests/test_fusion.py::test_exact_ot_started_at_a_model_stops_there_and_is_one_shot_fusion`), "
-                "so there the fused model is one-shot OT fusion anchored at that model; it is the `one shot` "
-                f"column's model (anchored at the first seed) in {counts['anchor']}. The spread over starts is how "
-                "much the result depends on that choice.",
+                f"configurations; from it the barycentre stopped after its first update (no coupling changed) in "
+                f"{counts['stopped']}: there the fused model is one-shot OT fusion anchored at that model, the `one "
+                f"shot` column's model (anchored at the first seed) in {counts['anchor']}. With two models and "
+                "exact OT this always happens (each model's coupling to the mean of the models aligned to the start "
+                "is its coupling to the start; `tests/test_fusion.py::"
+                "test_exact_ot_started_at_one_of_two_models_stops_there_and_is_one_shot_fusion`); with more it need "
+                "not. The spread over starts is how much the result depends on where it starts.",
                 "",
             ]
     ablation = alpha_h_table(fusion)

@@ -146,9 +146,12 @@ def test_start_table_sums_the_last_iteration_over_layers_and_marks_the_lowest():
     assert list(table.columns) == ["lr", "start mean", "start seed 0", "start seed 1"]  # fixed ones dropped
     # last iteration: cost * 1 per layer, 2 layers
     assert table.iloc[0].tolist()[1:] == ["4.0000 / 0.300", "3.0000 / 0.500", "2.0000 * / 0.600"]
-    assert report.lowest_cost_starts(fusion) == {"configurations": 1, "model": 1, "anchor": 0}
-    anchored, _ = fusion_rows({"mean": 0.3, "seed 0": 0.5}, {}, anchor_seed=0, chosen="seed 0")
-    assert report.lowest_cost_starts(anchored)["anchor"] == 1
+    # every layer of the chosen start took 2 iterations: stopped after its first update
+    assert report.lowest_cost_starts(fusion, costs) == {"configurations": 1, "model": 1, "stopped": 1, "anchor": 0}
+    anchored, costs = fusion_rows({"mean": 0.3, "seed 0": 0.5}, {"mean": 2.0, "seed 0": 1.0}, 0, chosen="seed 0")
+    assert report.lowest_cost_starts(anchored, costs)["anchor"] == 1
+    moved = costs.assign(iteration=costs["iteration"] + 1)  # 3 iterations: the barycentre left its start
+    assert report.lowest_cost_starts(anchored, moved) == {"configurations": 1, "model": 1, "stopped": 0, "anchor": 0}
     summary = report.fusion_summary(fusion)
     assert summary.iloc[0]["over starts"] == "0.300–0.600" and "fused start" not in summary
 
