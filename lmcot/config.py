@@ -147,6 +147,33 @@ def either(*rules):
     return check
 
 
+def optional(rule):
+    """``rule``, or null (YAML ``null``: the tool's default)."""
+
+    def check(v):
+        return None if v is None else rule(v)
+
+    return check
+
+
+SLURM_TIME = re.compile(r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$")
+SLURM_MEMORY = re.compile(r"^[1-9][0-9]*[KMGT]?$")
+
+
+def slurm_time(v):
+    """A Slurm time limit: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (quote it in YAML)."""
+    if not isinstance(v, str) or not SLURM_TIME.match(v):
+        raise Invalid('must be a Slurm time limit in quotes: "MM", "HH:MM:SS" or "D-HH:MM:SS", e.g. "04:00:00"')
+    return v
+
+
+def slurm_memory(v):
+    """A Slurm memory size: a whole number of megabytes, or with a unit K, M, G or T (e.g. 8G)."""
+    if isinstance(v, bool) or not SLURM_MEMORY.match(str(v)):
+        raise Invalid("must be a Slurm memory size: megabytes (e.g. 8000), or with a unit K, M, G or T (e.g. 8G)")
+    return str(v)
+
+
 SPLIT = {"test_fraction": number(0, 1, exclusive_minimum=True), "seed": integer(0)}
 DATASET_OPTIONS = {
     "mnist1d": {"num_samples": integer(100, multiple_of=10), **SPLIT, "standardise": boolean},
@@ -225,6 +252,17 @@ SCHEMA = {
         "grid_size": integer(3, 101),
         "margin": number(0, 2),
         "num_samples": integer(1),
+    },
+    "cluster": {
+        "workdir": text,
+        "partition": optional(text),
+        "account": optional(text),
+        "time": slurm_time,
+        "cpus": integer(1),
+        "mem": slurm_memory,
+        "gpus": integer(0),
+        "max_running": integer(0),
+        "gather_time": slurm_time,
     },
     "report": {
         "replications": list_of(one_of(tuple(REPLICATIONS)), min_length=0),

@@ -44,6 +44,7 @@ class SlurmCluster:
 
     root: Path
     cpus: int = 2
+    memory_mb: int = 4096
 
     @property
     def conf(self) -> Path:
@@ -88,11 +89,11 @@ class SlurmCluster:
                     "ProctrackType=proctrack/linuxproc",
                     "TaskPlugin=task/none",
                     "SelectType=select/cons_tres",
-                    "SelectTypeParameters=CR_Core",
+                    "SelectTypeParameters=CR_Core_Memory",
                     "MpiDefault=none",
                     "ReturnToService=2",
                     "JobCompType=jobcomp/none",
-                    f"NodeName={host} CPUs={self.cpus} State=UNKNOWN",
+                    f"NodeName={host} CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN",
                     "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
                     "",
                 ]
