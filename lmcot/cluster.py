@@ -284,18 +284,32 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def sbatch_header(name: str, output: str, time_limit: str, res: dict, cpus: int, mem: str, gpus: int) -> list[str]:
-    lines = [
-        f"#SBATCH --job-name={name}",
-        f"#SBATCH --output={output}",
-        f"#SBATCH --time={time_limit}",
-        f"#SBATCH --cpus-per-task={cpus}",
-        f"#SBATCH --mem={mem}",
-    ]
-    lines += [f"#SBATCH --partition={res['partition']}"] if res["partition"] else []
-    lines += [f"#SBATCH --account={res['account']}"] if res["account"] else []
-    lines += [f"#SBATCH --gres=gpu:{gpus}"] if gpus else []
-    return lines
+def sbatch_options(res: dict, time_limit: str, cpus: int, gpus: int) -> list[str]:
+    """The resource options of a job: time, CPUs, memory, and partition, account and GPUs where set."""
+    options = [f"--time={time_limit}", f"--cpus-per-task={cpus}", f"--mem={res['mem']}"]
+    options += [f"--partition={res['partition']}"] if res["partition"] else []
+    options += [f"--account={res['account']}"] if res["account"] else []
+    options += [f"--gres=gpu:{gpus}"] if gpus else []
+    return options
+
+
+def task_options(res: dict) -> list[str]:
+    return sbatch_options(res, res["time"], res["cpus"], res["gpus"])
+
+
+def gather_options(res: dict) -> list[str]:
+    return sbatch_options(res, res["gather_time"], max(1, min(res["cpus"], 2)), 0)  # restores and a report
+
+
+def check_resources(res: dict) -> None:
+    """Ask Slurm whether it could run a task and the gather job with these resources; queues nothing."""
+    for options in (task_options(res), gather_options(res)):
+        out = subprocess.run(["sbatch", "--test-only", *options, "--wrap", "true"], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise ClusterError(
+                f"sbatch {' '.join(options)}: {out.stderr.strip()}\nnothing was submitted; change the resources "
+                "(params.yaml's cluster group, or --partition, --time, --cpus, --mem, --gpus, --account)"
+            )
 
 
 def environment_lines() -> list[str]:
@@ -309,14 +323,14 @@ def array_script(folder: Path, root: Path, commit: str, names: list[str], res: d
     lines = [
         "#!/bin/bash",
         f"# lmcot sweep: one task per line of configurations.txt, at commit {commit} of {root}",
-        *sbatch_header(
-            f"lmcot-{folder.name}", str(folder / "logs" / "%A_%a.out"), res["time"], res, res["cpus"], res["mem"],
-            res["gpus"],
-        ),
+        f"#SBATCH --job-name=lmcot-{folder.name}",
+        f"#SBATCH --output={folder / 'logs' / '%A_%a.out'}",
+        *(f"#SBATCH {option}" for option in task_options(res)),
         f"#SBATCH --array=0-{len(names) - 1}{throttle}",
         "#SBATCH --requeue",  # a task on a node that fails starts again, resuming from its checkpoint
         "set -euo pipefail",
         *environment_lines(),
+        f"cd {shlex.quote(str(root))}",
         f'config=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(folder / "configurations.txt"))})',
         f'exec python -m lmcot.cluster task {shlex.quote(str(folder))} "$config"',
         "",
@@ -324,15 +338,14 @@ def array_script(folder: Path, root: Path, commit: str, names: list[str], res: d
     return "\n".join(lines)
 
 
-def gather_script(folder: Path, root: Path, array_job: str, res: dict) -> str:
+def gather_script(folder: Path, root: Path, after: list[str], res: dict) -> str:
     lines = [
         "#!/bin/bash",
-        f"# lmcot sweep: after every task of array job {array_job}, restore the sweep into {root} and run report",
-        *sbatch_header(
-            f"lmcot-{folder.name}-gather", str(folder / "logs" / "gather_%j.out"), res["gather_time"], res,
-            max(1, min(res["cpus"], 2)), res["mem"], 0,
-        ),
-        f"#SBATCH --dependency=afterany:{array_job}",
+        f"# lmcot sweep: after the tasks of array job(s) {', '.join(after)}, restore the sweep into {root}, run report",
+        f"#SBATCH --job-name=lmcot-{folder.name}-gather",
+        f"#SBATCH --output={folder / 'logs' / 'gather_%j.out'}",
+        *(f"#SBATCH {option}" for option in gather_options(res)),
+        f"#SBATCH --dependency=afterany:{':'.join(after)}",
         "set -euo pipefail",
         *environment_lines(),
         f"cd {shlex.quote(str(root))}",
@@ -363,14 +376,15 @@ def open_repo(root: Path):
 
 def submit(overrides: list[str], flags: dict, root: Path | None = None) -> list[str]:
     """Submit the configurations of the sweep that the run-cache lacks; the job ids submitted."""
-    root = project_root(root)
     check_slurm()
+    root = project_root(root)
     commit = commit_of(root)
     params = apply_sweep(root, overrides)
     res = resources(params, flags)
     with open_repo(root) as repo:
         remote = check_remote(repo)
         targets = shared_stages(repo, params)
+    check_resources(res)
     print(f"Preparing the data sets here, once for every task: dvc repro --pull {' '.join(targets)}")
     run_dvc(root, "repro", "--pull", *targets)
     run_dvc(root, "push", "--run-cache", *targets)
@@ -404,18 +418,26 @@ def submit(overrides: list[str], flags: dict, root: Path | None = None) -> list[
     write_atomic(folder / "configurations.txt", "\n".join(todo) + "\n")
     write_atomic(folder / "array.sbatch", array_script(folder, root, commit, todo, res))
     try:
-        sbatch(folder / "array.sbatch", "--test-only")  # Slurm checks the resources; nothing is queued
         array_job = sbatch(folder / "array.sbatch")
     except ClusterError:
         shutil.rmtree(folder)
         raise
-    write_atomic(folder / "gather.sbatch", gather_script(folder, root, array_job, res))
+    # The gather waits for this array and for the tasks of earlier ones still running; earlier gathers
+    # still waiting would gather an incomplete sweep meanwhile, so this one replaces them.
+    after = [array_job, *sorted({job.split("_")[0] for job in running.values()})]
+    write_atomic(folder / "gather.sbatch", gather_script(folder, root, after, res))
     try:
         gather_job = sbatch(folder / "gather.sbatch")
     except ClusterError:
         subprocess.run(["scancel", array_job])
         shutil.rmtree(folder)
         raise
+    replaced = [s.record["gather"] for s in submissions(workdir) if states.get(s.record["gather"]) == "PENDING"]
+    if replaced:
+        subprocess.run(["scancel", *replaced])
+        print(
+            f"Cancelled the waiting gather job(s) {', '.join(replaced)} of earlier submissions: this one replaces them"
+        )
     record = {"submitted": time.time(), "commit": commit, "root": str(root), "remote": remote,
               "array": array_job, "gather": gather_job}  # fmt: skip
     write_atomic(folder / "submission.json", json.dumps(record, indent=2) + "\n")
@@ -535,7 +557,7 @@ def status(root: Path | None = None) -> list[tuple[str, str, str, str]]:
 def print_status(rows: list[tuple[str, str, str, str]]) -> None:
     widths = [max(len(r[i]) for r in [("configuration", "state", "job", "log"), *rows]) for i in range(3)]
     for row in [("configuration", "state", "job", "log"), *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3])
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
     failed = [r for r in rows if r[0] != "gather" and r[1] not in ("in the run-cache", *ACTIVE)]
     if failed:
         print(f"{len(failed)} configuration(s) need another submit: `python -m lmcot.cluster submit` "

@@ -1,12 +1,52 @@
-"""Sweeps on a Slurm cluster (issue 15, in progress): the throwaway cluster the tests run against."""
+"""Sweeps on a Slurm cluster (``python -m lmcot.cluster``), against a real one-node Slurm on this machine.
 
+The scenario is a user's: a sweep of 3 configurations on digits is submitted (3 array tasks and a gather
+job); one task is cancelled midway through training; ``status`` names it with its log; the next ``submit``
+resubmits it alone, and it resumes from its checkpoint; the gathered ``reports/barriers.csv`` equals, byte
+for byte, that of a local ``dvc repro`` of the same params; a third ``submit`` submits nothing. A fresh
+clone then finds every stage in the remote's run-cache without downloading anything, and ``dvc repro
+--pull`` agrees with it. Bad input is refused before any job is queued.
+"""
+
+import json
+import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
+from dvc_project import commit_all, copy_project, dvc, env, git, run, set_params, stages_restored, stages_run
 from slurm_cluster import SlurmCluster, find_slurm
 
 pytestmark = pytest.mark.slow
+
+SWEEP = {
+    "train.sweep.datasets": ["digits"],
+    "train.sweep.models": ["mlp-d2-w4", "mlp-d2-w8", "mlp-d2-w16"],
+    "train.sweep.lrs": [0.05],
+    "train.seeds": [0, 1],
+    "train.recipe.epochs": 6,
+    "train.recipe.batch_size": 16,  # long enough that a task is cancelled between checkpoints
+    "train.checkpoint_every": 1,
+    "align.methods": ["identity", "weight_matching"],
+    "align.num_samples": 200,
+    "dimension.num_samples": 200,
+    "barrier.alphas": [0.0, 0.5, 1.0],
+    "barrier.norm_corrections": [],
+    "fuse.num_models": 2,
+    "fuse.width_factors": [1],
+    "fuse.alpha_h_grid": [],
+    "fuse.fine_tune.epochs": 0,
+    "plane.grid_size": 3,
+    "plane.num_samples": 100,
+    "cluster.cpus": 1,
+    "cluster.mem": "1G",
+    "cluster.time": "00:20:00",
+    "cluster.gather_time": "00:20:00",
+}
+PER_CONFIGURATION = ("train", "align", "dimension", "barrier", "fuse", "plane")
+NAMES = ["digits-mlp-d2-w4-lr0.05", "digits-mlp-d2-w8-lr0.05", "digits-mlp-d2-w16-lr0.05"]
+CANCELLED = NAMES[0]
 
 
 @pytest.fixture(scope="module")
@@ -18,18 +58,203 @@ def cluster(tmp_path_factory):
     running.stop()
 
 
+def project_with_remote(root: Path, remote: Path | str | None) -> Path:
+    project = copy_project(root / "project")
+    set_params(project, SWEEP)
+    commit_all(project, "a sweep of 3 configurations")
+    if remote is not None:
+        dvc(project, "remote", "add", "--local", "--default", "shared", str(remote))
+    return project
+
+
+def lmcot_cluster(project: Path, cluster: SlurmCluster, *args: str, check=True) -> subprocess.CompletedProcess:
+    """``python -m lmcot.cluster args`` as a user runs it in the project (its lmcot, the cluster's Slurm)."""
+    out = subprocess.run(
+        ["python", "-m", "lmcot.cluster", *args],
+        cwd=project,
+        env={**env(), "SLURM_CONF": str(cluster.conf)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(f"lmcot.cluster {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def slurm(cluster: SlurmCluster, *command: str) -> str:
+    return subprocess.run(command, env=cluster.env, capture_output=True, text=True, check=True).stdout
+
+
+def wait_for_jobs(cluster: SlurmCluster, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while slurm(cluster, "squeue", "-h", "-o", "%i").strip():
+        assert time.monotonic() < deadline, slurm(cluster, "squeue")
+        time.sleep(1)
+
+
+def submission_folders(project: Path) -> list[Path]:
+    return sorted(p.parent for p in (project / ".cluster").glob("*/submission.json"))
+
+
+def job_table(cluster: SlurmCluster, jobs: list[str]) -> str:
+    """Slurm's record of ``jobs`` (id, name, state, exit code, run time), as ``scontrol`` shows it."""
+    rows = []
+    for job in jobs:
+        for line in slurm(cluster, "scontrol", "-o", "show", "job", job).splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            task = f"_{fields['ArrayTaskId']}" if fields.get("ArrayTaskId", "").isdigit() else ""
+            job_id = f"{fields['ArrayJobId']}{task}" if task else fields["JobId"]
+            rows.append(f"{job_id:8} {fields['JobName']:32} {fields['JobState']:10} {fields['ExitCode']:6} "
+                        f"{fields['RunTime']}")  # fmt: skip
+    return "\n".join(rows)
+
+
+def test_a_sweep_runs_as_an_array_recovers_a_cancelled_task_and_gathers_what_a_local_run_computes(cluster, tmp_path):
+    remote = tmp_path / "remote"
+    project = project_with_remote(tmp_path, remote)
+    started = time.monotonic()
+
+    # 1. Submit: 3 tasks and a gather job; cancel the first task once training has saved a checkpoint.
+    out = lmcot_cluster(project, cluster, "submit")
+    assert "3 configuration(s) in the sweep: 0 in the run-cache (skipped), 0 pending or running already " \
+        "(skipped), 3 to submit" in out.stdout, out.stdout  # fmt: skip
+    [first] = submission_folders(project)
+    record = json.loads((first / "submission.json").read_text())
+    assert (first / "configurations.txt").read_text().split() == NAMES
+    script = (first / "array.sbatch").read_text()
+    for line in ("#SBATCH --array=0-2", "#SBATCH --cpus-per-task=1", "#SBATCH --mem=1G", "#SBATCH --time=00:20:00"):
+        assert line in script
+    assert f"#SBATCH --dependency=afterany:{record['array']}" in (first / "gather.sbatch").read_text()
+    checkpoint = project / ".cluster/workspaces" / CANCELLED / "checkpoints" / CANCELLED / "train.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():
+        assert time.monotonic() < deadline, "the first task never saved a training checkpoint"
+        time.sleep(0.1)
+    slurm(cluster, "scancel", f"{record['array']}_0")
+    wait_for_jobs(cluster)
+    first_table = job_table(cluster, [record["array"], record["gather"]])
+    first_sweep = time.monotonic() - started
+
+    # 2. status names the cancelled configuration and its log; the gather says what is missing.
+    status = lmcot_cluster(project, cluster, "status").stdout
+    rows = {line.split()[0]: line for line in status.splitlines()[1:] if line.strip()}
+    assert "CANCELLED" in rows[CANCELLED] and f"{first.name}/logs/{record['array']}_0.out" in rows[CANCELLED]
+    assert all("in the run-cache" in rows[name] for name in NAMES[1:]), status
+    assert "1 configuration(s) need another submit" in status
+    gather_log = (first / "logs" / f"gather_{record['gather']}.out").read_text()
+    assert f"1 of 3 configuration(s) are not in the run-cache:\n  {CANCELLED}: train@" in gather_log
+
+    # 3. The next submit resubmits that configuration alone; it resumes from its checkpoint.
+    resumed_at = time.monotonic()
+    out = lmcot_cluster(project, cluster, "submit")
+    assert "2 in the run-cache (skipped), 0 pending or running already (skipped), 1 to submit" in out.stdout
+    second = submission_folders(project)[-1]
+    assert (second / "configurations.txt").read_text().split() == [CANCELLED]
+    wait_for_jobs(cluster)
+    again = json.loads((second / "submission.json").read_text())
+    second_table = job_table(cluster, [again["array"], again["gather"]])
+    task_log = (second / "logs" / f"{again['array']}_0.out").read_text()
+    assert re.search(rf"{CANCELLED}: resuming from the checkpoint of epoch \d+/6", task_log), task_log
+    assert "Gathered 3 configuration(s)" in (second / "logs" / f"gather_{again['gather']}.out").read_text()
+    resubmission = time.monotonic() - resumed_at
+
+    # 4. A third submit submits nothing.
+    out = lmcot_cluster(project, cluster, "submit")
+    assert "3 in the run-cache (skipped), 0 pending or running already (skipped), 0 to submit" in out.stdout
+    assert "Nothing to submit" in out.stdout and len(submission_folders(project)) == 2
+
+    # 5. The gathered results are those of a local `dvc repro` of the same params, byte for byte.
+    local = tmp_path / "local"
+    run(tmp_path, "git", "clone", "-q", str(project), str(local))
+    local_started = time.monotonic()
+    result = dvc(local, "repro")
+    local_run = time.monotonic() - local_started
+    per_configuration = [f"{stage}@{name.replace('-lr', '-')}" for stage in PER_CONFIGURATION for name in NAMES]
+    assert sorted(stages_run(result)) == sorted(["check_params", "prepare@digits", "report", *per_configuration])
+    for path in ["reports/barriers.csv", "reports/metrics.json"] + [f"results/{n}/barriers.csv" for n in NAMES]:
+        assert (project / path).read_bytes() == (local / path).read_bytes(), path
+    print(f"\nfirst sweep (3 tasks, one cancelled, gather): {first_sweep:.0f} s\n{first_table}")
+    print(f"resubmission (1 task, gather): {resubmission:.0f} s\n{second_table}")
+    print(f"local dvc repro of the same params: {local_run:.0f} s; reports/barriers.csv, reports/metrics.json and "
+          "each results/<config>/barriers.csv identical (cmp)")  # fmt: skip
+
+    # 6. A fresh clone finds every stage in the remote's run-cache, and `dvc repro --pull` restores them all.
+    fresh = tmp_path / "fresh"
+    run(tmp_path, "git", "clone", "-q", str(project), str(fresh))
+    dvc(fresh, "remote", "add", "--local", "--default", "shared", str(remote))
+    lookups = run(fresh, "python", "-c", LOOKUP).stdout
+    assert lookups.count("run-cache") == 2 + 6 * len(NAMES) and "None" not in lookups, lookups
+    result = dvc(fresh, "repro", "--pull")
+    assert stages_run(result) == ["report"]
+    assert len(stages_restored(result)) == 2 + 6 * len(NAMES)
+    set_params(fresh, {"barrier.alphas": [0.0, 0.25, 0.5, 0.75, 1.0]})
+    lookups = run(fresh, "python", "-c", LOOKUP).stdout.splitlines()
+    changed = [line for line in lookups if line.startswith("barrier@")]
+    assert len(changed) == 3 and all(line.endswith("None not in the run-cache") for line in changed), lookups
+    assert all(line.split()[1] in ("workspace", "run-cache") for line in lookups if not line.startswith("barrier@"))
+
+
+# Every stage of the sweep, looked up by lmcot.runcache: "<stage> <source> <reason>" per line.
+LOOKUP = """
+from dvc.repo import Repo
+from lmcot.runcache import lookup
+with Repo(".") as repo, repo.lock:
+    names = [s.name for s in repo.index.stages if s.name != "report"]
+    for name, found in lookup(repo, names).items():
+        print(name, found.source, found.reason)
+"""
+
+
+def refused(project: Path, cluster: SlurmCluster, *args: str, path: str | None = None) -> str:
+    """Run ``submit`` expecting a refusal: its message; checks that no job was queued and nothing written."""
+    out = lmcot_cluster(project, cluster, "submit", *args, check=False)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert not slurm(cluster, "squeue", "-h").strip()
+    assert not submission_folders(project)
+    return out.stderr
+
+
+def test_bad_input_is_refused_before_any_job_is_queued(cluster, tmp_path):
+    project = project_with_remote(tmp_path, None)
+    message = refused(project, cluster)
+    assert "no default DVC remote" in message and "dvc remote add -d shared" in message
+
+    dvc(project, "remote", "add", "--local", "--default", "shared", "ssh://127.0.0.1:9/srv/lmcot")
+    message = refused(project, cluster)
+    assert "the DVC remote 'shared' (ssh://127.0.0.1:9/srv/lmcot) cannot be reached" in message
+
+    dvc(project, "remote", "modify", "--local", "shared", "url", str(tmp_path / "remote"))
+    before = (project / "params.yaml").read_text()
+    message = refused(project, cluster, "-S", "train.sweep.lrs=[0.05,-1]")
+    assert "train.sweep.lrs = [0.05, -1]" in message and "item [1] = -1 must be a number > 0" in message
+    assert (project / "params.yaml").read_text() == before  # an invalid sweep is not written
+
+    message = refused(project, cluster, "--time", "two hours")
+    assert "cluster.time = 'two hours'" in message and "HH:MM:SS" in message
+
+    message = refused(project, cluster, "--mem", "100G")  # more than the node has: Slurm says so
+    assert "sbatch" in message and "Memory specification can not be satisfied" in message
+    assert "nothing was submitted" in message
+
+    (project / "lmcot" / "models.py").write_text((project / "lmcot" / "models.py").read_text() + "\n# edited\n")
+    message = refused(project, cluster)
+    assert "the code differs from the last commit" in message and "lmcot/models.py" in message
+    git(project, "checkout", "lmcot/models.py")
+
+    no_slurm = {**env(), "PATH": str(Path(env()["PATH"].split(":")[0]))}  # the venv only: no sbatch
+    out = subprocess.run(["python", "-m", "lmcot.cluster", "submit"], cwd=project, env=no_slurm, capture_output=True,
+                         text=True)  # fmt: skip
+    assert out.returncode == 2 and "no Slurm here: sbatch is not on PATH" in out.stderr
+    assert "Splitting a sweep" in out.stderr
+
+
 def test_an_array_and_a_job_that_depends_on_it_run(cluster, tmp_path):
     def sbatch(*args):
-        out = subprocess.run(
-            ["sbatch", "--parsable", *args], env=cluster.env, capture_output=True, text=True, check=True
-        )
-        return out.stdout.strip().split(";")[0]
+        return slurm(cluster, "sbatch", "--parsable", *args).strip().split(";")[0]
 
     array = sbatch("--array=0-2", "-o", str(tmp_path / "task_%a.out"), "--wrap", "echo task $SLURM_ARRAY_TASK_ID")
-    gather = sbatch(f"--dependency=afterok:{array}", "-o", str(tmp_path / "gather.out"), "--wrap", "echo gathered")
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "gather.out").exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    time.sleep(1)
+    sbatch(f"--dependency=afterok:{array}", "-o", str(tmp_path / "gather.out"), "--wrap", "echo gathered")
+    wait_for_jobs(cluster, timeout=60)
     assert [(tmp_path / f"task_{i}.out").read_text().strip() for i in range(3)] == ["task 0", "task 1", "task 2"]
-    assert (tmp_path / "gather.out").read_text().strip() == "gathered", gather
+    assert (tmp_path / "gather.out").read_text().strip() == "gathered"
