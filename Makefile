@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 # pip on some machines warns about every missing local index folder; keep its real messages only.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup run test bench preset lint format check-params clean-venv
+.PHONY: setup run test bench preset lint format check-params submit cluster-status clean-venv
 
 setup: $(VENV)/.installed .dvc/config
 
@@ -33,6 +33,12 @@ run: setup check-params
 
 test: setup
 	python -m pytest
+
+submit: setup  # make submit ARGS="-S 'train.sweep.lrs=[0.01,0.1]' --partition gpu --gpus 1" (README: Slurm)
+	python -m lmcot.cluster submit $(ARGS)
+
+cluster-status: setup
+	python -m lmcot.cluster status
 
 preset: setup  # make preset NAME=ferbach_mnist
 	python presets/run.py $(NAME)
