@@ -97,14 +97,19 @@ def check_remote(repo) -> str:
         )
     url = repo.config["remote"].get(name, {}).get("url", "?")
     try:
-        odb = repo.cloud.get_remote_odb(name, "push")
-        if not odb.fs.exists(odb.path):
-            odb.fs.makedirs(odb.path)
+        remote = repo.cloud.get_remote(name, "push")
+        exists = remote.fs.exists(remote.path)
     except Exception as err:  # any transport's error: connection refused, permission, missing mount
         raise ClusterError(
             f"the DVC remote {name!r} ({url}) cannot be reached: {err}. Check the address "
             "(`dvc remote list`, `dvc remote modify`), that its host is up and your keys work, then submit again"
         ) from None
+    if not exists and remote.fs.protocol in ("local", "file"):
+        # Created here, it could be on this machine's own disk, where no other node sees it.
+        raise ClusterError(
+            f"the DVC remote {name!r} is the folder {url}, which does not exist: create it on a file system that "
+            f"every node sees (mkdir -p {url}), or point the remote there (`dvc remote modify {name} url ...`)"
+        )
     return name
 
 
@@ -550,7 +555,11 @@ def status(root: Path | None = None) -> list[tuple[str, str, str, str]]:
     for sub in subs[-1:]:
         gather_job = sub.record["gather"]
         log_path = sub.folder / "logs" / f"gather_{gather_job}.out"
-        rows.append(("gather", states.get(gather_job, "ended"), gather_job, str(log_path.relative_to(root))))
+        state = states.get(gather_job)
+        if state is None:  # Slurm has forgotten it: its log says how it ended
+            text = log_path.read_text() if log_path.exists() else ""
+            state = "COMPLETED" if "Gathered " in text else "FAILED" if text else "unknown"
+        rows.append(("gather", state, gather_job, str(log_path.relative_to(root))))
     return rows
 
 
