@@ -169,14 +169,13 @@ def missing_configurations(repo, names: list[str], remote: str | None) -> dict[s
     """Configurations that ``dvc repro --pull`` could not restore from the run-cache: name -> why."""
     from lmcot.runcache import lookup, outputs_available
 
+    stages = {name: configuration_stages(repo, name) for name in names}
+    with repo.lock:  # as dvc status: no other DVC command changes the workspace meanwhile
+        found = lookup(repo, [stage for targets in stages.values() for stage in targets])
     missing = {}
-    for name in names:
-        targets = configuration_stages(repo, name)
+    for name, targets in stages.items():
         if not targets:
             missing[name] = "no stage of dvc.yaml runs it"
-            continue
-        with repo.lock:  # as dvc status: no other DVC command changes the workspace meanwhile
-            found = lookup(repo, targets)
         for target in targets:
             result = found[target]
             if not result.found:

@@ -64,6 +64,13 @@ def lookup(repo: Repo, names: list[str]) -> dict[str, Lookup]:
     in the workspace, or when its key (from the hashes of its dependencies in the workspace, or in the
     entries of the stages upstream) is in the run-cache; downstream of a stage that would run, nothing is.
     """
+    try:
+        return _lookup(repo, names)
+    finally:
+        repo._reset()  # drop the stages whose dependency hashes were filled in: the next reader loads them anew
+
+
+def _lookup(repo: Repo, names: list[str]) -> dict[str, Lookup]:
     produced: dict[str, dict] = {}  # output path -> its lock entry (path, md5, size, ...)
     unknown: set[str] = set()  # outputs of stages that would run: nothing downstream can be looked up
     restored: set[str] = set()  # outputs restored from the run-cache, which the workspace does not hold yet

@@ -212,8 +212,10 @@ from lmcot.runcache import lookup
 with Repo(".") as repo, repo.lock:
     repo.stage_cache.pull("shared")
     names = [s.name for s in repo.index.stages if s.name != "report"]
-    for name, found in lookup(repo, names).items():
-        print(name, found.source, found.reason)
+    found = lookup(repo, names)
+    assert lookup(repo, names) == found  # a second lookup on the same repo finds the same
+    for name, result in found.items():
+        print(name, result.source, result.reason)
 """
 
 
