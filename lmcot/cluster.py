@@ -397,7 +397,8 @@ def submit(overrides: list[str], flags: dict, root: Path | None = None) -> list[
     with open_repo(root) as repo:
         pull_run_cache(repo, remote)
         missing = missing_configurations(repo, names, remote)
-    states = slurm_states(sorted({s.record["array"] for s in submissions(workdir)}))
+    earlier = submissions(workdir)
+    states = slurm_states(sorted({s.record["array"] for s in earlier} | {s.record["gather"] for s in earlier}))
     running = {
         name: f"{sub.record['array']}_{i}"
         for name, (sub, i) in latest_tasks(workdir).items()
@@ -436,7 +437,7 @@ def submit(overrides: list[str], flags: dict, root: Path | None = None) -> list[
         subprocess.run(["scancel", array_job])
         shutil.rmtree(folder)
         raise
-    replaced = [s.record["gather"] for s in submissions(workdir) if states.get(s.record["gather"]) == "PENDING"]
+    replaced = [s.record["gather"] for s in earlier if states.get(s.record["gather"]) == "PENDING"]
     if replaced:
         subprocess.run(["scancel", *replaced])
         print(
