@@ -9,14 +9,18 @@ measurements from this run, so the figures compare across noisy machines better 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from copy import deepcopy
 from pathlib import Path
 
 import torch
@@ -40,6 +44,10 @@ TARGETS = {  # key: (comparison, threshold, what it means)
     "weight_matching_seconds_w4096": ("<", 20.0, "weight matching of two width-4096 MLPs"),
     "barrier_cost_per_point_ratio": ("<=", 1.2, "K-point path / K single-model evaluations"),
     "repro_noop_seconds": ("<", 5.0, "dvc repro with nothing to do"),
+    "startup_fraction_of_repro": ("<", 0.2, "stage start-up and imports / default dvc repro wall time"),
+    "reset_cost_per_point_ratio": ("<=", 2.0, "BN-reset path / plain path, ResNet with BatchNorm"),
+    "repair_cost_per_point_ratio": ("<=", 2.0, "REPAIR path / plain path, ResNet with BatchNorm"),
+    "lstm_train_speedup_vs_naive": (">=", 1.5, "3 seeds of a 32-unit LSTM, pipeline vs one-at-a-time nn.LSTM loop"),
 }
 
 
@@ -74,10 +82,10 @@ def mlp_matmul_flops_per_sample(input_size, width, depth, classes):
     return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
 
 
-def naive_training(data, width, depth, recipe, seed, device):
+def naive_training(data, width, depth, recipe, seed, device, arch="mlp"):
     """The usual PyTorch loop, one model at a time: DataLoader over a TensorDataset, plain SGD."""
     torch.manual_seed(seed)
-    model = build_model("mlp", data.input_shape, data.num_classes, width, depth).to(device)
+    model = build_model(arch, data.input_shape, data.num_classes, width, depth).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
     loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=recipe.batch_size, shuffle=True)
     for _ in range(recipe.epochs):
@@ -178,7 +186,108 @@ def bench_barrier(data, device, width, points):
     }
 
 
-def bench_repro(device_name):
+def bench_lstm_training(data, device, width=32, seeds=(0, 1, 2), epochs=1, repeat=2):
+    """The pipeline's training of several LSTM seeds against the plain loop over one ``nn.LSTM`` at a time."""
+    recipe = Recipe(lr=0.05, epochs=epochs, batch_size=128)
+    seeds = list(seeds)
+    train_models(data, "lstm", width, 1, Recipe(lr=0.05, epochs=1), seeds[:1], device, progress=False)  # warm-up
+    fast, _ = timed(lambda: train_models(data, "lstm", width, 1, recipe, seeds, device, False), device, repeat)
+    naive, _ = timed(lambda: [naive_training(data, width, 1, recipe, s, device, "lstm") for s in seeds], device, repeat)
+    samples = len(seeds) * epochs * len(data.x_train)
+    print(f"  lstm w{width}: pipeline {fast:.2f} s, naive {naive:.2f} s ({naive / fast:.2f}x)", flush=True)
+    return {
+        "width": width,
+        "seeds": len(seeds),
+        "epochs": epochs,
+        "pipeline_seconds": fast,
+        "naive_seconds": naive,
+        "pipeline_samples_per_second": samples / fast,
+        "naive_samples_per_second": samples / naive,
+        "speedup_vs_naive": naive / fast,
+    }
+
+
+def bench_corrections(data, device, points=25, train_samples=3200, norm_samples=500):
+    """Seconds of a K-point path plain, after BN reset and after REPAIR, as the barrier stage runs them: the
+    ResNet with BatchNorm of the architectures preset, and the default study's widest MLP (REPAIR only)."""
+    splits = {"train": (data.x_train[:train_samples], data.y_train[:train_samples]), "test": (data.x_test, data.y_test)}
+    norm_inputs = data.x_train[:norm_samples]
+    alphas = [i / (points - 1) for i in range(points)]
+    rows = []
+    for arch, width, depth, corrections in (("resnet_bn", 16, 2, ("reset", "repair")), ("mlp", 512, 2, ("repair",))):
+        models, _ = train_models(data, arch, width, depth, Recipe(lr=0.05, epochs=1), [0, 1], device, False)
+        model_a, model_b = (m.to(device) for m in models)
+        state_a, state_b = model_a.state_dict(), model_b.state_dict()
+        container = deepcopy(model_a)
+        row = {"arch": arch, "width": width, "depth": depth, "points": points}
+        for correction in (None, *corrections):
+            path = functools.partial(
+                interpolation_curve, container, state_a, state_b, alphas, splits, 4096, correction, norm_inputs
+            )
+            seconds, _ = timed(path, device, repeat=3)
+            row[f"{correction or 'plain'}_seconds"] = seconds
+        for correction in corrections:
+            row[f"{correction}_ratio"] = row[f"{correction}_seconds"] / row["plain_seconds"]
+        print(f"  corrections {arch} w{width}: " + ", ".join(f"{c} {row[c + '_ratio']:.2f}x" for c in corrections))
+        rows.append(row)
+    return rows
+
+
+def bench_startup(stages=None, repeat=3):
+    """Seconds from starting each stage script to its first line of work: the interpreter and the imports
+    (the script is run as a module of another name, so its ``main`` does not run). Best of ``repeat``."""
+    cpu = torch.device("cpu")
+    seconds = {}
+    for script in sorted((ROOT / "stages").glob("*.py")):
+        if script.stem == "common" or (stages and script.stem not in stages):
+            continue
+        code = (
+            f"import runpy, sys; sys.path.insert(0, {str(script.parent)!r}); "
+            f"runpy.run_path({str(script)!r}, run_name='startup')"
+        )
+        command = [sys.executable, "-c", code]
+        seconds[script.stem], _ = timed(lambda c=command: subprocess.run(c, cwd=ROOT, check=True), cpu, repeat)
+    print("  start-up: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), flush=True)
+    return seconds
+
+
+def stage_times(project, env) -> tuple[float, list[tuple[str, float]]]:
+    """``dvc repro`` in ``project``: its wall time, and each stage it runs with the seconds from DVC announcing
+    it to announcing the next (or to the end): the stage's process, its start-up and DVC's own work on it."""
+    marks = []
+    start = time.perf_counter()
+    with subprocess.Popen(
+        ["dvc", "repro"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        for line in proc.stdout:
+            if match := re.match(r"Running stage '([^']+)'", line):
+                marks.append((match[1], time.perf_counter()))
+    end = time.perf_counter()
+    if proc.returncode:
+        raise RuntimeError(f"dvc repro failed in {project} (exit {proc.returncode})")
+    ends = [t for _, t in marks[1:]] + [end]
+    return end - start, [(name, stop - t) for (name, t), stop in zip(marks, ends, strict=True)]
+
+
+def per_stage_kind(durations: list[tuple[str, float]], startup: dict[str, float], wall: float) -> list[dict]:
+    """One row per stage kind (train, align, ...): count, seconds in all, mean, share of the run, start-up."""
+    kinds = defaultdict(list)
+    for name, seconds in durations:
+        kinds[name.split("@")[0]].append(seconds)
+    return [
+        {
+            "stage": kind,
+            "count": len(times),
+            "seconds": sum(times),
+            "mean_seconds": sum(times) / len(times),
+            "share_of_run": sum(times) / wall,
+            "startup_seconds": startup.get(kind, 0.0) * len(times),
+        }
+        for kind, times in sorted(kinds.items(), key=lambda kv: -sum(kv[1]))
+    ]
+
+
+def bench_repro(device_name, startup):
     """Wall time of the default `dvc repro` in a fresh copy of the project, then of a no-op repro."""
     env = {
         **os.environ,
@@ -200,10 +309,17 @@ def bench_repro(device_name):
         def repro():
             subprocess.run(["dvc", "repro", "-q"], cwd=project, env=env, check=True, capture_output=True)
 
-        scratch, _ = timed(repro, torch.device("cpu"))
+        scratch, durations = stage_times(project, env)
         noop, _ = timed(repro, torch.device("cpu"), repeat=3)
-    print(f"  dvc repro: from scratch {scratch:.1f} s, no-op {noop:.2f} s", flush=True)
-    return {"repro_default_seconds": scratch, "repro_noop_seconds": noop}
+    kinds = per_stage_kind(durations, startup, scratch)
+    fraction = sum(k["startup_seconds"] for k in kinds) / scratch
+    print(f"  dvc repro: from scratch {scratch:.1f} s (start-up {fraction:.0%}), no-op {noop:.2f} s", flush=True)
+    return {
+        "repro_default_seconds": scratch,
+        "repro_noop_seconds": noop,
+        "startup_fraction_of_repro": fraction,
+        "repro_stage_kinds": kinds,
+    }
 
 
 def verdicts(headline):
@@ -261,13 +377,46 @@ def markdown(result) -> str:
         f"- rebuilding a model per point: {b['rebuild_per_point_seconds']:.3f} s "
         f"(ratio {b['rebuild_cost_per_point_ratio']:.3f})",
     ]
+    lines += ["", f"## Barrier corrections (K = {result['corrections'][0]['points']} points, as the barrier stage)", ""]
+    lines += [
+        "| network | plain s | BN reset s | REPAIR s | reset / plain | REPAIR / plain |",
+        "| --- |" + " ---: |" * 5,
+    ]
+    for r in result["corrections"]:
+        reset = (f"{r['reset_seconds']:.3f}", f"{r['reset_ratio']:.2f}x") if "reset_seconds" in r else ("-", "-")
+        lines.append(
+            f"| {r['arch']}-d{r['depth']}-w{r['width']} | {r['plain_seconds']:.3f} | {reset[0]} | "
+            f"{r['repair_seconds']:.3f} | {reset[1]} | {r['repair_ratio']:.2f}x |"
+        )
+    m = result["lstm_training"]
+    lines += [
+        "",
+        f"## LSTM training ({m['seeds']} seeds, width {m['width']}, {m['epochs']} epoch, batch 128)",
+        "",
+        f"- the pipeline: {m['pipeline_samples_per_second']:,.0f} samples/s; one `nn.LSTM` at a time: "
+        f"{m['naive_samples_per_second']:,.0f} samples/s; speed-up {m['speedup_vs_naive']:.2f}x",
+        "",
+        "## Stage start-up (interpreter and imports, before any work; best of 3)",
+        "",
+        "| stage | seconds |",
+        "| --- | ---: |",
+        *(f"| `{k}` | {v:.2f} |" for k, v in result["startup_seconds"].items()),
+    ]
+    if "repro_stage_kinds" in result:
+        lines += ["", "## The default `dvc repro`, per stage kind", ""]
+        lines += ["| stage | count | seconds | mean s | share of run | start-up s |", "| --- |" + " ---: |" * 5]
+        for k in result["repro_stage_kinds"]:
+            lines.append(
+                f"| `{k['stage']}` | {k['count']} | {k['seconds']:.1f} | {k['mean_seconds']:.1f} | "
+                f"{k['share_of_run']:.0%} | {k['startup_seconds']:.1f} |"
+            )
     if "repro_default_seconds" in result:
         lines += [
             "",
             "## DVC",
             "",
-            f"- default `dvc repro` from scratch: {result['repro_default_seconds']:.1f} s; "
-            f"with nothing to do: {result['repro_noop_seconds']:.2f} s",
+            f"- default `dvc repro` from scratch: {result['repro_default_seconds']:.1f} s, of which stage start-up "
+            f"{result['startup_fraction_of_repro']:.0%}; with nothing to do: {result['repro_noop_seconds']:.2f} s",
         ]
     return "\n".join(lines) + "\n"
 
@@ -291,6 +440,9 @@ def main():
     align_widths = [64, 256] if args.quick else [64, 256, 1024, 2048, 4096]
     alignment = bench_alignment(data, device, align_widths)
     barrier = bench_barrier(data, device, 256 if args.quick else 512, 25)
+    corrections = bench_corrections(data, device, points=5 if args.quick else 25)
+    lstm = bench_lstm_training(data, device, epochs=1, repeat=1 if args.quick else 2)
+    startup = bench_startup(["check_params", "train"], repeat=1) if args.quick else bench_startup()
 
     # the machine's limit drifts on shared machines: take the best of a measurement before and after
     peak = max(peak, matmul_gflops(device, n=1024 if args.quick else 4096))
@@ -310,12 +462,18 @@ def main():
         "train_flops_fraction_w1024": by_width.get(1024, {}).get("pipeline_flops_fraction"),
         "weight_matching_seconds_w4096": wm.get(4096),
         "barrier_cost_per_point_ratio": barrier["cost_per_point_ratio"],
+        "reset_cost_per_point_ratio": corrections[0]["reset_ratio"],
+        "repair_cost_per_point_ratio": corrections[0]["repair_ratio"],
+        "lstm_train_speedup_vs_naive": lstm["speedup_vs_naive"],
         "training": training,
         "alignment": alignment,
         "barrier": barrier,
+        "corrections": corrections,
+        "lstm_training": lstm,
+        "startup_seconds": startup,
     }
     if not args.skip_repro:
-        result.update(bench_repro(args.device))
+        result.update(bench_repro(args.device, startup))
     result["targets"] = verdicts(result)
     out = Path(args.out)
     write_json(out, result)

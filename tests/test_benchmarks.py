@@ -25,12 +25,17 @@ def test_quick_benchmark_writes_every_headline_key(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     result = json.loads(out.read_text())
     assert result["matmul_gflops"] > 0
-    for key in ("train_speedup_vs_naive_w128", "barrier_cost_per_point_ratio"):
+    for key in ("train_speedup_vs_naive_w128", "barrier_cost_per_point_ratio", "reset_cost_per_point_ratio",
+                "repair_cost_per_point_ratio", "lstm_train_speedup_vs_naive"):  # fmt: skip
         assert result[key] > 0
+    assert [r["arch"] for r in result["corrections"]] == ["resnet_bn", "mlp"]
+    assert set(result["startup_seconds"]) == {"check_params", "train"}
+    assert all(0 < s < 60 for s in result["startup_seconds"].values())
     assert {r["method"] for r in result["alignment"]} == set(METHODS)
     assert set(result["targets"]) >= {
         "train_flops_fraction_w1024",
         "weight_matching_seconds_w4096",
         "repro_noop_seconds",
+        "startup_fraction_of_repro",
     }
     assert (tmp_path / "benchmarks.md").read_text().startswith("# Benchmarks")
