@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from lmcot.choices import BIAS_AWARE_UNSUPPORTED, PAIRINGS  # noqa: F401 - part of this module's interface
 from lmcot.permutation import Permutations, PermutationSpec, apply_permutations, identity_permutations, permute_tensor
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,6 @@ def solve_lap(score: torch.Tensor) -> torch.Tensor:
 def identity(model_a, model_b, inputs=None) -> Permutations:
     """No alignment: the naive baseline."""
     return identity_permutations(model_a.permutation_spec(), model_a.state_dict())
-
-
-PAIRINGS = ("all", "disjoint")
 
 
 def seed_pairs(seeds: list[int], pairing: str = "all") -> list[tuple[int, int]]:
@@ -287,13 +285,6 @@ def input_second_moments(model, inputs: torch.Tensor, batch_size: int = 4096, fe
         raise ValueError(f"{type(model).__name__} has no layer_inputs(), which covariance-aware matching needs")
     features = features or model.eval().layer_inputs
     return {name: m.float() for name, m in second_moments(features, inputs, batch_size).items()}
-
-
-# Architectures whose units lack what the bias-aware covariance score needs, and why.
-BIAS_AWARE_UNSUPPORTED = {
-    "lstm": "four gates, each with its own incoming weights and bias",
-    "resnet_bn": "no bias but a BatchNorm shift after the convolution",
-}
 
 
 def cov_weight_matching(

@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from lmcot.choices import NORM_CORRECTIONS
 from lmcot.training import evaluate
 
 METRICS = ("loss", "error")
-NORM_CORRECTIONS = ("reset", "repair")
 
 
 def evaluation_grid(alphas: Sequence[float]) -> list[float]:

@@ -13,15 +13,23 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmcot.alignment import BIAS_AWARE_UNSUPPORTED, METHODS, PAIRINGS
-from lmcot.barrier import NORM_CORRECTIONS
-from lmcot.data import DATASETS
-from lmcot.device import DEVICES
-from lmcot.fusion import INPUT_TRANSPORTS, SOLVERS, STARTS
-from lmcot.models import ARCHITECTURES
-from lmcot.replication import REPLICATIONS
+# Names only: validating params imports no science module (and no torch), so that it costs no start-up.
+from lmcot.choices import (
+    ARCHITECTURES,
+    BIAS_AWARE_UNSUPPORTED,
+    DATASETS,
+    DEVICES,
+    INPUT_TRANSPORTS,
+    METHODS,
+    NORM_CORRECTIONS,
+    OPTIMIZERS,
+    PAIRINGS,
+    REPLICATIONS,
+    SCHEDULES,
+    SOLVERS,
+    STARTS,
+)
 from lmcot.sources import PACKAGES
-from lmcot.training import OPTIMIZERS, SCHEDULES
 
 
 class ParamsError(ValueError):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lmcot.choices import DATASETS
 from lmcot.io import load_dataset, save_dataset
 from lmcot.sources import PACKAGES, NpmPackage, read_checked
 
@@ -232,6 +233,3 @@ def prepare(name: str, options: dict, source=None) -> Dataset:
     else:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     return standardise(ds) if options.get("standardise", True) else ds
-
-
-DATASETS = ("mnist1d", "digits", *PACKAGES, *TORCHVISION_FILES)

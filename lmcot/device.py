@@ -2,7 +2,7 @@
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda")
+from lmcot.choices import DEVICES
 
 
 def resolve_device(name: str) -> torch.device:

@@ -60,13 +60,11 @@ import torch
 import torch.nn.functional as F
 
 from lmcot.alignment import solve_lap
+from lmcot.choices import INPUT_TRANSPORTS, SOLVERS, STARTS
 from lmcot.permutation import Permutations, PermutationSpec
 
 log = logging.getLogger(__name__)
 
-SOLVERS = ("emd", "sinkhorn")
-STARTS = ("mean", "best", "first")
-INPUT_TRANSPORTS = ("average", "sum")
 Couplings = dict[str, torch.Tensor]
 
 

@@ -14,14 +14,12 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
+from lmcot.choices import OPTIMIZERS
 from lmcot.data import Dataset
 from lmcot.io import atomic_path
 from lmcot.models import build_model
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)

@@ -202,3 +202,25 @@ def test_replications_are_named_from_the_known_ones(default):
     assert validate(edited(default, "report.replications", ["ferbach2024", "ainsworth2023"]))
     with pytest.raises(ParamsError, match=r"report.replications = \['ferbach'\].*did you mean 'ferbach2024'"):
         validate(edited(default, "report.replications", ["ferbach"]))
+
+
+def test_the_names_params_may_use_are_those_the_science_modules_implement():
+    """lmcot.choices (what config validates against, without importing torch) agrees with each module."""
+    import subprocess
+    import sys
+
+    from lmcot import choices
+    from lmcot.alignment import METHODS
+    from lmcot.data import TORCHVISION_FILES
+    from lmcot.models import ARCHITECTURES
+    from lmcot.replication import REPLICATIONS
+
+    assert tuple(METHODS) == choices.METHODS
+    assert tuple(ARCHITECTURES) == choices.ARCHITECTURES
+    assert tuple(REPLICATIONS) == choices.REPLICATIONS
+    assert tuple(TORCHVISION_FILES) == choices.TORCHVISION_DATASETS
+    assert set(choices.BIAS_AWARE_UNSUPPORTED) <= set(choices.ARCHITECTURES)
+    # Validating params imports neither torch nor a science module.
+    code = "import sys, lmcot.config; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('lmcot.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['lmcot.choices', 'lmcot.config', 'lmcot.sources']"
