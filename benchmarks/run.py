@@ -82,10 +82,10 @@ def mlp_matmul_flops_per_sample(input_size, width, depth, classes):
     return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
 
 
-def naive_training(data, width, depth, recipe, seed, device, arch="mlp"):
+def naive_training(data, width, depth, recipe, seed, device):
     """The usual PyTorch loop, one model at a time: DataLoader over a TensorDataset, plain SGD."""
     torch.manual_seed(seed)
-    model = build_model(arch, data.input_shape, data.num_classes, width, depth).to(device)
+    model = build_model("mlp", data.input_shape, data.num_classes, width, depth).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
     loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=recipe.batch_size, shuffle=True)
     for _ in range(recipe.epochs):
@@ -186,13 +186,42 @@ def bench_barrier(data, device, width, points):
     }
 
 
+class PlainLSTM(torch.nn.Module):
+    """The textbook recurrent classifier: ``torch.nn.LSTM`` (PyTorch's fused kernel) over the sequence, a linear
+    layer on the last hidden state. The peer of lmcot's LSTM, whose gates are separate tensors."""
+
+    def __init__(self, features, width, classes):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(features, width, batch_first=True)
+        self.classifier = torch.nn.Linear(width, classes)
+
+    def forward(self, x):
+        out, _ = self.lstm(x.transpose(1, 2))  # (batch, channels, length) -> steps of channels values
+        return self.classifier(out[:, -1])
+
+
+def plain_lstm_training(data, width, recipe, seed, device):
+    """The usual loop over one ``nn.LSTM`` classifier: DataLoader, plain SGD."""
+    torch.manual_seed(seed)
+    model = PlainLSTM(data.input_shape[0], width, data.num_classes).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
+    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=recipe.batch_size, shuffle=True)
+    for _ in range(recipe.epochs):
+        for x, y in loader:
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model
+
+
 def bench_lstm_training(data, device, width=32, seeds=(0, 1, 2), epochs=1, repeat=2):
     """The pipeline's training of several LSTM seeds against the plain loop over one ``nn.LSTM`` at a time."""
     recipe = Recipe(lr=0.05, epochs=epochs, batch_size=128)
     seeds = list(seeds)
     train_models(data, "lstm", width, 1, Recipe(lr=0.05, epochs=1), seeds[:1], device, progress=False)  # warm-up
     fast, _ = timed(lambda: train_models(data, "lstm", width, 1, recipe, seeds, device, False), device, repeat)
-    naive, _ = timed(lambda: [naive_training(data, width, 1, recipe, s, device, "lstm") for s in seeds], device, repeat)
+    naive, _ = timed(lambda: [plain_lstm_training(data, width, recipe, s, device) for s in seeds], device, repeat)
     samples = len(seeds) * epochs * len(data.x_train)
     print(f"  lstm w{width}: pipeline {fast:.2f} s, naive {naive:.2f} s ({naive / fast:.2f}x)", flush=True)
     return {

@@ -280,6 +280,38 @@ class Recurrent(nn.Module):
         _, hidden = _last(self._run(x))
         return self.classifier(hidden[:, -1])
 
+    def stacked_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(models, batch, classes)`` of several networks at once, ``params`` stacked on a leading
+        model axis and ``x`` of shape ``(models, batch, *input_shape)``: the input projection of every step
+        and model in one batched matmul per layer, then one per step for the recurrence of all models."""
+        models, batch = x.shape[:2]
+        seq = self.sequence(x.flatten(0, 1)).unflatten(0, (models, batch))  # (models, batch, steps, features)
+        gates = [f"_{g}" for g in GATES] if self.lstm else [""]
+        for d in range(len(self.layers)):
+            w_ih, w_hh, bias = (
+                torch.cat([params[f"layers.{d}.{kind}{g}"] for g in gates], dim=1)
+                for kind in ("weight_ih", "weight_hh", "bias")
+            )
+            steps = seq.shape[2]
+            projected = torch.baddbmm(bias.unsqueeze(1), seq.flatten(1, 2), w_ih.transpose(1, 2))
+            projected = projected.unflatten(1, (batch, steps))
+            w_hh_t = w_hh.transpose(1, 2)
+            h = seq.new_zeros(models, batch, w_hh.shape[2])
+            c = torch.zeros_like(h)
+            states = []
+            for t in range(steps):
+                pre = torch.baddbmm(projected[:, :, t], h, w_hh_t)
+                if self.lstm:
+                    i, f, g, o = pre.chunk(4, dim=2)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(c)
+                else:
+                    h = torch.tanh(pre)
+                states.append(h)
+            seq = torch.stack(states, dim=2)
+        weight, bias = params["classifier.weight"], params["classifier.bias"]
+        return torch.baddbmm(bias.unsqueeze(1), seq[:, :, -1], weight.transpose(1, 2))
+
     def hidden_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every layer's hidden state at every step, steps stacked as samples: ``(batch * steps, units)``."""
         return {f"P{d}": hidden.flatten(0, 1) for d, (_, hidden) in enumerate(self._run(x))}

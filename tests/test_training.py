@@ -211,3 +211,21 @@ def test_checkpoints_of_another_run_or_damaged_are_ignored(tmp_path, digits, cap
         ), damage
     assert "checkpoint of another run" in caplog.text and "cannot read the checkpoint" in caplog.text
     assert str(path) in caplog.text
+
+
+@pytest.mark.parametrize("arch", ["rnn", "lstm"])
+@pytest.mark.parametrize("input_shape", [(1, 40), (3, 4, 5)])
+def test_recurrent_networks_of_several_seeds_run_as_one_with_each_ones_logits(arch, input_shape):
+    """stacked_forward (all seeds' recurrences in one batched matmul per step) gives each model's forward."""
+    from torch.func import stack_module_state
+
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(build_model(arch, input_shape, 10, 8, 2))
+    params, _ = stack_module_state(models)
+    x = torch.randn(3, 6, *input_shape)
+    logits = models[0].stacked_forward(params, x)
+    assert logits.shape == (3, 6, 10)
+    for i, model in enumerate(models):
+        torch.testing.assert_close(logits[i], model(x[i]), rtol=0, atol=1e-6)
