@@ -1,4 +1,7 @@
-"""Reading and writing artifacts: atomic files, models (safetensors + JSON sidecar), data sets."""
+"""Reading and writing artifacts: atomic files, models (safetensors + JSON sidecar), data sets.
+
+torch, safetensors and the models are imported by the functions that use them, so that writing a text or
+JSON file (check_params, the cluster commands) starts without them."""
 
 from __future__ import annotations
 
@@ -8,14 +11,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
-from lmcot.models import build_model
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import torch
 
 MODEL_FORMAT = "lmcot-model/1"
 
@@ -71,6 +72,8 @@ def save_model(model: torch.nn.Module, path, config: dict, metrics: dict) -> Non
     ``config`` must hold what :func:`~lmcot.models.build_model` needs (arch, input_shape, num_classes,
     width, depth) and may hold anything else that describes the run (seed, recipe, ...).
     """
+    from safetensors.torch import save_file
+
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
@@ -98,6 +101,11 @@ def load_model(path, device="cpu") -> torch.nn.Module:
 
     Raises an error naming the file when the weights are missing, damaged, or from another architecture.
     """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from lmcot.models import build_model
+
     weights = Path(path).with_suffix(".safetensors")
     sidecar = read_sidecar(weights)
     if not weights.exists():
@@ -122,13 +130,17 @@ DATASET_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 def save_dataset(path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
     """Write arrays and JSON-able metadata into one safetensors file (byte-for-byte deterministic)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"lmcot": json.dumps(metadata, sort_keys=True)})
 
 
 def load_dataset(path) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.exists():
