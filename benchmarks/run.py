@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
 import os
 import platform
@@ -23,8 +24,10 @@ from collections import defaultdict
 from copy import deepcopy
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
 from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +39,7 @@ from lmcot.data import make_mnist1d, standardise  # noqa: E402
 from lmcot.device import resolve_device  # noqa: E402
 from lmcot.io import write_json, write_text  # noqa: E402
 from lmcot.models import build_model  # noqa: E402
+from lmcot.permutation import apply_permutations  # noqa: E402
 from lmcot.training import Recipe, evaluate, train_models  # noqa: E402
 
 TARGETS = {  # key: (comparison, threshold, what it means)
@@ -48,6 +52,7 @@ TARGETS = {  # key: (comparison, threshold, what it means)
     "reset_cost_per_point_ratio": ("<=", 2.0, "BN-reset path / plain path, ResNet with BatchNorm"),
     "repair_cost_per_point_ratio": ("<=", 2.0, "REPAIR path / plain path, ResNet with BatchNorm"),
     "lstm_train_speedup_vs_naive": (">=", 1.5, "3 seeds of a 32-unit LSTM, pipeline vs one-at-a-time nn.LSTM loop"),
+    "rebasin_port_over_lmcot_w4096": (">=", 1.0, "Git Re-Basin's weight matching ported / lmcot's, width 4096"),
 }
 
 
@@ -151,6 +156,90 @@ def bench_alignment(data, device, widths, budget_seconds=30.0):
     return rows
 
 
+def rebasin_port(axes_to_perm, state_a, state_b, max_iter=100, seed=0):
+    """The peer: Git Re-Basin's weight matching (Ainsworth et al. 2023) as its authors' JAX code runs it, in
+    torch and scipy. Its parameter-to-axes table (``axes_to_perm[param][axis]`` = permutation name or None);
+    every permutation re-solved in every sweep, each tensor re-permuted on its other axes for it, the LAP
+    solved on the CPU in float32, the objective compared through ``vdot(A, eye[perm])``; stops after a sweep
+    without progress. Returns ``{name: perm}``."""
+    perm_to_axes = defaultdict(list)
+    for param, names in axes_to_perm.items():
+        for axis, name in enumerate(names):
+            if name is not None:
+                perm_to_axes[name].append((param, axis))
+    sizes = {name: state_a[axes[0][0]].shape[axes[0][1]] for name, axes in perm_to_axes.items()}
+    device = next(iter(state_a.values())).device
+    perm = {name: torch.arange(n, device=device) for name, n in sizes.items()}
+
+    def permuted_b(param, except_axis):
+        w = state_b[param]
+        for axis, name in enumerate(axes_to_perm[param]):
+            if axis != except_axis and name is not None:
+                w = torch.index_select(w, axis, perm[name])
+        return w
+
+    rng = np.random.default_rng(seed)
+    names = list(perm_to_axes)
+    for _ in range(max_iter):
+        progress = False
+        for index in rng.permutation(len(names)):
+            name, n = names[index], sizes[names[index]]
+            score = torch.zeros(n, n, device=device)
+            for param, axis in perm_to_axes[name]:
+                w_a = torch.movedim(state_a[param], axis, 0).reshape(n, -1)
+                w_b = torch.movedim(permuted_b(param, axis), axis, 0).reshape(n, -1)
+                score += w_a @ w_b.T
+            _, cols = linear_sum_assignment(score.cpu().numpy(), maximize=True)
+            eye = torch.eye(n, device=device)
+            old = torch.vdot(score.flatten(), eye[perm[name]].flatten())
+            new = torch.vdot(score.flatten(), eye[torch.from_numpy(cols).to(device)].flatten())
+            progress = progress or bool(new > old + 1e-12)
+            perm[name] = torch.from_numpy(cols).to(device)
+        if not progress:
+            break
+    return {name: p.cpu() for name, p in perm.items()}
+
+
+def matching_objective(spec, perms, state_a, state_b):
+    """Weight matching's objective ``sum over tensors of <W_A, P(W_B)>`` (float64)."""
+    permuted = apply_permutations(spec, perms, state_b)
+    return sum(float((state_a[k].double() * permuted[k].double()).sum()) for k in spec_params(spec))
+
+
+def spec_params(spec):
+    return sorted({param for pairs in spec.axes.values() for param, _ in pairs})
+
+
+def bench_rebasin_port(data, device, widths, budget_seconds=60.0):
+    """lmcot's weight matching against :func:`rebasin_port` on the same two MLPs per width: seconds of each
+    and the objective each reaches (the same up to ties, when both find a local optimum)."""
+    rows = []
+    for width in widths:
+        recipe = Recipe(lr=0.05, epochs=1, batch_size=128)
+        model_a, model_b = (m.to(device) for m in train_models(data, "mlp", width, 2, recipe, [0, 1], device, False)[0])
+        spec = model_a.permutation_spec()
+        state_a, state_b = model_a.state_dict(), model_b.state_dict()
+        axes_to_perm = {
+            param: [spec.acting_on(param).get(axis) for axis in range(state_a[param].dim())]
+            for param in spec_params(spec)
+        }
+        ours, perms = timed(lambda a=model_a, b=model_b: align("weight_matching", a, b), device)
+        port, port_perms = timed(lambda s=axes_to_perm, a=state_a, b=state_b: rebasin_port(s, a, b), device)
+        row = {
+            "width": width,
+            "lmcot_seconds": ours,
+            "port_seconds": port,
+            "port_over_lmcot": port / ours,
+            "lmcot_objective": matching_objective(spec, perms, state_a, state_b),
+            "port_objective": matching_objective(spec, port_perms, state_a, state_b),
+        }
+        rows.append(row)
+        print(f"  weight matching w{width}: lmcot {ours:.2f} s, Git Re-Basin port {port:.2f} s ({port / ours:.2f}x)")
+        if max(ours, port) * 8 > budget_seconds:  # the next width (x2) costs about 8 times as much
+            break
+    return rows
+
+
 def bench_barrier(data, device, width, points):
     """A K-point path the pipeline's way vs K single-model evaluations and vs rebuilding per point."""
     models, _ = train_models(data, "mlp", width, 2, Recipe(lr=0.05, epochs=1), [0, 1], device, False)
@@ -201,7 +290,8 @@ class PlainLSTM(torch.nn.Module):
 
 
 def plain_lstm_training(data, width, recipe, seed, device):
-    """The usual loop over one ``nn.LSTM`` classifier: DataLoader, plain SGD."""
+    """The usual loop over one ``nn.LSTM`` classifier: DataLoader, plain SGD; after each epoch the test split
+    is evaluated and after the last the training split, the figures the pipeline records."""
     torch.manual_seed(seed)
     model = PlainLSTM(data.input_shape[0], width, data.num_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
@@ -212,6 +302,11 @@ def plain_lstm_training(data, width, recipe, seed, device):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        with torch.no_grad():
+            evaluate(model, data.x_test, data.y_test)
+        model.train()
+    with torch.no_grad():
+        evaluate(model, data.x_train, data.y_train)
     return model
 
 
@@ -360,7 +455,8 @@ def verdicts(headline):
     return out
 
 
-def markdown(result) -> str:
+def markdown(result, gpu=None) -> str:
+    """The report of one run; ``gpu``, a run's result on a GPU, adds that run's targets."""
     lines = [
         "# Benchmarks",
         "",
@@ -396,6 +492,14 @@ def markdown(result) -> str:
             for m, c in cells.items()
         }
         lines.append(f"| {width} | " + " | ".join(text[m] for m in methods) + " |")
+    lines += ["", "## Weight matching against a port of Git Re-Basin's own algorithm (same two MLPs)", ""]
+    lines += ["| width | lmcot s | port s | port / lmcot | objective lmcot | objective port |"]
+    lines += ["| ---: |" + " ---: |" * 5]
+    for r in result["rebasin_port"]:
+        lines.append(
+            f"| {r['width']} | {r['lmcot_seconds']:.3f} | {r['port_seconds']:.3f} | {r['port_over_lmcot']:.2f}x | "
+            f"{r['lmcot_objective']:.6g} | {r['port_objective']:.6g} |"
+        )
     b = result["barrier"]
     lines += [
         "",
@@ -439,6 +543,14 @@ def markdown(result) -> str:
                 f"| `{k['stage']}` | {k['count']} | {k['seconds']:.1f} | {k['mean_seconds']:.1f} | "
                 f"{k['share_of_run']:.0%} | {k['startup_seconds']:.1f} |"
             )
+    if gpu is not None:
+        machine = f"{gpu['machine']['device']}, {gpu['machine'].get('date', 'date not recorded')}"
+        lines += ["", f"## On a GPU ({machine})", ""]
+        lines += ["The targets of `python benchmarks/run.py --device cuda --skip-repro`; every figure is in"]
+        lines += ["`benchmarks_cuda.md`.", "", "| figure | value | target | met |", "| --- | ---: | --- | --- |"]
+        for key, v in gpu["targets"].items():
+            if v["value"] is not None:
+                lines.append(f"| `{key}` | {v['value']:.3g} | {v['target']} | {'yes' if v['met'] else '**no**'} |")
     if "repro_default_seconds" in result:
         lines += [
             "",
@@ -455,9 +567,10 @@ def main():
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that the suite runs")
     parser.add_argument("--skip-repro", action="store_true", help="leave out the dvc repro timings")
-    parser.add_argument("--out", default=str(ROOT / "reports" / "benchmarks.json"))
+    parser.add_argument("--out", help="default: reports/benchmarks.json, or reports/benchmarks_cuda.json on a GPU")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    out = Path(args.out or ROOT / "reports" / ("benchmarks_cuda.json" if device.type == "cuda" else "benchmarks.json"))
     ds = make_mnist1d(6000, 0.2, 42) if not args.quick else make_mnist1d(1000, 0.2, 42)
     data = standardise(ds).to(device)
 
@@ -468,6 +581,7 @@ def main():
     training = bench_training(data, device, train_widths, [0, 1, 2, 3], 1 if args.quick else 5)
     align_widths = [64, 256] if args.quick else [64, 256, 1024, 2048, 4096]
     alignment = bench_alignment(data, device, align_widths)
+    port = bench_rebasin_port(data, device, [64, 256] if args.quick else [256, 1024, 4096])
     barrier = bench_barrier(data, device, 256 if args.quick else 512, 25)
     corrections = bench_corrections(data, device, points=5 if args.quick else 25)
     lstm = bench_lstm_training(data, device, epochs=1, repeat=1 if args.quick else 2)
@@ -485,6 +599,7 @@ def main():
             "cpu_threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "quick": args.quick,
+            "date": time.strftime("%Y-%m-%d"),
         },
         "matmul_gflops": peak,
         "train_speedup_vs_naive_w128": by_width[128]["speedup_vs_naive"],
@@ -494,8 +609,10 @@ def main():
         "reset_cost_per_point_ratio": corrections[0]["reset_ratio"],
         "repair_cost_per_point_ratio": corrections[0]["repair_ratio"],
         "lstm_train_speedup_vs_naive": lstm["speedup_vs_naive"],
+        "rebasin_port_over_lmcot_w4096": {r["width"]: r["port_over_lmcot"] for r in port}.get(4096),
         "training": training,
         "alignment": alignment,
+        "rebasin_port": port,
         "barrier": barrier,
         "corrections": corrections,
         "lstm_training": lstm,
@@ -504,10 +621,11 @@ def main():
     if not args.skip_repro:
         result.update(bench_repro(args.device, startup))
     result["targets"] = verdicts(result)
-    out = Path(args.out)
     write_json(out, result)
-    write_text(out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
+    gpu_file = out.with_name("benchmarks_cuda.json")
+    gpu = json.loads(gpu_file.read_text()) if device.type == "cpu" and gpu_file.exists() else None
+    write_text(out.with_suffix(".md"), markdown(result, gpu))
+    print(markdown(result, gpu))
 
 
 if __name__ == "__main__":

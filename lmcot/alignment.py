@@ -9,7 +9,6 @@ approximates the quadratic assignment problem this poses (see :func:`layerwise`)
 
 from __future__ import annotations
 
-import itertools
 import logging
 from copy import deepcopy
 from functools import partial
@@ -19,6 +18,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from lmcot.choices import BIAS_AWARE_UNSUPPORTED, PAIRINGS  # noqa: F401 - part of this module's interface
+from lmcot.design import seed_pairs  # noqa: F401 - part of this module's interface
 from lmcot.permutation import Permutations, PermutationSpec, apply_permutations, identity_permutations, permute_tensor
 
 log = logging.getLogger(__name__)
@@ -34,18 +34,6 @@ def solve_lap(score: torch.Tensor) -> torch.Tensor:
 def identity(model_a, model_b, inputs=None) -> Permutations:
     """No alignment: the naive baseline."""
     return identity_permutations(model_a.permutation_spec(), model_a.state_dict())
-
-
-def seed_pairs(seeds: list[int], pairing: str = "all") -> list[tuple[int, int]]:
-    """The pairs of models to compare: every pair of ``seeds`` (``all``), or ``disjoint`` pairs that share
-    no model (seeds 1-2, 3-4, ... in the order given), whose results are independent samples."""
-    if pairing == "all":
-        return list(itertools.combinations(seeds, 2))
-    if pairing == "disjoint":
-        if len(seeds) % 2:
-            raise ValueError(f"disjoint pairs need an even number of seeds, got {len(seeds)}")
-        return list(zip(seeds[0::2], seeds[1::2], strict=True))
-    raise ValueError(f"unknown pairing {pairing!r}; valid: {', '.join(PAIRINGS)}")
 
 
 def is_bias(param: str) -> bool:

@@ -22,11 +22,6 @@ from lmcot.training import evaluate
 METRICS = ("loss", "error")
 
 
-def evaluation_grid(alphas: Sequence[float]) -> list[float]:
-    """The grid actually evaluated: ``alphas`` plus the endpoints 0 and 1 and the midpoint 1/2, sorted."""
-    return sorted({float(a) for a in alphas} | {0.0, 0.5, 1.0})
-
-
 @torch.no_grad()
 def interpolation_curve(
     model: torch.nn.Module,
@@ -86,7 +81,7 @@ def interpolation_curve(
 def barrier_summary(alphas: Sequence[float], values: Sequence[float]) -> dict:
     """Barrier, midpoint value and max-minus-endpoint-mean of one curve ``values`` over ``alphas``.
 
-    ``alphas`` must include 0, 1/2 and 1 (see :func:`evaluation_grid`).
+    ``alphas`` must include 0, 1/2 and 1 (see :func:`lmcot.design.evaluation_grid`).
     """
     alphas, values = np.asarray(alphas, dtype=float), np.asarray(values, dtype=float)
     order = np.argsort(alphas)

@@ -21,7 +21,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import ot
 from sklearn.neighbors import NearestNeighbors
 
 MIN_SUBSAMPLE = 16  # smallest subsample size of the default grid of wasserstein_rate_dimension
@@ -147,6 +146,8 @@ def wasserstein_distance(a: np.ndarray, b: np.ndarray) -> float:
 
     Solved as a linear program with POT (``ot.emd2`` on squared Euclidean costs); same units as the points.
     """
+    import ot  # POT imports scikit-learn: about a second, which only this function needs
+
     cost = ot.dist(a, b)  # squared Euclidean by default
     weights_a = np.full(len(a), 1.0 / len(a))
     weights_b = np.full(len(b), 1.0 / len(b))

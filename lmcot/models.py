@@ -11,6 +11,7 @@ An architecture is an ``nn.Module`` with two extra methods that the alignment co
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 
 import torch
@@ -258,21 +259,8 @@ class Recurrent(nn.Module):
         """Yield every layer's input sequence and hidden states, both ``(batch, steps, units)``."""
         seq = self.sequence(x)
         for layer in self.layers:
-            w_ih, w_hh, bias = self._cat(layer, "weight_ih"), self._cat(layer, "weight_hh"), self._cat(layer, "bias")
-            projected = seq @ w_ih.T + bias  # all steps at once; only the recurrence is sequential
-            h = seq.new_zeros(seq.shape[0], w_hh.shape[1])
-            c = torch.zeros_like(h)
-            states = []
-            for t in range(seq.shape[1]):
-                pre = projected[:, t] + h @ w_hh.T
-                if self.lstm:
-                    i, f, g, o = pre.chunk(4, dim=1)
-                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                    h = torch.sigmoid(o) * torch.tanh(c)
-                else:
-                    h = torch.tanh(pre)
-                states.append(h)
-            hidden = torch.stack(states, dim=1)
+            kinds = ("weight_ih", "weight_hh", "bias")
+            hidden = recurrent_layer(seq, *(self._cat(layer, kind) for kind in kinds), self.lstm)
             yield seq, hidden
             seq = hidden
 
@@ -281,36 +269,22 @@ class Recurrent(nn.Module):
         return self.classifier(hidden[:, -1])
 
     def stacked_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(models, batch, classes)`` of several networks at once, ``params`` stacked on a leading
-        model axis and ``x`` of shape ``(models, batch, *input_shape)``: the input projection of every step
-        and model in one batched matmul per layer, then one per step for the recurrence of all models."""
-        models, batch = x.shape[:2]
-        seq = self.sequence(x.flatten(0, 1)).unflatten(0, (models, batch))  # (models, batch, steps, features)
+        """Logits ``(models, batch, classes)`` of several networks, ``params`` stacked on a leading model axis
+        and ``x`` of shape ``(models, batch, *input_shape)``. Each model's recurrence runs in PyTorch's fused
+        kernel, one model after another: that kernel is bound by its elementwise work, so batching the models'
+        steps into matmuls and separate elementwise operations is slower (see ``benchmarks/run.py``)."""
         gates = [f"_{g}" for g in GATES] if self.lstm else [""]
-        for d in range(len(self.layers)):
-            w_ih, w_hh, bias = (
-                torch.cat([params[f"layers.{d}.{kind}{g}"] for g in gates], dim=1)
-                for kind in ("weight_ih", "weight_hh", "bias")
-            )
-            steps = seq.shape[2]
-            projected = torch.baddbmm(bias.unsqueeze(1), seq.flatten(1, 2), w_ih.transpose(1, 2))
-            projected = projected.unflatten(1, (batch, steps))
-            w_hh_t = w_hh.transpose(1, 2)
-            h = seq.new_zeros(models, batch, w_hh.shape[2])
-            c = torch.zeros_like(h)
-            states = []
-            for t in range(steps):
-                pre = torch.baddbmm(projected[:, :, t], h, w_hh_t)
-                if self.lstm:
-                    i, f, g, o = pre.chunk(4, dim=2)
-                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                    h = torch.sigmoid(o) * torch.tanh(c)
-                else:
-                    h = torch.tanh(pre)
-                states.append(h)
-            seq = torch.stack(states, dim=2)
-        weight, bias = params["classifier.weight"], params["classifier.bias"]
-        return torch.baddbmm(bias.unsqueeze(1), seq[:, :, -1], weight.transpose(1, 2))
+        logits = []
+        for m in range(len(x)):
+            seq = self.sequence(x[m])
+            for d in range(len(self.layers)):
+                weights = (
+                    torch.cat([params[f"layers.{d}.{kind}{g}"][m] for g in gates])
+                    for kind in ("weight_ih", "weight_hh", "bias")
+                )
+                seq = recurrent_layer(seq, *weights, self.lstm)
+            logits.append(torch.addmm(params["classifier.bias"][m], seq[:, -1], params["classifier.weight"][m].T))
+        return torch.stack(logits)
 
     def hidden_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every layer's hidden state at every step, steps stacked as samples: ``(batch * steps, units)``."""
@@ -365,6 +339,19 @@ class RNN(Recurrent):
 
 class LSTM(Recurrent):
     lstm = True
+
+
+def recurrent_layer(seq, w_ih, w_hh, bias, lstm: bool) -> torch.Tensor:
+    """Hidden states ``(batch, steps, units)`` of one tanh-RNN or LSTM layer over ``seq`` ``(batch, steps,
+    features)``, from zero states, in the fused kernel that ``nn.RNN`` and ``nn.LSTM`` run (oneDNN on the CPU,
+    cuDNN on CUDA). Weights ``(gates * units, fan_in)``, the gates in PyTorch's order i, f, g, o."""
+    h0 = seq.new_zeros(1, seq.shape[0], w_hh.shape[1])
+    params = [w_ih, w_hh, bias, torch.zeros_like(bias)]  # one bias: the kernel's second one is zero
+    with warnings.catch_warnings():  # cuDNN would rather have the weights in one buffer; they are small
+        warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
+        if lstm:
+            return torch.lstm(seq, (h0, h0), params, True, 1, 0.0, torch.is_grad_enabled(), False, True)[0]
+        return torch.rnn_tanh(seq, h0, params, True, 1, 0.0, torch.is_grad_enabled(), False, True)[0]
 
 
 def _last(items):

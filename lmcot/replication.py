@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from lmcot.alignment import seed_pairs
 from lmcot.analysis import (
     CONFIG_KEYS,
     LEVEL,
@@ -33,6 +32,7 @@ from lmcot.analysis import (
     paired_difference,
     verdict,
 )
+from lmcot.design import seed_pairs
 
 MNIST_FAMILY = ("mnist", "mnist10k")
 DIMENSIONS = ("pr_weights", "pr_cov", "pr_activations")

@@ -16,7 +16,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from lmcot.alignment import seed_pairs  # noqa: E402
 from lmcot.analysis import (  # noqa: E402
     CONFIG_KEYS,
     CONTRADICTED,
@@ -28,6 +27,7 @@ from lmcot.analysis import (  # noqa: E402
     paired_difference,
     verdict,
 )
+from lmcot.design import seed_pairs  # noqa: E402
 from lmcot.replication import drop_fixed  # noqa: E402
 from lmcot.replication import markdown as markdown_table  # noqa: E402
 from lmcot.study import (  # noqa: E402

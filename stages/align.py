@@ -12,8 +12,9 @@ import time
 from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
 from tqdm import tqdm
 
-from lmcot.alignment import OPTIONS_OF, align, output_change, seed_pairs
+from lmcot.alignment import OPTIONS_OF, align, output_change
 from lmcot.data import Dataset
+from lmcot.design import seed_pairs
 from lmcot.io import write_json
 
 log = logging.getLogger("align")

@@ -20,8 +20,9 @@ import torch
 from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
 from tqdm import tqdm
 
-from lmcot.barrier import barrier_summary, correction_refusal, evaluation_grid, interpolation_curve
+from lmcot.barrier import barrier_summary, correction_refusal, interpolation_curve
 from lmcot.data import Dataset
+from lmcot.design import evaluation_grid
 from lmcot.io import write_csv
 from lmcot.permutation import apply_permutations
 

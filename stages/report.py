@@ -11,8 +11,8 @@ from common import REPORTS, results_dir, setup
 
 from lmcot import report
 from lmcot.analysis import merge_identical, method_groups, overfit_table
-from lmcot.barrier import evaluation_grid
 from lmcot.config import configurations
+from lmcot.design import evaluation_grid
 from lmcot.io import atomic_path, write_csv, write_json, write_text
 from lmcot.replication import Run, replicate
 from lmcot.report import FAMILY_KEYS

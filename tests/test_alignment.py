@@ -6,7 +6,8 @@ import itertools
 import pytest
 import torch
 
-from lmcot.alignment import METHODS, align, incoming_weights, output_change, permuted_copy, seed_pairs, solve_lap
+from lmcot.alignment import METHODS, align, incoming_weights, output_change, permuted_copy, solve_lap
+from lmcot.design import seed_pairs
 from lmcot.models import build_model
 from lmcot.permutation import apply_permutations, identity_permutations, invert_permutations, random_permutations
 

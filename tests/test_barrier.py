@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmcot.barrier import barrier_summary, evaluation_grid, interpolation_curve
+from lmcot.barrier import barrier_summary, interpolation_curve
+from lmcot.design import evaluation_grid
 from lmcot.training import evaluate
 
 

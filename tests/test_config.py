@@ -29,8 +29,8 @@ def edited(params, path, value):
 def test_default_params_are_valid_and_span_the_promised_study():
     """The default study (issue 12): widths 16x apart, learning rates on both sides of the regime change, enough
     independent pairs for a verdict, both splits; the other architectures are a preset."""
-    from lmcot.alignment import seed_pairs
     from lmcot.analysis import MIN_SAMPLES
+    from lmcot.design import seed_pairs
 
     params = load_params(ROOT / "params.yaml")
     sweep = params["train"]["sweep"]
