@@ -3,7 +3,7 @@
 Everything is measured in one run on one machine, and every headline figure is a ratio of two
 measurements from this run, so the figures compare across noisy machines better than raw seconds.
 
-    python benchmarks/run.py [--quick] [--device auto|cpu|cuda] [--skip-repro]
+    python benchmarks/run.py [--quick] [--device auto|cpu|cuda] [--skip-repro] [--project CLONE] [--out FILE]
 """
 
 from __future__ import annotations
@@ -103,6 +103,20 @@ def naive_training(data, width, depth, recipe, seed, device):
     return model
 
 
+def throughput(width, seeds, epochs, samples, fast, naive) -> dict:
+    """A training comparison's row: seconds and samples/s of the pipeline (``fast``) and of the plain loop."""
+    return {
+        "width": width,
+        "seeds": seeds,
+        "epochs": epochs,
+        "pipeline_seconds": fast,
+        "naive_seconds": naive,
+        "pipeline_samples_per_second": samples / fast,
+        "naive_samples_per_second": samples / naive,
+        "speedup_vs_naive": naive / fast,
+    }
+
+
 def bench_training(data, device, widths, seeds, epochs, repeat=3):
     rows = []
     recipe = Recipe(lr=0.05, epochs=epochs, batch_size=128)
@@ -113,17 +127,10 @@ def bench_training(data, device, widths, seeds, epochs, repeat=3):
         fast, _ = timed(lambda w=width: train_models(data, "mlp", w, 2, recipe, seeds, device, False), device, repeat)
         naive, _ = timed(lambda w=width: [naive_training(data, w, 2, recipe, s, device) for s in seeds], device, repeat)
         rows.append(
-            {
-                "width": width,
-                "seeds": len(seeds),
-                "epochs": epochs,
-                "pipeline_seconds": fast,
-                "naive_seconds": naive,
-                "pipeline_samples_per_second": samples / fast,
-                "naive_samples_per_second": samples / naive,
+            throughput(width, len(seeds), epochs, samples, fast, naive)
+            | {
                 "pipeline_gflops": samples * per_sample[width] / fast / 1e9,
                 "naive_gflops": samples * per_sample[width] / naive / 1e9,
-                "speedup_vs_naive": naive / fast,
             }
         )
         print(f"  train w{width}: pipeline {fast:.2f} s, naive {naive:.2f} s ({naive / fast:.1f}x)", flush=True)
@@ -319,16 +326,7 @@ def bench_lstm_training(data, device, width=32, seeds=(0, 1, 2), epochs=1, repea
     naive, _ = timed(lambda: [plain_lstm_training(data, width, recipe, s, device) for s in seeds], device, repeat)
     samples = len(seeds) * epochs * len(data.x_train)
     print(f"  lstm w{width}: pipeline {fast:.2f} s, naive {naive:.2f} s ({naive / fast:.2f}x)", flush=True)
-    return {
-        "width": width,
-        "seeds": len(seeds),
-        "epochs": epochs,
-        "pipeline_seconds": fast,
-        "naive_seconds": naive,
-        "pipeline_samples_per_second": samples / fast,
-        "naive_samples_per_second": samples / naive,
-        "speedup_vs_naive": naive / fast,
-    }
+    return throughput(width, len(seeds), epochs, samples, fast, naive)
 
 
 def bench_corrections(data, device, points=25, train_samples=3200, norm_samples=500):
@@ -411,24 +409,26 @@ def per_stage_kind(durations: list[tuple[str, float]], startup: dict[str, float]
     ]
 
 
-def bench_repro(device_name, startup):
-    """Wall time of the default `dvc repro` in a fresh copy of the project, then of a no-op repro."""
+def bench_repro(device_name, startup, project=None):
+    """Wall time of the default `dvc repro` from scratch, then of a no-op repro: in a fresh copy of the
+    project, or in ``project``, a clone whose pipeline has not run yet (it keeps the outputs)."""
     env = {
         **os.environ,
         "DVC_NO_ANALYTICS": "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
     with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp) / "project"
-        project.mkdir()
-        for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config"):
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, project / name)
-        for name in ("stages", "lmcot", "data/raw"):
-            shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-        text = (project / "params.yaml").read_text()
-        (project / "params.yaml").write_text(text.replace("device: auto", f"device: {device_name}", 1))
-        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+        if project is None:
+            project = Path(tmp) / "project"
+            project.mkdir()
+            for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config"):
+                (project / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, project / name)
+            for name in ("stages", "lmcot", "data/raw"):
+                shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+            text = (project / "params.yaml").read_text()
+            (project / "params.yaml").write_text(text.replace("device: auto", f"device: {device_name}", 1))
+            subprocess.run(["git", "init", "-q"], cwd=project, check=True)
 
         def repro():
             subprocess.run(["dvc", "repro", "-q"], cwd=project, env=env, check=True, capture_output=True)
@@ -567,6 +567,9 @@ def main():
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that the suite runs")
     parser.add_argument("--skip-repro", action="store_true", help="leave out the dvc repro timings")
+    parser.add_argument(
+        "--project", type=Path, help="time the default dvc repro in this fresh clone (which keeps its outputs)"
+    )
     parser.add_argument("--out", help="default: reports/benchmarks.json, or reports/benchmarks_cuda.json on a GPU")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -619,7 +622,7 @@ def main():
         "startup_seconds": startup,
     }
     if not args.skip_repro:
-        result.update(bench_repro(args.device, startup))
+        result.update(bench_repro(args.device, startup, args.project))
     result["targets"] = verdicts(result)
     write_json(out, result)
     gpu_file = out.with_name("benchmarks_cuda.json")

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lmcot.alignment import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,3 +41,8 @@ def test_quick_benchmark_writes_every_headline_key(tmp_path):
         "startup_fraction_of_repro",
     }
     assert (tmp_path / "benchmarks.md").read_text().startswith("# Benchmarks")
+    # the peer, a port of Git Re-Basin's weight matching, solves the same problem: the same objective
+    assert [r["width"] for r in result["rebasin_port"]] == [64, 256]
+    for r in result["rebasin_port"]:
+        assert r["port_objective"] == pytest.approx(r["lmcot_objective"], rel=1e-6)
+    assert "rebasin_port_over_lmcot_w4096" in result["targets"]

@@ -224,3 +224,14 @@ def test_the_names_params_may_use_are_those_the_science_modules_implement():
     code = "import sys, lmcot.config; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('lmcot.')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "['lmcot.choices', 'lmcot.config', 'lmcot.sources']"
+
+
+def test_the_report_starts_without_torch():
+    """The report stage's imports (its tables, statistics and the study design) leave torch out: a second
+    of start-up it does not need."""
+    import subprocess
+    import sys
+
+    code = "import sys, lmcot.report, lmcot.design, lmcot.study; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "False"

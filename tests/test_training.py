@@ -216,7 +216,7 @@ def test_checkpoints_of_another_run_or_damaged_are_ignored(tmp_path, digits, cap
 @pytest.mark.parametrize("arch", ["rnn", "lstm"])
 @pytest.mark.parametrize("input_shape", [(1, 40), (3, 4, 5)])
 def test_recurrent_networks_of_several_seeds_run_as_one_with_each_ones_logits(arch, input_shape):
-    """stacked_forward (all seeds' recurrences in one batched matmul per step) gives each model's forward."""
+    """stacked_forward (each seed's recurrence in the fused kernel, one after another) gives each model's forward."""
     from torch.func import stack_module_state
 
     models = []
@@ -229,3 +229,34 @@ def test_recurrent_networks_of_several_seeds_run_as_one_with_each_ones_logits(ar
     assert logits.shape == (3, 6, 10)
     for i, model in enumerate(models):
         torch.testing.assert_close(logits[i], model(x[i]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("lstm", [False, True])
+def test_a_recurrent_layer_is_torchs_own_with_the_same_weights(lstm):
+    """lmcot's layer (one bias, gates as separate tensors) computes what nn.LSTM / nn.RNN compute, values and
+    gradients, from the gates' weights stacked in the order i, f, g, o."""
+    from lmcot.models import recurrent_layer
+
+    torch.manual_seed(0)
+    reference = (torch.nn.LSTM if lstm else torch.nn.RNN)(3, 5, batch_first=True)
+    x = torch.randn(4, 7, 3)
+    w_ih, w_hh = (p.detach().clone().requires_grad_() for p in (reference.weight_ih_l0, reference.weight_hh_l0))
+    bias = (reference.bias_ih_l0 + reference.bias_hh_l0).detach().clone().requires_grad_()
+    ours = recurrent_layer(x, w_ih, w_hh, bias, lstm)
+    theirs, _ = reference(x)
+    torch.testing.assert_close(ours, theirs)
+    ours.square().sum().backward()
+    theirs.square().sum().backward()
+    torch.testing.assert_close(w_ih.grad, reference.weight_ih_l0.grad)
+    torch.testing.assert_close(w_hh.grad, reference.weight_hh_l0.grad)
+    torch.testing.assert_close(bias.grad, reference.bias_ih_l0.grad)
+
+
+def test_an_lstm_cell_by_hand():
+    """One step, one unit, from zero state: c = sig(i) tanh(g), h = sig(o) tanh(c)."""
+    from lmcot.models import recurrent_layer
+
+    w_ih = torch.tensor([[1.0], [2.0], [3.0], [4.0]])  # gates i, f, g, o of one unit, one input feature
+    h = recurrent_layer(torch.tensor([[[0.5]]]), w_ih, torch.zeros(4, 1), torch.zeros(4), lstm=True)
+    c = torch.sigmoid(torch.tensor(0.5)) * torch.tanh(torch.tensor(1.5))
+    torch.testing.assert_close(h.flatten(), (torch.sigmoid(torch.tensor(2.0)) * torch.tanh(c)).reshape(1))
