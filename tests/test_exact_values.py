@@ -158,3 +158,37 @@ def test_two_nn_on_three_points_by_hand():
     """Points 0, 1, 3 on a line: second / first neighbour distances 3/1, 2/1, 3/2, so
     d = (N - 1) / sum(log mu) = 2 / log 9."""
     assert two_nn_dimension(np.array([[0.0], [1.0], [3.0]])) == pytest.approx(2 / math.log(9))
+
+
+# --- fusion ---------------------------------------------------------------------------------------------------
+
+
+def test_a_two_model_barycentre_by_hand():
+    """Two MLPs (2 inputs, 2 hidden units, 2 classes) whose hidden units are the same up to a swap and small
+    changes. Started from model A, the exact barycentre matches A's unit 0 with B's unit 1 and A's unit 1 with
+    B's unit 0 and averages them; the classifier averages A's columns with B's columns in that order."""
+    from lmcot.fusion import wasserstein_barycenter
+
+    def mlp(w0, b0, w1, b1):
+        model = build_model("mlp", (2,), 2, 2, 1)
+        model.load_state_dict(
+            {
+                "layers.0.weight": torch.tensor(w0),
+                "layers.0.bias": torch.tensor(b0),
+                "layers.1.weight": torch.tensor(w1),
+                "layers.1.bias": torch.tensor(b1),
+            }  # fmt: skip
+        )
+        return model
+
+    a = mlp([[1.0, 0.0], [0.0, 1.0]], [0.1, 0.2], [[1.0, 2.0], [3.0, 4.0]], [0.0, 0.0])
+    b = mlp([[0.0, 1.2], [0.8, 0.0]], [0.3, 0.1], [[2.2, 0.8], [4.2, 2.8]], [0.2, 0.4])
+    fusion = wasserstein_barycenter([a, b], build_model("mlp", (2,), 2, 2, 1), solver="emd", start=0)
+    expected = {
+        "layers.0.weight": [[0.9, 0.0], [0.0, 1.1]],
+        "layers.0.bias": [0.1, 0.25],
+        "layers.1.weight": [[0.9, 2.1], [2.9, 4.1]],
+        "layers.1.bias": [0.1, 0.2],
+    }
+    for name, value in expected.items():
+        torch.testing.assert_close(fusion.state[name].double(), torch.tensor(value, dtype=torch.float64), msg=name)
