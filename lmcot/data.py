@@ -188,6 +188,76 @@ def missing_torchvision_files(name: str, root) -> list[Path]:
     return [Path(root) / folder / f for f in files if not (Path(root) / folder / f).exists()]
 
 
+def check_idx_file(path: Path, ndim: int) -> int:
+    """Check an uncompressed IDX file of unsigned bytes, MNIST's format: magic ``0x0000 08 <ndim>``, ``ndim``
+    big-endian uint32 sizes, then exactly their product in bytes. Returns the first size (the number of items);
+    raises ``ValueError`` naming the file and what is wrong with it."""
+    header_size = 4 + 4 * ndim
+    with open(path, "rb") as f:
+        header = f.read(header_size)
+    if header[:2] == b"\x1f\x8b":
+        raise ValueError(f"{path}: gzip-compressed; uncompress it (gunzip) where it is")
+    if len(header) < header_size:
+        raise ValueError(f"{path}: {len(header)} bytes, shorter than an IDX header; replace it with the original")
+    magic, *sizes = np.frombuffer(header, dtype=">u4").tolist()
+    if magic != 0x0800 | ndim:
+        raise ValueError(
+            f"{path}: not an IDX file of {ndim}-dimensional unsigned bytes (magic number {magic:#010x}, expected "
+            f"{0x0800 | ndim:#010x}); replace it with the original"
+        )
+    expected = header_size + int(np.prod(sizes))
+    if (actual := path.stat().st_size) != expected:
+        raise ValueError(
+            f"{path}: {actual} bytes where its header ({' x '.join(map(str, sizes))}) needs {expected}; "
+            "the file is truncated or damaged, replace it with the original"
+        )
+    return sizes[0]
+
+
+def check_cifar_file(path: Path) -> int:
+    """Check one file of CIFAR-10's python version (a pickled dict): ``batches.meta`` must hold ``label_names``,
+    a batch ``data`` rows of 3072 bytes and as many ``labels``. Returns the number of images (0 for the meta
+    file); raises ``ValueError`` naming the file."""
+    import pickle
+
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")  # the files were pickled by Python 2
+    except Exception as err:  # a damaged pickle raises one of many types
+        raise ValueError(f"{path}: not a CIFAR-10 python batch ({type(err).__name__}: {err})") from None
+    keys = ("label_names",) if path.name == "batches.meta" else ("data", "labels")
+    if not isinstance(entry, dict) or (missing := [k for k in keys if k not in entry]):
+        raise ValueError(
+            f"{path}: a pickle without the key(s) {', '.join(missing if isinstance(entry, dict) else keys)}"
+        )
+    if path.name == "batches.meta":
+        return 0
+    data = np.asarray(entry["data"])
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(entry["labels"]):
+        raise ValueError(
+            f"{path}: data of shape {data.shape} and {len(entry['labels'])} labels, expected (n, 3072) and n labels"
+        )
+    return len(data)
+
+
+def check_torchvision_files(name: str, root) -> None:
+    """Check every raw file of ``name`` under ``root`` (see :data:`TORCHVISION_FILES`) before torchvision reads
+    it, so that a damaged one is named; for MNIST-like sets, images and labels of a split must be as many."""
+    folder, files = TORCHVISION_FILES[name]
+    paths = [Path(root) / folder / f for f in files]
+    if name == "cifar10":
+        for path in paths:
+            check_cifar_file(path)
+        return
+    counts = {path: check_idx_file(path, 3 if "images" in path.name else 1) for path in paths}
+    for split in ("train", "t10k"):
+        images, labels = (
+            Path(root) / folder / f"{split}-{kind}" for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+        )
+        if counts[images] != counts[labels]:
+            raise ValueError(f"{images}: {counts[images]} images but {labels.name} has {counts[labels]} labels")
+
+
 def load_torchvision(name: str, root, download: bool = False) -> Dataset:
     """MNIST, Fashion-MNIST or CIFAR-10 through torchvision from ``root``: inputs ``(n, C, H, W)`` in [0, 1]."""
     import torchvision.datasets as tvd
@@ -200,6 +270,8 @@ def load_torchvision(name: str, root, download: bool = False) -> Dataset:
             f"{name}: missing {', '.join(p.name for p in missing)} in {folder}/. Put the original files there "
             f"(uncompressed), or set prepare.{name}.download: true on a machine with network access."
         )
+    if not missing:
+        check_torchvision_files(name, root)
     try:
         splits = [cls(root=str(root), train=train, download=download) for train in (True, False)]
     except RuntimeError as err:  # torchvision's "not found or corrupted" (a checksum failed)

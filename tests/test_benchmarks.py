@@ -12,6 +12,7 @@ from lmcot.alignment import METHODS
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # the whole suite at small sizes, in a subprocess: about 10 s
 def test_quick_benchmark_writes_every_headline_key(tmp_path):
     out = tmp_path / "benchmarks.json"
     cmd = [

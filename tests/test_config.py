@@ -235,3 +235,17 @@ def test_the_report_starts_without_torch():
     code = "import sys, lmcot.report, lmcot.design, lmcot.study; print('torch' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "False"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "nan", ".inf", 1e301])
+@pytest.mark.parametrize("key", ["train.recipe.momentum", "barrier.norm_samples", "train.recipe.weight_decay"])
+def test_a_number_that_is_not_finite_is_refused_by_name(default, key, value):
+    """NaN compares false with every bound, so a range check alone would let it through."""
+    with pytest.raises(ParamsError, match=re.escape(key)):
+        validate(edited(default, key, value))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_learning_rate_in_the_sweep_that_is_not_finite_is_refused(default, value):
+    with pytest.raises(ParamsError, match=r"train\.sweep\.lrs"):
+        validate(edited(default, "train.sweep.lrs", [0.01, value]))

@@ -3,6 +3,7 @@ round-trip exactly and byte-for-byte, and torchvision's loaders read small files
 
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -346,3 +347,76 @@ def test_cifar10_missing_files_are_named(tmp_path):
     for missing in ("batches.meta", "data_batch_1", "data_batch_5", "test_batch"):
         assert missing in message
     assert str(tmp_path / "cifar-10-batches-py") in message
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-5])
+
+
+def _wrong_magic(path):
+    data = bytearray(path.read_bytes())
+    data[3] = 2  # a 2-dimensional IDX header
+    path.write_bytes(bytes(data))
+
+
+def _gzip(path):
+    import gzip
+
+    path.write_bytes(gzip.compress(path.read_bytes()))
+
+
+def _short(path):
+    path.write_bytes(b"\x00\x00\x08")
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (_truncate, "truncated or damaged"),
+        (_wrong_magic, "magic number"),
+        (_gzip, "gzip-compressed"),
+        (_short, "header"),
+    ],
+)
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("file", ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+def test_a_damaged_idx_file_is_named(tmp_path, name, file, damage, says):
+    folder = tmp_path / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
+    write_mnist(folder)
+    damage(folder / file)
+    with pytest.raises(ValueError, match=re.escape(str(folder / file)) + ".*" + says):
+        load_torchvision(name, tmp_path)
+
+
+def test_images_and_labels_of_a_split_must_be_as_many(tmp_path):
+    folder = tmp_path / "MNIST" / "raw"
+    write_mnist(folder)
+    write_idx(folder / "train-labels-idx1-ubyte", np.arange(19) % 10)  # 20 images
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: 20 images but train-labels-idx1-ubyte has 19"):
+        load_torchvision("mnist", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (_truncate, "not a CIFAR-10 python batch"),
+        (lambda p: p.write_bytes(b"not a pickle"), "not a CIFAR-10 python batch"),
+        (lambda p: p.write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8)})), "without the key.*labels"),
+        (lambda p: p.write_bytes(pickle.dumps({"data": np.zeros((2, 100)), "labels": [0, 1]})), r"\(n, 3072\)"),
+    ],
+)
+@pytest.mark.parametrize("file", ["data_batch_3", "test_batch"])
+def test_a_damaged_cifar_batch_is_named(tmp_path, skip_cifar_md5, file, damage, says):
+    write_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / file
+    damage(path)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + says):
+        load_torchvision("cifar10", tmp_path)
+
+
+def test_a_cifar_meta_file_without_label_names_is_named(tmp_path, skip_cifar_md5):
+    write_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "batches.meta"
+    path.write_bytes(pickle.dumps({"num_vis": 3072}))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*label_names"):
+        load_torchvision("cifar10", tmp_path)

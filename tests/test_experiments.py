@@ -5,6 +5,7 @@ Every test runs the real `dvc exp` commands in a copy of the project with a smal
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -74,8 +75,8 @@ def test_queued_sweep_runs_to_completion_with_two_workers(project):
     assert "reports/metrics.json" in json.loads(diff)
 
 
-def start_and_kill(project: Path, args: list[str], when: str, timeout: float = 600) -> None:
-    """Start `dvc <args>` and SIGKILL it and its children once its output shows ``when``."""
+def start_and_kill(project: Path, args: list[str], when: str, timeout: float = 600) -> list[str]:
+    """Start `dvc <args>` and SIGKILL it and its children once its output shows ``when``; return its output lines."""
     process = subprocess.Popen(
         ["dvc", *args],
         cwd=project,
@@ -95,13 +96,21 @@ def start_and_kill(project: Path, args: list[str], when: str, timeout: float = 6
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert any(when in line for line in seen), "".join(seen)
+    return seen
 
 
 def test_killed_exp_run_completes_when_run_again(project):
+    """Killed while a barrier stage runs, the same command again runs that stage and what follows it, and
+    skips every stage that had finished (each announced before the killed one: DVC runs them in turn)."""
     command = ["exp", "run", "-S", "train.recipe.epochs=3"]
-    start_and_kill(project, command, when="Running stage 'train@")
+    seen = start_and_kill(project, command, when="Running stage 'barrier@")
+    announced = [m[1] for line in seen if (m := re.search(r"Running stage '([^']+)'", line))]
+    finished, killed = announced[:-1], announced[-1]
+    assert any(s.startswith("train@") for s in finished) and killed.startswith("barrier@"), announced
     result = dvc(project, *command)
-    assert "train@digits-mlp-d2-w4-0.05" in stages_run(result)
+    ran = stages_run(result)
+    assert killed in ran and "report" in ran
+    assert not set(finished) & set(ran), (finished, ran)
     assert (project / "models/digits-mlp-d2-w4-lr0.05/seed1.safetensors").exists()
     assert json.loads((project / "reports/metrics.json").read_text())["endpoints"]["test_acc"] >= 0
 

@@ -71,8 +71,8 @@ def test_barycenter_permutations_recover_a_planted_permutation(arch, generator):
 def test_couplings_have_uniform_marginals_and_any_width_runs(arch, width, solver):
     models = [make(arch, seed=s) for s in range(3)]
     fusion = wasserstein_barycenter(
-        models, target(arch, width), solver=solver, epsilon=0.01, start="mean", max_iterations=3
-    )
+        models, target(arch, width), solver=solver, epsilon=0.1, start="mean", max_iterations=3
+    )  # epsilon 0.1: the marginals hold for any; a smaller one only makes Sinkhorn take longer (40 s at 0.01)
     for couplings in fusion.couplings:
         for name, plan in couplings.items():
             m, n = plan.shape

@@ -142,6 +142,40 @@ def test_bad_params_fail_before_any_training(project):
     assert stages_run(result) == ["check_params"]
 
 
+@pytest.mark.parametrize("mistake", ["renamed", "not a list"])
+def test_a_mistake_in_the_sweep_keys_stops_dvc_before_any_stage_and_check_params_lists_it(project, mistake):
+    """DVC expands the stage matrices from ``train.sweep.*`` before any stage runs, so a mistake there is DVC's
+    own error under ``dvc repro``; ``make run`` (``python -m lmcot.config params.yaml`` first) lists it as for
+    every other key (README, "An invalid params.yaml")."""
+    import sys
+    from pathlib import Path
+
+    from ruamel.yaml import YAML
+
+    project, _ = project
+    yaml = YAML()
+    params = yaml.load(project / "params.yaml")
+    before = {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*") if p.is_file()}
+    original = list(params["train"]["sweep"]["lrs"])
+    if mistake == "renamed":
+        params["train"]["sweep"]["lr"] = params["train"]["sweep"].pop("lrs")
+        dvc_says, we_say = "train.sweep.lrs", "unknown key 'train.sweep.lr'; did you mean 'train.sweep.lrs'?"
+    else:
+        params["train"]["sweep"]["lrs"] = "0.05"
+        dvc_says, we_say = "", "train.sweep.lrs = '0.05': must be a list"
+    yaml.dump(params, project / "params.yaml")
+    result = dvc(project, "repro", check=False)
+    assert result.returncode != 0 and stages_run(result) == []
+    assert dvc_says in result.stdout + result.stderr
+    listed = run(project, sys.executable, "-m", "lmcot.config", "params.yaml", check=False)
+    assert listed.returncode != 0 and we_say in listed.stdout + listed.stderr
+    assert before == {p: p.stat().st_mtime_ns for p in Path(project / "models").rglob("*") if p.is_file()}
+    # put the sweep back for the tests after this one, which share the project
+    params["train"]["sweep"]["lrs"] = original
+    params["train"]["sweep"].pop("lr", None)
+    yaml.dump(params, project / "params.yaml")
+
+
 def test_sweep_as_a_dvc_experiment(project):
     """`dvc exp run -S` sweeps a list from params.yaml; the experiment runs in DVC's own copy of the repo."""
     project, _ = project

@@ -89,12 +89,32 @@ def test_diverging_configuration_stops_with_its_name_and_saves_nothing(project):
     )
 
 
+def test_keep_going_finishes_the_healthy_configuration_beside_a_diverging_one(project):
+    """Two learning rates, one diverging: ``dvc repro --keep-going`` fails on it and still runs every stage of
+    the other configuration; only the report, which needs both, is left."""
+    set_params(project, {"train.sweep.lrs": [0.05, 1e6], "train.recipe.epochs": 2, "train.recipe.batch_size": 64})
+    result = dvc(project, "repro", "--keep-going", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "training diverged: digits-mlp-d2-w64-lr1000000.0" in output, output
+    ran = stages_run(result)
+    for stage in ("train", "align", "dimension", "barrier", "fuse", "plane"):
+        assert f"{stage}@digits-mlp-d2-w64-0.05" in ran, (stage, ran)
+    assert (project / "results" / CONFIG / "barriers.csv").exists()
+    assert not (project / "models/digits-mlp-d2-w64-lr1000000.0").exists()
+    assert "report" not in ran
+
+
 def test_a_nan_never_becomes_a_barrier(project):
-    """A model whose weights hold a NaN (saved with a valid checksum) stops the barrier stage with a message."""
+    """A model whose weights hold a NaN (saved with a valid checksum) stops the barrier stage with a message;
+    the barriers of the healthy run before it stay in the cache, and ``dvc checkout --force`` brings them
+    back with the model as trained."""
     from lmcot.io import load_model, read_sidecar, save_model
 
     set_params(project, {"train.recipe.epochs": 2, "train.recipe.batch_size": 64, "align.methods": ["identity"]})
-    dvc(project, "repro", "align@digits-mlp-d2-w64-0.05")
+    dvc(project, "repro", "barrier@digits-mlp-d2-w64-0.05")
+    barriers = project / "results" / CONFIG / "barriers.csv"
+    healthy = barriers.read_bytes()
     path = project / "models" / CONFIG / "seed1.safetensors"
     model, sidecar = load_model(path), read_sidecar(path)
     with torch.no_grad():
@@ -105,4 +125,8 @@ def test_a_nan_never_becomes_a_barrier(project):
     assert result.returncode != 0
     assert f"barrier: {CONFIG}: the" in output and "is not finite on the path from seed 0 to seed 1" in output, output
     assert "Traceback" not in output
-    assert not (project / "results" / CONFIG / "barriers.csv").exists()
+    assert not barriers.exists() or barriers.read_bytes() == healthy  # never a barrier of the NaN model
+    # --force: the damaged model file is discarded knowingly; the stages named, since the others never ran here
+    dvc(project, "checkout", "--force", "train@digits-mlp-d2-w64-0.05", "barrier@digits-mlp-d2-w64-0.05")
+    assert barriers.read_bytes() == healthy
+    assert torch.isfinite(next(load_model(path).parameters())).all()  # the model as trained, too

@@ -253,6 +253,7 @@ def project(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow  # runs the stage script in a subprocess (torch's import)
 def test_fetch_stage_without_network_fails_with_one_message(project):
     result = run_stage(
         project, "stages/fetch.py", "mnist10k", env={"NPM_CONFIG_REGISTRY": f"http://127.0.0.1:{closed_port()}"}
@@ -273,6 +274,7 @@ def test_fetch_stage_refuses_a_foreign_copy_naming_it(project):
     assert run_stage(project, "stages/fetch.py", "digits").stderr.strip().endswith("(valid: mnist10k)")
 
 
+@pytest.mark.slow  # runs the stage script in a subprocess (torch's import)
 def test_prepare_stage_refuses_a_damaged_package_naming_it(project):
     (project / "data/raw/mnist10k").mkdir(parents=True)
     (project / "data/raw/mnist10k/package.tgz").write_bytes(b"not a tarball")

@@ -1,0 +1,160 @@
+"""Exact expected values for the science core, each computed here independently of the code under test
+(by hand, or by brute force over every permutation of a width-4 network), so that a plausible wrong
+formula fails."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lmcot.alignment import align
+from lmcot.barrier import barrier_summary
+from lmcot.dimension import two_nn_dimension
+from lmcot.models import build_model
+from lmcot.permutation import apply_permutations, chain_spec
+
+WIDTH = 4
+PERMS = [torch.tensor(p) for p in itertools.permutations(range(WIDTH))]
+
+
+# --- barriers ------------------------------------------------------------------------------------------------
+
+
+def test_a_curve_below_its_chord_has_no_barrier():
+    """Loss 1 -> 3 on the uneven grid 0, .2, .5, .9, 1, every inner point below the chord 1 + 2a: the barrier
+    is the largest ``value - chord``, here 0 at the endpoints (a max of absolute gaps would give 0.5)."""
+    summary = barrier_summary([0, 0.2, 0.5, 0.9, 1], [1.0, 1.2, 1.5, 2.5, 3.0])
+    assert summary["barrier"] == 0.0
+    assert summary["midpoint"] == 1.5
+    assert summary["max_minus_endpoint_mean"] == pytest.approx(3.0 - 2.0)
+    assert (summary["value_a"], summary["value_b"]) == (1.0, 3.0)
+
+
+def test_a_curve_crossing_its_chord_on_an_uneven_grid():
+    """Chord 1 + 2a at a = .2, .5, .9 is 1.4, 2, 2.8; values 1.0, 1.5, 2.9: gaps -0.4, -0.5, +0.1."""
+    summary = barrier_summary([0, 0.2, 0.5, 0.9, 1], [1.0, 1.0, 1.5, 2.9, 3.0])
+    assert summary["barrier"] == pytest.approx(0.1)
+    assert summary["midpoint"] == 1.5  # the value at a = 0.5, not at the middle index of an uneven grid
+
+
+def test_the_midpoint_is_read_at_one_half_on_a_grid_crowded_at_one_end():
+    alphas = [0, 0.05, 0.1, 0.15, 0.5, 1]  # the middle index holds a = 0.15
+    summary = barrier_summary(alphas, [0.0, 0.1, 0.2, 0.3, 0.7, 0.0])
+    assert summary["midpoint"] == 0.7
+    assert summary["barrier"] == pytest.approx(0.7)
+
+
+# --- the permutation convention -------------------------------------------------------------------------------
+
+
+def test_a_permutation_puts_the_rows_it_names_in_order():
+    """``perm = [2, 0, 1]`` puts B's rows 2, 0, 1 in positions 0, 1, 2, and B's columns of the next layer
+    likewise (an inverse applied instead would give rows 1, 2, 0)."""
+    spec = chain_spec(["first", "second"])
+    first = torch.tensor([[10.0], [11.0], [12.0]])
+    second = torch.tensor([[20.0, 21.0, 22.0]])
+    state = {"first.weight": first, "first.bias": torch.tensor([0.0, 1.0, 2.0]), "second.weight": second}
+    state["second.bias"] = torch.tensor([5.0])
+    out = apply_permutations(spec, {"P0": torch.tensor([2, 0, 1])}, state)
+    assert out["first.weight"].flatten().tolist() == [12.0, 10.0, 11.0]
+    assert out["first.bias"].tolist() == [2.0, 0.0, 1.0]
+    assert out["second.weight"].flatten().tolist() == [22.0, 20.0, 21.0]
+    assert out["second.bias"].tolist() == [5.0]
+
+
+# --- weight matching against brute force ----------------------------------------------------------------------
+
+
+def pair_of_mlps(depth, seed=0, features=5, classes=3):
+    torch.manual_seed(seed)
+    return [build_model("mlp", (features,), classes, WIDTH, depth).eval() for _ in range(2)]
+
+
+def rebasin_objective(state_a, state_b, perms, depth, with_outgoing=True):
+    """Git Re-Basin's objective written out: sum over layers of <W_A, P_l W_B P_{l-1}^T> and <b_A, P_l b_B>
+    (the classifier's columns permuted by the last P); ``with_outgoing=False`` drops every term of the
+    layer after, the plausible mistake."""
+    total = 0.0
+    previous = torch.arange(5)
+    for layer in range(depth + 1):
+        p = perms[layer] if layer < depth else torch.arange(3)
+        w_b = state_b[f"layers.{layer}.weight"][p][:, previous]
+        b_b = state_b[f"layers.{layer}.bias"][p]
+        if with_outgoing or layer < depth:
+            total += float(
+                (state_a[f"layers.{layer}.weight"] * w_b).sum() + (state_a[f"layers.{layer}.bias"] * b_b).sum()
+            )
+        previous = p
+    return total
+
+
+def test_weight_matching_of_one_hidden_layer_is_the_brute_force_optimum():
+    """One permutation: its LAP is exact, so weight matching must return the best of all 24 permutations of
+    the full objective, which here differs from the best of the incoming weights alone."""
+    model_a, model_b = pair_of_mlps(depth=1, seed=0)
+    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+    values = [rebasin_objective(state_a, state_b, [p], 1) for p in PERMS]
+    best = PERMS[int(np.argmax(values))]
+    incoming_only = PERMS[int(np.argmax([rebasin_objective(state_a, state_b, [p], 1, False) for p in PERMS]))]
+    assert not torch.equal(best, incoming_only)  # the test can tell the two objectives apart
+    assert torch.equal(align("weight_matching", model_a, model_b)["P0"], best)
+
+
+def test_weight_matching_of_two_hidden_layers_cannot_be_improved_by_changing_one_permutation():
+    """Coordinate descent with exact LAPs ends where no single permutation can be changed for the better: checked
+    against all 24 alternatives of each, with the objective written out here. On this pair it is also the
+    brute-force optimum over all 576 pairs of permutations."""
+    model_a, model_b = pair_of_mlps(depth=2, seed=1)
+    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+    perms = align("weight_matching", model_a, model_b)
+    found = rebasin_objective(state_a, state_b, [perms["P0"], perms["P1"]], 2)
+    for layer in range(2):
+        for p in PERMS:
+            changed = [perms["P0"], perms["P1"]]
+            changed[layer] = p
+            assert rebasin_objective(state_a, state_b, changed, 2) <= found + 1e-5
+    best = max(rebasin_objective(state_a, state_b, [p0, p1], 2) for p0 in PERMS for p1 in PERMS)
+    assert found == pytest.approx(best, abs=1e-5)
+
+
+# --- covariance-aware matching against brute force ------------------------------------------------------------
+
+
+def expected_output_gap(w_a, w_b, h):
+    """``E|W_A h - W_B h|^2`` over the rows of ``h`` (samples), float64."""
+    return float(((h @ w_a.T - h @ w_b.T) ** 2).sum(1).mean())
+
+
+def test_covariance_aware_matching_minimises_the_expected_output_gap_on_model_as_inputs():
+    """Layer by layer, ``min_P E|W_A h - P W_B h|^2`` with ``h`` model A's inputs to the layer (the data, then
+    A's hidden activations), B's columns aligned by the layer before: brute force over 24 permutations per
+    layer. On this pair B's activations, or A's centred, would each give another answer."""
+    model_a, model_b = pair_of_mlps(depth=2, seed=2)
+    x = torch.randn(400, 5, generator=torch.Generator().manual_seed(0)) + 0.5
+    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+    h_a = torch.relu(x @ state_a["layers.0.weight"].T + state_a["layers.0.bias"]).double()
+    h_b = torch.relu(x @ state_b["layers.0.weight"].T + state_b["layers.0.bias"]).double()
+    w_a0, w_b0 = state_a["layers.0.weight"].double(), state_b["layers.0.weight"].double()
+    p0 = min(PERMS, key=lambda p: expected_output_gap(w_a0, w_b0[p], x.double()))
+    w_a1 = state_a["layers.1.weight"].double()
+    w_b1 = state_b["layers.1.weight"].double()[:, p0]  # B's inputs aligned by P0
+
+    def best_for(h):
+        return min(PERMS, key=lambda p: expected_output_gap(w_a1, w_b1[p], h))
+
+    p1 = best_for(h_a)
+    assert not torch.equal(p1, best_for(h_b)) and not torch.equal(p1, best_for(h_a - h_a.mean(0)))
+    perms = align("cov_weight_matching", model_a, model_b, x)
+    assert torch.equal(perms["P0"], p0)
+    assert torch.equal(perms["P1"], p1)
+
+
+# --- dimensions -----------------------------------------------------------------------------------------------
+
+
+def test_two_nn_on_three_points_by_hand():
+    """Points 0, 1, 3 on a line: second / first neighbour distances 3/1, 2/1, 3/2, so
+    d = (N - 1) / sum(log mu) = 2 / log 9."""
+    assert two_nn_dimension(np.array([[0.0], [1.0], [3.0]])) == pytest.approx(2 / math.log(9))
