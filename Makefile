@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 # pip on some machines warns about every missing local index folder; keep its real messages only.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup run test bench preset lint format check-params submit cluster-status clean-venv
+.PHONY: setup run test bench mutate preset lint format check-params submit cluster-status clean-venv
 
 setup: $(VENV)/.installed .dvc/config
 
@@ -45,6 +45,10 @@ preset: setup  # make preset NAME=ferbach_mnist
 
 bench: setup
 	python benchmarks/run.py
+
+mutate: setup  # mutation score of the science modules: reports/mutation.md (about an hour on 2 cores; not in CI)
+	@python -c "import mutmut" 2>/dev/null || python -m pip install -q mutmut==3.8.1
+	python benchmarks/mutation.py
 
 lint: setup
 	ruff check . && ruff format --check .

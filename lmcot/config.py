@@ -10,7 +10,7 @@ import difflib
 import itertools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # Names only: validating params imports no science module (and no torch), so that it costs no start-up.
@@ -182,110 +182,116 @@ def slurm_memory(v):
     return str(v)
 
 
-SPLIT = {"test_fraction": number(0, 1, exclusive_minimum=True), "seed": integer(0)}
-DATASET_OPTIONS = {
-    "mnist1d": {"num_samples": integer(100, multiple_of=10), **SPLIT, "standardise": boolean},
-    "digits": {**SPLIT, "standardise": boolean},
-    "mnist10k": {**SPLIT, "standardise": boolean},
-    **{
-        name: {"root": text, "download": boolean, "standardise": boolean}
-        for name in ("mnist", "fashion_mnist", "cifar10")
-    },
-}
+def params_schema() -> dict:
+    """The schema of params.yaml: nested dicts whose leaves are rules (a value in, the normalised value out).
 
-SCHEMA = {
-    "device": one_of(DEVICES),
-    "fetch": {"datasets": list_of(one_of(tuple(PACKAGES)), min_length=0)},
-    "prepare": DATASET_OPTIONS,
-    "train": {
-        "sweep": {
-            "datasets": list_of(one_of(DATASETS)),
-            "models": list_of(model_spec),
-            "lrs": list_of(number(0, exclusive_minimum=True)),
+    Built on each call (microseconds), so that every rule is made by the code under test, never at import.
+    """
+    split = {"test_fraction": number(0, 1, exclusive_minimum=True), "seed": integer(0)}
+    datasets = {
+        "mnist1d": {"num_samples": integer(100, multiple_of=10), **split, "standardise": boolean},
+        "digits": {**split, "standardise": boolean},
+        "mnist10k": {**split, "standardise": boolean},
+        **{
+            name: {"root": text, "download": boolean, "standardise": boolean}
+            for name in ("mnist", "fashion_mnist", "cifar10")
         },
-        "seeds": list_of(integer(0), min_length=2),
-        "checkpoint_every": integer(0),
-        "recipe": {
-            "optimizer": one_of(OPTIMIZERS),
-            "momentum": number(0, 1),
-            "weight_decay": number(0),
-            "epochs": integer(1),
+    }
+
+    return {
+        "device": one_of(DEVICES),
+        "fetch": {"datasets": list_of(one_of(tuple(PACKAGES)), min_length=0)},
+        "prepare": datasets,
+        "train": {
+            "sweep": {
+                "datasets": list_of(one_of(DATASETS)),
+                "models": list_of(model_spec),
+                "lrs": list_of(number(0, exclusive_minimum=True)),
+            },
+            "seeds": list_of(integer(0), min_length=2),
+            "checkpoint_every": integer(0),
+            "recipe": {
+                "optimizer": one_of(OPTIMIZERS),
+                "momentum": number(0, 1),
+                "weight_decay": number(0),
+                "epochs": integer(1),
+                "batch_size": integer(1),
+                "warmup_epochs": number(0),
+                "warmup_steps": integer(0),
+                "schedule": one_of(SCHEDULES),
+            },
+        },
+        "align": {
+            "methods": list_of(one_of(tuple(METHODS))),
+            "pairs": one_of(PAIRINGS),
+            "num_samples": integer(1),
+            "weight_matching": {"max_sweeps": integer(1), "seed": integer(0)},
+            "ot_emd": {"num_iter_max": integer(1000)},
+            "ot_sinkhorn": {
+                "epsilon": number(0, exclusive_minimum=True),
+                "num_iter_max": integer(1),
+                "stop_threshold": number(0, exclusive_minimum=True),
+            },
+        },
+        "dimension": {
+            "num_samples": integer(1),
+            "min_ambient": integer(1),
+            "wasserstein_rate": {"repeats": integer(1), "seed": integer(0)},
+        },
+        "fuse": {
+            "ot": {
+                "solver": one_of(SOLVERS),
+                "epsilon": number(0, exclusive_minimum=True),
+                "max_iterations": integer(1),
+                "alpha_h": number(0),
+                "start": one_of(STARTS),
+                "input_transport": one_of(INPUT_TRANSPORTS),
+            },
+            "alpha_h_grid": list_of(number(0), min_length=0),
+            "num_models": integer(2),
+            "weights": either(one_of(("uniform",)), list_of(number(0, exclusive_minimum=True), unique=False)),
+            "width_factors": list_of(number(0, 16, exclusive_minimum=True)),
+            "fine_tune": {"epochs": integer(0), "lr_factor": number(0, exclusive_minimum=True)},
+        },
+        "barrier": {
+            "alphas": list_of(number(0, 1), min_length=2),
+            "splits": list_of(one_of(("train", "test"))),
             "batch_size": integer(1),
-            "warmup_epochs": number(0),
-            "warmup_steps": integer(0),
-            "schedule": one_of(SCHEDULES),
+            "train_samples": integer(1),
+            "norm_corrections": list_of(one_of(NORM_CORRECTIONS), min_length=0),
+            "norm_samples": integer(1),
         },
-    },
-    "align": {
-        "methods": list_of(one_of(tuple(METHODS))),
-        "pairs": one_of(PAIRINGS),
-        "num_samples": integer(1),
-        "weight_matching": {"max_sweeps": integer(1), "seed": integer(0)},
-        "ot_emd": {"num_iter_max": integer(1000)},
-        "ot_sinkhorn": {
-            "epsilon": number(0, exclusive_minimum=True),
-            "num_iter_max": integer(1),
-            "stop_threshold": number(0, exclusive_minimum=True),
+        "plane": {
+            "grid_size": integer(3, 101),
+            "margin": number(0, 2),
+            "num_samples": integer(1),
         },
-    },
-    "dimension": {
-        "num_samples": integer(1),
-        "min_ambient": integer(1),
-        "wasserstein_rate": {"repeats": integer(1), "seed": integer(0)},
-    },
-    "fuse": {
-        "ot": {
-            "solver": one_of(SOLVERS),
-            "epsilon": number(0, exclusive_minimum=True),
-            "max_iterations": integer(1),
-            "alpha_h": number(0),
-            "start": one_of(STARTS),
-            "input_transport": one_of(INPUT_TRANSPORTS),
+        "cluster": {
+            "workdir": text,
+            "partition": optional(text),
+            "account": optional(text),
+            "time": slurm_time,
+            "cpus": integer(1),
+            "mem": slurm_memory,
+            "gpus": integer(0),
+            "max_running": integer(0),
+            "gather_time": slurm_time,
         },
-        "alpha_h_grid": list_of(number(0), min_length=0),
-        "num_models": integer(2),
-        "weights": either(one_of(("uniform",)), list_of(number(0, exclusive_minimum=True), unique=False)),
-        "width_factors": list_of(number(0, 16, exclusive_minimum=True)),
-        "fine_tune": {"epochs": integer(0), "lr_factor": number(0, exclusive_minimum=True)},
-    },
-    "barrier": {
-        "alphas": list_of(number(0, 1), min_length=2),
-        "splits": list_of(one_of(("train", "test"))),
-        "batch_size": integer(1),
-        "train_samples": integer(1),
-        "norm_corrections": list_of(one_of(NORM_CORRECTIONS), min_length=0),
-        "norm_samples": integer(1),
-    },
-    "plane": {
-        "grid_size": integer(3, 101),
-        "margin": number(0, 2),
-        "num_samples": integer(1),
-    },
-    "cluster": {
-        "workdir": text,
-        "partition": optional(text),
-        "account": optional(text),
-        "time": slurm_time,
-        "cpus": integer(1),
-        "mem": slurm_memory,
-        "gpus": integer(0),
-        "max_running": integer(0),
-        "gather_time": slurm_time,
-    },
-    "report": {
-        "replications": list_of(one_of(tuple(REPLICATIONS)), min_length=0),
-        "overfit_gap": number(0),
-        "min_train_accuracy": number(0, 1),
-        "dpi": integer(50, 600),
-        "figure_format": one_of(("png", "svg", "pdf")),
-    },
-}
+        "report": {
+            "replications": list_of(one_of(tuple(REPLICATIONS)), min_length=0),
+            "overfit_gap": number(0),
+            "min_train_accuracy": number(0, 1),
+            "dpi": integer(50, 600),
+            "figure_format": one_of(("png", "svg", "pdf")),
+        },
+    }
 
 
-def validate(params, schema=SCHEMA, where="") -> dict:
-    """Check ``params`` against ``schema``; return the normalised params or raise :class:`ParamsError`."""
+def validate(params, schema=None, where="") -> dict:
+    """Check ``params`` against ``schema`` (default: :func:`params_schema`); return the normalised params or raise
+    :class:`ParamsError`."""
     errors = []
-    result = _validate(params, schema, where, errors)
+    result = _validate(params, params_schema() if schema is None else schema, where, errors)
     if errors:
         raise ParamsError("invalid params.yaml:\n" + "\n".join(f"  - {e}" for e in errors))
     _check_rules(result)
@@ -409,7 +415,8 @@ class Configuration:
         return f"{self.dataset}-{self.model}-lr{self.lr}"
 
     def as_dict(self) -> dict:
-        return {"dataset": self.dataset, "arch": self.arch, "depth": self.depth, "width": self.width, "lr": self.lr}
+        """``{"dataset", "arch", "depth", "width", "lr"}``: the sweep keys, as result tables name their columns."""
+        return asdict(self)
 
 
 def parse_model(spec: str) -> tuple[str, int, int]:

@@ -131,16 +131,6 @@ def transport_tensor(
     return tensor
 
 
-def transport_state(
-    spec: PermutationSpec, couplings: Couplings, state, input_transport: str = "average"
-) -> dict[str, torch.Tensor]:
-    """Every floating tensor of ``state`` carried by :func:`transport_tensor`; other tensors unchanged."""
-    return {
-        k: transport_tensor(spec, couplings, k, v, input_transport=input_transport) if v.is_floating_point() else v
-        for k, v in state.items()
-    }
-
-
 def ot_plan(
     cost: torch.Tensor,
     solver: str = "emd",

@@ -38,7 +38,9 @@ def test_unsorted_input_is_sorted_first():
     assert barrier_summary(alphas, [3.0, 1.0, 4.0])["barrier"] == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("alphas", [[0.0, 1.0], [0.0, 0.5], [-0.1, 0.0, 0.5, 1.0]])
+@pytest.mark.parametrize(
+    "alphas", [[0.0, 1.0], [0.0, 0.5], [0.25, 0.5, 1.0], [-0.1, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.5]]
+)
 def test_grid_without_endpoints_or_midpoint_is_refused(alphas):
     with pytest.raises(ValueError, match="alpha grid"):
         barrier_summary(alphas, np.zeros(len(alphas)))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lmcot.config import Configuration, ParamsError, configurations, load_params, read_yaml, validate
+from lmcot.config import Configuration, ParamsError, configurations, load_params, main, read_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,6 +79,79 @@ def test_bad_values_are_named(default, key, value, expected):
         assert fragment in str(err.value), (fragment, str(err.value))
 
 
+# Every bound params.yaml's comments and the README promise: (key, values accepted, values refused by name).
+BOUNDS = [
+    ("fetch.datasets", [[]], [["no-such-package"]]),
+    ("prepare.mnist1d.num_samples", [100, 110], [90, 105]),
+    ("prepare.mnist1d.test_fraction", [1, 0.5], [0, 1.01]),
+    ("prepare.digits.seed", [0], [-1]),
+    ("prepare.mnist.root", ["data/raw/mnist"], [3]),
+    ("train.sweep.lrs", [[1e-9]], [[0]]),
+    ("train.checkpoint_every", [0], [-1]),
+    ("train.recipe.momentum", [0, 1], [-0.01, 1.01]),
+    ("train.recipe.weight_decay", [0], [-1e-9]),
+    ("train.recipe.epochs", [1], [0]),
+    ("train.recipe.batch_size", [1], [0]),
+    ("train.recipe.warmup_epochs", [0, 0.5], [-0.5]),
+    ("align.num_samples", [1], [0]),
+    ("align.weight_matching.max_sweeps", [1], [0]),
+    ("align.weight_matching.seed", [0], [-1]),
+    ("align.ot_emd.num_iter_max", [1000], [999]),
+    ("align.ot_sinkhorn.epsilon", [1e-9], [0]),
+    ("align.ot_sinkhorn.num_iter_max", [1], [0]),
+    ("align.ot_sinkhorn.stop_threshold", [1e-12], [0]),
+    ("dimension.num_samples", [1], [0]),
+    ("dimension.min_ambient", [1], [0]),
+    ("dimension.wasserstein_rate.repeats", [1], [0]),
+    ("dimension.wasserstein_rate.seed", [0], [-1]),
+    ("fuse.ot.epsilon", [1e-9], [0]),
+    ("fuse.ot.max_iterations", [1], [0]),
+    ("fuse.ot.alpha_h", [0], [-1]),
+    ("fuse.alpha_h_grid", [[], [0.0]], [[-1.0]]),
+    ("fuse.num_models", [2], [1]),
+    ("fuse.weights", ["uniform", [0.5, 0.5, 2]], ["equal", [0.5, 0, 0.5]]),
+    ("fuse.width_factors", [[16], [0.5]], [[0], [16.5]]),
+    ("fuse.fine_tune.epochs", [0], [-1]),
+    ("fuse.fine_tune.lr_factor", [1e-9], [0]),
+    ("barrier.alphas", [[0, 0.5, 1]], [[0, 0.5, 1.5], [-0.5, 0, 0.5, 1]]),
+    ("barrier.splits", [["train"], ["test"], ["train", "test"]], [["val"], []]),
+    ("barrier.batch_size", [1], [0]),
+    ("barrier.train_samples", [1], [0]),
+    ("barrier.norm_corrections", [[]], [["renormalise"]]),
+    ("barrier.norm_samples", [1], [0]),
+    ("plane.grid_size", [3, 101], [2, 102]),
+    ("plane.margin", [0, 2], [-0.1, 2.1]),
+    ("plane.num_samples", [1], [0]),
+    ("cluster.partition", [None, "gpu"], [3]),
+    ("cluster.cpus", [1], [0]),
+    ("cluster.gpus", [0], [-1]),
+    ("cluster.max_running", [0], [-1]),
+    ("cluster.time", ["30", "1:00:00", "2-12", "2-12:30:00"], ["1h", "1-2-3"]),
+    ("cluster.mem", ["8000", "8G", 512], ["0", "8GB", True]),
+    ("report.overfit_gap", [0], [-0.1]),
+    ("report.min_train_accuracy", [0, 1], [-0.1, 1.1]),
+    ("report.dpi", [50, 600], [49, 601]),
+    ("report.figure_format", ["png", "svg", "pdf"], ["jpg"]),
+]
+
+
+@pytest.mark.parametrize("key, accepted, refused", BOUNDS, ids=[row[0] for row in BOUNDS])
+def test_every_bound_is_where_the_docs_put_it(default, key, accepted, refused):
+    for value in accepted:
+        validate(edited(default, key, value))
+    for value in refused:
+        with pytest.raises(ParamsError, match=re.escape(key)):
+            validate(edited(default, key, value))
+
+
+def test_two_seeds_are_the_fewest_a_study_can_pair(default):
+    two = edited(default, "fuse.num_models", 2)
+    assert validate(edited(two, "train.seeds", [7, 3]))["train"]["seeds"] == [7, 3]
+    for seeds in ([0], [-1, 0], [1, 1]):
+        with pytest.raises(ParamsError, match="train.seeds"):
+            validate(edited(two, "train.seeds", seeds))
+
+
 def test_misspelt_key_is_named_with_a_suggestion(default):
     params = copy.deepcopy(default)
     params["train"]["sweep"]["model"] = params["train"]["sweep"].pop("models")
@@ -127,6 +200,39 @@ def test_configurations_follow_the_sweep(default):
         "mnist1d-lstm-d1-w16-lr1",
     ]
     assert (configs[2].arch, configs[2].depth, configs[2].width) == ("lstm", 1, 16)
+
+
+def test_a_configuration_as_a_table_row():
+    config = Configuration("digits", "mlp", 3, 64, 0.001)
+    assert config.as_dict() == {"dataset": "digits", "arch": "mlp", "depth": 3, "width": 64, "lr": 0.001}
+    assert (config.model, config.name) == ("mlp-d3-w64", "digits-mlp-d3-w64-lr0.001")
+
+
+def test_the_command_line_check_counts_the_study_or_lists_the_problems(tmp_path, default, capsys):
+    """``python -m lmcot.config FILE`` (``make check-params``): exit 0 and the study's size, or 2 and every problem."""
+    good = edited(edited(default, "train.sweep.models", ["mlp-d2-w8", "cnn-d2-w4"]), "train.seeds", [0, 1, 2, 3])
+    good = edited(edited(good, "train.sweep.datasets", ["digits"]), "train.sweep.lrs", [0.1])
+    (tmp_path / "good.yaml").write_text(yaml_text(good))
+    assert main([str(tmp_path / "good.yaml")]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'good.yaml'}: valid; 2 configuration(s) x 4 seeds\n"
+
+    (tmp_path / "bad.yaml").write_text(yaml_text(edited(edited(default, "train.seeds", [0]), "device", "tpu")))
+    assert main([str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{tmp_path / 'bad.yaml'}: invalid params.yaml:") and "train.seeds" in err and "device" in err
+
+    assert main([str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def yaml_text(params) -> str:
+    import io
+
+    from ruamel.yaml import YAML
+
+    out = io.StringIO()
+    YAML().dump(params, out)
+    return out.getvalue()
 
 
 def test_dvc_yaml_builds_the_same_configuration_names():
