@@ -1,10 +1,17 @@
 """Shared fixtures: a small real data set and small trained models (digits, a few epochs)."""
 
+import hashlib
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from lmcot.data import prepare
+from lmcot.models import build_model
 from lmcot.training import Recipe, train_model
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lmcot"
 
 
 @pytest.fixture(scope="session")
@@ -12,12 +19,38 @@ def digits():
     return prepare("digits", {"test_fraction": 0.25, "seed": 0})
 
 
+def trained_models(digits, arch, width, depth, recipe, seeds) -> list[torch.nn.Module]:
+    """One model per seed, trained on ``digits``.
+
+    Under ``make mutate`` (mutmut sets MUTANT_UNDER_TEST) every mutant's tests run in a new process; there the
+    models are trained once and loaded from disk afterwards, keyed by the training code and the arguments.
+    Training code is not under mutation, so a mutant sees the models it would have trained; one that could only
+    show through training would survive, never be counted killed by mistake.
+    """
+    train = lambda: [train_model(digits, arch, width, depth, recipe, s, progress=False)[0] for s in seeds]  # noqa: E731
+    if "MUTANT_UNDER_TEST" not in os.environ:
+        return train()
+    code = b"".join((PACKAGE / name).read_bytes() for name in ("training.py", "models.py", "data.py"))
+    key = hashlib.sha256(code + repr((arch, width, depth, recipe, list(seeds))).encode()).hexdigest()[:16]
+    path = PACKAGE.parent / ".mutation_models" / f"{arch}-{key}.pt"
+    if path.is_file():
+        models = [build_model(arch, digits.input_shape, digits.num_classes, width, depth) for _ in seeds]
+        for model, state in zip(models, torch.load(path), strict=True):
+            model.load_state_dict(state)
+            model.eval()  # as train_model returns it
+        return models
+    models = train()
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two mutants may train the same models at once
+    torch.save([model.state_dict() for model in models], tmp)
+    tmp.replace(path)
+    return models
+
+
 @pytest.fixture(scope="session")
 def trained_pair(digits):
     """Two MLPs (width 24, 2 hidden layers) trained from different seeds."""
-    recipe = Recipe(lr=0.05, epochs=4, batch_size=64)
-    models = [train_model(digits, "mlp", 24, 2, recipe, seed, progress=False)[0] for seed in (0, 1)]
-    return models
+    return trained_models(digits, "mlp", 24, 2, Recipe(lr=0.05, epochs=4, batch_size=64), (0, 1))
 
 
 @pytest.fixture

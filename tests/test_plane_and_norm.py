@@ -6,11 +6,12 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import trained_models
 
 from lmcot.barrier import batchnorm_layers, batchnorm_statistics, interpolation_curve, repair, reset_batchnorm
 from lmcot.models import build_model
 from lmcot.plane import evaluate_plane, flatten_state, grid_axes, load_flat, plane_basis
-from lmcot.training import Recipe, train_model
+from lmcot.training import Recipe
 
 
 def test_plane_basis_is_orthonormal_and_reproduces_the_points(generator):
@@ -71,7 +72,7 @@ def test_plane_corners_are_the_models(digits, trained_pair):
 @pytest.fixture(scope="module")
 def bn_models(digits):
     recipe = Recipe(lr=0.05, epochs=2, batch_size=64)
-    return [train_model(digits, "resnet_bn", 6, 1, recipe, seed, progress=False)[0].eval() for seed in (0, 1)]
+    return [model.eval() for model in trained_models(digits, "resnet_bn", 6, 1, recipe, (0, 1))]
 
 
 def test_reset_sets_running_statistics_to_the_batch_statistics(digits, bn_models):

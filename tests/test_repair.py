@@ -7,11 +7,12 @@ import copy
 
 import pytest
 import torch
+from conftest import trained_models
 
 from lmcot.alignment import align, permuted_copy
 from lmcot.barrier import correction_refusal, interpolation_curve, repair, repair_layers
 from lmcot.models import build_model
-from lmcot.training import Recipe, train_model
+from lmcot.training import Recipe
 
 # the modules whose output units are permuted, by architecture (width 8, depth 2): the classifier is not one
 CORRECTED = {
@@ -44,7 +45,7 @@ def aligned_pairs(digits, trained_pair):
     recipe = Recipe(lr=0.05, epochs=2, batch_size=64)
     pairs = {"mlp": trained_pair}
     for arch in ("cnn", "resnet"):
-        pairs[arch] = [train_model(digits, arch, 8, 2, recipe, seed, progress=False)[0] for seed in (0, 1)]
+        pairs[arch] = trained_models(digits, arch, 8, 2, recipe, (0, 1))
     return {arch: (a, permuted_copy(b, align("weight_matching", a, b))) for arch, (a, b) in pairs.items()}
 
 
