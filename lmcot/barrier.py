@@ -194,11 +194,10 @@ def output_statistics(
     return [_mean_std(batches[layer]) for layer in layers]
 
 
-def batchnorm_statistics(model, inputs, batch_size: int = 4096, only=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per BatchNorm layer (or only layer index ``only``), the mean and standard deviation of each
-    channel of its output over ``inputs`` (and positions), in eval mode."""
-    layers = batchnorm_layers(model)
-    return output_statistics(model, layers if only is None else [layers[only]], inputs, batch_size)
+def batchnorm_statistics(model, inputs, batch_size: int = 4096) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per BatchNorm layer, the mean and standard deviation of each channel of its output over ``inputs`` (and
+    positions), in eval mode."""
+    return output_statistics(model, batchnorm_layers(model), inputs, batch_size)
 
 
 def _fold(layer, mean, std, goal_mean, goal_std) -> tuple[torch.Tensor, torch.Tensor]:

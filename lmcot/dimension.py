@@ -204,7 +204,7 @@ def wasserstein_rate_dimension(points, sizes: Sequence[int] | None = None, repea
             draws.append(wasserstein_distance(x[idx_a], x[idx_b]))
         distances.append(float(np.mean(draws)))
     if min(distances) <= 0:
-        slope, dimension = float("nan"), float("nan")
+        slope, dimension = math.nan, math.nan
     else:
         slope = float(np.polyfit(np.log(sizes), np.log(distances), 1)[0])
         dimension = -1.0 / slope if slope < 0 else float("inf")
@@ -219,7 +219,7 @@ def estimate_all(points) -> dict[str, float]:
     32 points (for the Wasserstein rate) and 21 distinct points (for the MLE with ``k = 20``).
     """
     x = _as_points(points)
-    pca = pca_components(x, (0.9, 0.95, 0.99))
+    pca = pca_components(x)
     return {
         "pca90": float(pca[0.9]),
         "pca95": float(pca[0.95]),
@@ -283,26 +283,23 @@ def model_dimensions(model, inputs, repeats: int = 3, seed: int = 0, min_ambient
             }
             estimates = {key: participation_ratio(m) for key, m in matrices.items()}
             points = w.cpu().numpy()
+            estimates.update({f"pca{round(f * 100)}": v for f, v in pca_components(points).items()})
             estimators = {
-                "pca": lambda p: {f"pca{round(f * 100)}": v for f, v in pca_components(p).items()},
-                "two_nn": lambda p: {"two_nn": two_nn_dimension(p)},
-                "mle": lambda p: {"mle": mle_dimension(p, k=min(20, len(np.unique(p, axis=0)) - 1))},
-                "wasserstein_rate": lambda p: {
-                    "wasserstein_rate": wasserstein_rate_dimension(p, repeats=repeats, seed=seed)["dimension"]
-                },
+                "two_nn": two_nn_dimension,
+                "mle": lambda p: mle_dimension(p, k=min(20, len(np.unique(p, axis=0)) - 1)),
+                "wasserstein_rate": lambda p: wasserstein_rate_dimension(p, repeats=repeats, seed=seed)["dimension"],
             }
             notes = {}
             for key, estimate in estimators.items():
                 try:
-                    estimates.update(estimate(points))
+                    estimates[key] = estimate(points)
                 except ValueError as err:  # too few (distinct) neurons for this estimator: say so in the row
-                    if key != "pca":
-                        estimates[key], notes[key] = float("nan"), str(err)
+                    estimates[key], notes[key] = math.nan, str(err)
             units, fan_in = points.shape
             for key in estimates:
                 bound = largest_possible(key, units, fan_in)
                 if bound < min_ambient:
-                    estimates[key] = float("nan")
+                    estimates[key] = math.nan
                     notes[key] = (
                         f"undefined: at most {bound} on a layer of {units} units with {fan_in} incoming weights each, "
                         f"fewer than dimension.min_ambient = {min_ambient}; it would measure the "

@@ -6,10 +6,25 @@ import itertools
 import pytest
 import torch
 
-from lmcot.alignment import METHODS, align, incoming_weights, output_change, permuted_copy, solve_lap
+from lmcot.alignment import (
+    METHODS,
+    _unit_bias,
+    align,
+    incoming_weights,
+    is_bias,
+    output_change,
+    permuted_copy,
+    solve_lap,
+)
 from lmcot.design import seed_pairs
 from lmcot.models import build_model
-from lmcot.permutation import apply_permutations, identity_permutations, invert_permutations, random_permutations
+from lmcot.permutation import (
+    PermutationSpec,
+    apply_permutations,
+    identity_permutations,
+    invert_permutations,
+    random_permutations,
+)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -200,3 +215,21 @@ def test_pairs_of_seeds():
     assert seed_pairs([4, 5, 6, 7], "disjoint") == [(4, 5), (6, 7)]
     with pytest.raises(ValueError, match="even number of seeds, got 3"):
         seed_pairs([4, 5, 6], "disjoint")
+
+
+def test_bias_names():
+    assert all(is_bias(p) for p in ("bias", "layers.0.bias", "layers.0.bias_f", "stem.bn.bias"))
+    assert not any(is_bias(p) for p in ("layers.0.weight", "bias.weight", "layers.0.weight_ih"))
+
+
+def test_bias_aware_matching_needs_one_matrix_and_one_bias_per_unit():
+    """The bias beside a unit's one incoming matrix, or an error naming what the unit has instead."""
+    state = {"a.weight": torch.ones(3, 2), "b.weight": torch.ones(3, 5), "a.bias": torch.arange(3.0)}
+    one = PermutationSpec({"P0": (("a.weight", 0), ("a.bias", 0))})
+    assert _unit_bias(one, "P0", state).tolist() == [0.0, 1.0, 2.0]
+    two = PermutationSpec({"P0": (("a.weight", 0), ("b.weight", 0), ("a.bias", 0))})
+    with pytest.raises(ValueError, match=r"it has a\.weight, b\.weight and a 'a\.bias'$"):
+        _unit_bias(two, "P0", state)
+    none = PermutationSpec({"P0": (("a.weight", 0),)})
+    with pytest.raises(ValueError, match=r"permutation 'P0' .* it has a\.weight and no 'a\.bias'$"):
+        _unit_bias(none, "P0", state)

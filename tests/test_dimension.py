@@ -246,3 +246,77 @@ def test_an_estimate_bounded_by_the_layer_shape_is_undefined():
     # the same layer with the bound lowered below its shape is estimated
     lowered = {r["estimator"]: r for r in model_dimensions(model, torch.randn(300, 40), repeats=1, min_ambient=1)}
     assert np.isfinite(lowered["pr_weights"]["value"]) and lowered["pr_weights"]["value"] <= 4 + 1e-9
+
+
+@pytest.mark.parametrize("width", [12, 40])
+def test_model_dimensions_apply_each_estimator_to_the_layers_neurons(width):
+    """Each row is its estimator applied to the layer's neurons as points (their incoming weights), to
+    ``W^T W``, ``W Sigma W^T`` or the activations' second moment, with the neighbour count of MLE at
+    ``min(20, distinct neurons - 1)`` and the Wasserstein rate at the given repeats and seed."""
+    from lmcot.alignment import incoming_weights
+    from lmcot.dimension import model_dimensions
+    from lmcot.models import build_model
+    from lmcot.permutation import identity_permutations
+
+    torch.manual_seed(0)
+    model = build_model("mlp", (12,), 3, width, 1).eval()
+    x = torch.randn(150, 12)
+    rows = model_dimensions(model, x, repeats=2, seed=5, min_ambient=1)
+    got = {row["estimator"]: row["value"] for row in rows}
+    assert {row["layer"] for row in rows} == {"P0"} and len(rows) == len(got) == 9
+    state, spec = model.state_dict(), model.permutation_spec()
+    w = incoming_weights(spec, "P0", state, identity_permutations(spec, state), solved=[]).double()
+    assert w.shape == (width, 12)
+    z = x.double()  # the first layer's inputs
+    with torch.no_grad():
+        h = model.hidden_activations(x)["P0"].double()
+    points = w.numpy()
+    expected = {
+        "pr_weights": participation_ratio(w.T @ w),
+        "pr_cov": participation_ratio(w @ (z.T @ z / len(x)) @ w.T),
+        "pr_activations": participation_ratio(h.T @ h / len(x)),
+        **{f"pca{round(f * 100)}": v for f, v in pca_components(points).items()},
+        "two_nn": two_nn_dimension(points),
+        "mle": mle_dimension(points, k=min(20, width - 1)),
+        "wasserstein_rate": (
+            wasserstein_rate_dimension(points, repeats=2, seed=5)["dimension"] if width >= 32 else float("nan")
+        ),
+    }
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-5, nan_ok=True), key
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (3,), (2, 2, 2)])
+def test_participation_ratio_needs_a_square_matrix(shape):
+    with pytest.raises(ValueError, match=rf"square matrix, got shape \({shape[0]},"):
+        participation_ratio(np.ones(shape))
+
+
+def test_default_sizes_by_hand():
+    """2000 points: 16 * 62.5^(k/5) for k = 0..5 (16 to half the cloud), rounded; 11 points: 2 to 5 (a quarter to a
+    half of the cloud, whole numbers); 4 points, the fewest: 1 and 2."""
+    assert default_sizes(2000) == [16, 37, 84, 191, 437, 1000]
+    assert default_sizes(11) == [2, 3, 4, 5]
+    assert default_sizes(4) == [1, 2]
+    with pytest.raises(ValueError, match="need at least 4 points for a grid of subsample sizes, got 3"):
+        default_sizes(3)
+
+
+def test_one_point_subsamples_and_the_refusals():
+    a, b = disjoint_subsamples(2, 1, np.random.default_rng(0))
+    assert sorted([*a, *b]) == [0, 1]
+    for n_points, n in ((5, 0), (5, 3)):
+        with pytest.raises(ValueError, match=f"cannot draw two disjoint subsamples of {n} from {n_points} points"):
+            disjoint_subsamples(n_points, n, np.random.default_rng(0))
+
+
+def test_pca_centres_each_coordinate():
+    """Points on a line through (5, 2, 0) along (1, 0, 3): one component after centring each coordinate
+    (centring by the mean of all coordinates would leave the offset, a second direction)."""
+    t = np.linspace(-1, 1, 9)
+    points = np.stack([5 + t, 2 + 0 * t, 3 * t], axis=1)
+    assert pca_components(points) == {0.9: 1, 0.95: 1, 0.99: 1}
+    for fraction in (0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=rf"fractions must lie in \(0, 1\], got {fraction}"):
+            pca_components(points, (0.5, fraction))

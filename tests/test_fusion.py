@@ -235,3 +235,58 @@ def test_lambda_weights_are_checked_and_respected():
 def test_ot_plan_rejects_an_unknown_solver():
     with pytest.raises(ValueError, match="valid: emd, sinkhorn"):
         ot_plan(torch.rand(3, 3), "hungarian")
+
+
+def test_vanilla_averaging_by_hand():
+    """Weights [3, 1]: each float tensor is 0.75 A + 0.25 B in A's dtype; the batch count (an integer buffer)
+    is model A's, never averaged."""
+    a, b = make("resnet_bn", seed=0), make("resnet_bn", seed=1)
+    count = next(k for k, v in a.state_dict().items() if not v.is_floating_point())
+    a.state_dict()[count].fill_(3)
+    b.state_dict()[count].fill_(6)
+    for weights, share in ((None, 0.5), ([3, 1], 0.75), ([0.3, 0.1], 0.75)):
+        state = vanilla_average([a, b], weights).state_dict()
+        for key, value in a.state_dict().items():
+            if key == count:
+                assert state[key].item() == 3
+                continue
+            expected = share * value.double() + (1 - share) * b.state_dict()[key].double()
+            assert state[key].dtype == value.dtype
+            assert torch.allclose(state[key].double(), expected, atol=1e-6), key
+    with pytest.raises(ValueError):
+        vanilla_average([a, b], [1.0])
+
+
+def test_one_shot_fusion_weights_anchor_and_solver():
+    """One-shot fusion anchors at model 0 by default: with all the weight on it, the result is model 0 itself;
+    with all the weight on model 1, model 1 aligned to it (the same function). Sinkhorn at its default epsilon is
+    sharp enough to fuse a model with a permuted copy exactly; at epsilon 1 it blurs the units together."""
+    a, b = make("mlp", seed=0), make("mlp", seed=1)
+    x = torch.randn(32, *SHAPE)
+    on_a = one_shot_fusion([a, b], weights=[1.0, 0.0])
+    for key, value in a.state_dict().items():
+        assert torch.allclose(on_a.state_dict()[key], value, atol=1e-6), key
+    assert torch.allclose(one_shot_fusion([a, b], weights=[0.0, 1.0])(x), b(x), atol=1e-5)
+    shuffled = permuted_copy(a, random_permutations(a.permutation_spec(), a.state_dict(), torch.Generator()))
+    assert torch.allclose(one_shot_fusion([a, shuffled], solver="sinkhorn")(x), a(x), atol=1e-4)
+    assert not torch.allclose(one_shot_fusion([a, shuffled], solver="sinkhorn", epsilon=1.0)(x), a(x), atol=1e-2)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "rnn"])
+def test_one_shot_fusion_is_the_barycentre_loop_kept_at_its_anchor(arch):
+    """Three models: one coupling of each to the anchor, no update of the target, no hidden-state term."""
+    models = [make(arch, seed=s) for s in range(3)]
+    for anchor in (0, 2):
+        fusion = wasserstein_barycenter(models, models[anchor], start=anchor, alpha_h=0.0, update_target=False)
+        fused = one_shot_fusion(models, anchor=anchor)
+        for key, value in fusion.state.items():
+            assert torch.allclose(fused.state_dict()[key], value.to(torch.float32), atol=1e-6), key
+
+
+def test_updating_the_target_or_the_hidden_term_change_a_recurrent_fusion():
+    """Why the two switches one-shot fusion sets matter: on three RNNs each changes the fused weights."""
+    models = [make("rnn", seed=s) for s in range(3)]
+    one_shot = one_shot_fusion(models).state_dict()
+    for options in ({"alpha_h": 0.0, "update_target": True}, {"alpha_h": 1.0, "update_target": False}):
+        other = wasserstein_barycenter(models, models[0], start=0, **options).state
+        assert any(not torch.allclose(one_shot[k], v.float(), atol=1e-3) for k, v in other.items()), options
