@@ -1,13 +1,7 @@
-"""lmcot: linear mode connectivity of neural networks through optimal transport."""
+"""lmcot: linear mode connectivity of neural networks through optimal transport.
 
-__all__ = ["load_model", "save_model"]
+Nothing is imported here, so that importing one module (``lmcot.config``, ``lmcot.sources``) loads only what that
+module needs, and a pipeline stage depends only on the files it really imports (see dvc.yaml).
+"""
+
 __version__ = "0.1.0"
-
-
-def __getattr__(name):
-    # Imported on first use, so that modules that need no torch (lmcot.sources) start fast.
-    if name in __all__:
-        from lmcot import io
-
-        return getattr(io, name)
-    raise AttributeError(f"module 'lmcot' has no attribute {name!r}")

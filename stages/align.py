@@ -9,7 +9,8 @@ import itertools
 import logging
 import time
 
-from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
+from common import configuration_stage, prepared_path, results_dir
+from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
 from lmcot.alignment import OPTIONS_OF, align, output_change

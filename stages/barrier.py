@@ -17,7 +17,8 @@ from copy import deepcopy
 import numpy as np
 import pandas as pd
 import torch
-from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
+from common import configuration_stage, prepared_path, results_dir
+from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
 from lmcot.barrier import barrier_summary, correction_refusal, interpolation_curve

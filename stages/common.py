@@ -53,18 +53,6 @@ def checkpoint_path(config: Configuration) -> Path:
     return CHECKPOINTS / config.name / "train.pt"
 
 
-def stage_device(params: dict):
-    """The torch device of the ``device`` setting; exits with the reason if it cannot be used."""
-    from lmcot.device import resolve_device
-
-    try:
-        device = resolve_device(params["device"])
-    except ValueError as err:
-        sys.exit(f"params.yaml: {err}")
-    logging.getLogger("device").info("running on %s", device)
-    return device
-
-
 def setup_logging(stage: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage} %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
@@ -87,13 +75,6 @@ def configuration_stage(stage: str, description: str) -> tuple[dict, Configurati
     args = parser.parse_args()
     params = setup(stage)
     return params, find_configuration(params, args.config)
-
-
-def load_seed_models(params: dict, config: Configuration, device="cpu") -> dict:
-    """Every trained seed of ``config``: seed -> model on ``device``."""
-    from lmcot.io import load_model
-
-    return {seed: load_model(model_path(config, seed), device) for seed in params["train"]["seeds"]}
 
 
 def find_configuration(params: dict, name: str) -> Configuration:

@@ -9,7 +9,8 @@ slope, the last four on the layer's neurons as points (their incoming weight vec
 import logging
 
 import pandas as pd
-from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
+from common import configuration_stage, prepared_path, results_dir
+from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
 from lmcot.data import Dataset

@@ -15,7 +15,8 @@ averaged statistics describe none of the models); the inputs and the ensemble ke
 import logging
 
 import pandas as pd
-from common import configuration_stage, fused_dir, load_seed_models, prepared_path, results_dir, stage_device
+from common import configuration_stage, fused_dir, prepared_path, results_dir
+from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
 from lmcot.barrier import batchnorm_layers, reset_batchnorm

@@ -11,7 +11,8 @@ from copy import deepcopy
 
 import pandas as pd
 import torch
-from common import configuration_stage, load_seed_models, prepared_path, results_dir, stage_device
+from common import configuration_stage, prepared_path, results_dir
+from common_models import load_seed_models, stage_device
 
 from lmcot.data import Dataset
 from lmcot.fusion import permutations_from_fusion, wasserstein_barycenter

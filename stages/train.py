@@ -11,7 +11,8 @@ import logging
 import sys
 
 import pandas as pd
-from common import checkpoint_path, configuration_stage, model_path, prepared_path, results_dir, stage_device
+from common import checkpoint_path, configuration_stage, model_path, prepared_path, results_dir
+from common_models import stage_device
 
 from lmcot.data import Dataset
 from lmcot.io import save_model, sha256_of, write_csv

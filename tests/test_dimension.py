@@ -320,3 +320,17 @@ def test_pca_centres_each_coordinate():
     for fraction in (0, 1.5, -0.1):
         with pytest.raises(ValueError, match=rf"fractions must lie in \(0, 1\], got {fraction}"):
             pca_components(points, (0.5, fraction))
+
+
+def test_wasserstein_rate_bounds():
+    """32 points are the fewest; sizes need two distinct values in [1, half the cloud], however they are listed."""
+    points = np.random.default_rng(0).normal(size=(32, 3))
+    assert wasserstein_rate_dimension(points, sizes=[16, 1, 1], repeats=1)["sizes"] == [1, 16]
+    assert wasserstein_rate_dimension(points, sizes=[1, 2], repeats=1)["sizes"] == [1, 2]
+    with pytest.raises(ValueError, match="needs at least 32 points, got 31"):
+        wasserstein_rate_dimension(points[:31])
+    with pytest.raises(ValueError, match=r"need at least 2 distinct subsample sizes to fit a slope, got \[5\]"):
+        wasserstein_rate_dimension(points, sizes=[5, 5])
+    for sizes in ([0, 2], [17, 1, 2]):
+        with pytest.raises(ValueError, match=r"subsample sizes must lie in \[1, 16\], got \["):
+            wasserstein_rate_dimension(points, sizes=sizes, repeats=1)
