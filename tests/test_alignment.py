@@ -233,3 +233,14 @@ def test_bias_aware_matching_needs_one_matrix_and_one_bias_per_unit():
     none = PermutationSpec({"P0": (("a.weight", 0),)})
     with pytest.raises(ValueError, match=r"permutation 'P0' .* it has a\.weight and no 'a\.bias'$"):
         _unit_bias(none, "P0", state)
+
+
+def test_barycentre_alignment_passes_every_option_to_the_fusion(monkeypatch):
+    import lmcot.fusion
+
+    seen = {}
+    monkeypatch.setattr(lmcot.fusion, "wasserstein_barycenter", lambda models, target, **options: seen.update(options))
+    monkeypatch.setattr(lmcot.fusion, "permutations_from_fusion", lambda fusion: "perms")
+    options = dict(solver="sinkhorn", epsilon=0.5, max_iterations=3, alpha_h=2.5, start="mean", input_transport="sum")
+    assert align("barycenter", "model a", "model b", **options) == "perms"
+    assert seen == options

@@ -242,6 +242,7 @@ def test_an_estimate_bounded_by_the_layer_shape_is_undefined():
     for estimator in ("pr_weights", "pr_cov", "pca90", "two_nn", "mle", "wasserstein_rate"):
         assert np.isnan(rows[estimator]["value"]), estimator
         assert "undefined: at most" in rows[estimator]["note"] and "min_ambient = 8" in rows[estimator]["note"]
+        assert rows[estimator]["note"].endswith("it would measure the layer's shape")
     assert np.isfinite(rows["pr_activations"]["value"]) and rows["pr_activations"]["note"] == ""
     # the same layer with the bound lowered below its shape is estimated
     lowered = {r["estimator"]: r for r in model_dimensions(model, torch.randn(300, 40), repeats=1, min_ambient=1)}
@@ -334,3 +335,19 @@ def test_wasserstein_rate_bounds():
     for sizes in ([0, 2], [17, 1, 2]):
         with pytest.raises(ValueError, match=r"subsample sizes must lie in \[1, 16\], got \["):
             wasserstein_rate_dimension(points, sizes=sizes, repeats=1)
+
+
+def test_an_estimate_at_the_bound_is_kept_and_a_failed_fit_says_so():
+    """Four neurons at the corners of a square (2 inputs each): TwoNN sees only ties (inf, with the reason), and
+    min_ambient = 2, the layer's own bound, still estimates its weights' participation ratio: W^T W = [[2, 1], [1, 2]],
+    eigenvalues 3 and 1, (3 + 1)^2 / (9 + 1) = 1.6."""
+    from lmcot.dimension import model_dimensions
+    from lmcot.models import build_model
+
+    model = build_model("mlp", (2,), 2, 4, 1).eval()
+    with torch.no_grad():
+        model.layers[0].weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    rows = {row["estimator"]: row for row in model_dimensions(model, torch.randn(50, 2), repeats=1, min_ambient=2)}
+    assert rows["pr_weights"]["value"] == pytest.approx(1.6) and rows["pr_weights"]["note"] == ""
+    assert rows["two_nn"]["value"] == float("inf")
+    assert rows["two_nn"]["note"] == "not finite: the estimator's fit failed (e.g. distances that do not shrink)"

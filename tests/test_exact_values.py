@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmcot.alignment import align
-from lmcot.barrier import barrier_summary
+from lmcot.barrier import barrier_summary, output_statistics
 from lmcot.dimension import two_nn_dimension
 from lmcot.models import build_model
 from lmcot.permutation import apply_permutations, chain_spec
@@ -192,3 +192,31 @@ def test_a_two_model_barycentre_by_hand():
     }
     for name, value in expected.items():
         torch.testing.assert_close(fusion.state[name].double(), torch.tensor(value, dtype=torch.float64), msg=name)
+
+
+def test_two_nn_on_a_tie_and_on_the_fewest_points():
+    """The corners of a square: every point's two neighbours tie (mu = 1), so no rate can be read: inf. Points 0, 0,
+        1, 3 on a line: the duplicate is dropped, leaving 0 (mu = 3 / 1), 1 (mu = 2 / 1) and 3 (mu = 3 / 2): d = (3 - 1) /
+        log(3 * 2 * 1.5) = 2 / log 9. Points 0 and 1e-200 are distinct, but their distance underflows to 0: with 1,
+    only one point has a positive first distance, too few for a rate; with 1 and 3, two: 1 (mu = 1 / 1) and 3
+    (mu = 3 / 2) give d = 1 / log 1.5."""
+    square = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    assert two_nn_dimension(square) == math.inf
+    assert two_nn_dimension(np.array([[0.0], [0.0], [1.0], [3.0]])) == pytest.approx(2 / math.log(9))
+    with pytest.raises(ValueError, match="two_nn_dimension: fewer than 2 points with a positive nearest-neighbour"):
+        two_nn_dimension(np.array([[0.0], [1e-200], [1.0]]))
+    assert two_nn_dimension(np.array([[0.0], [1e-200], [1.0], [3.0]])) == pytest.approx(1 / math.log(1.5))
+
+
+def test_output_statistics_pooled_over_batches_by_hand():
+    """A Conv2d whose one output channel is its input: per-channel mean and population std over samples and positions,
+    pooled over batches of 3, equal numpy's over the whole set."""
+    conv = torch.nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.zero_()
+    x = torch.arange(40.0).reshape(10, 1, 2, 2) ** 1.5
+    ((mean, std),) = output_statistics(torch.nn.Sequential(conv), [conv], x, batch_size=3)
+    values = x.double().numpy().ravel()
+    assert mean.tolist() == pytest.approx([values.mean()], rel=1e-6)
+    assert std.tolist() == pytest.approx([values.std()], rel=1e-6)

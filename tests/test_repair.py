@@ -145,3 +145,10 @@ def test_repair_refuses_a_layer_without_bias():
     goal = [(torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64))]
     with pytest.raises(ValueError, match="needs a weight and a bias"):
         repair(model, goal, torch.randn(20, 1, 8, 8))
+
+
+def test_a_reset_without_batchnorm_is_refused_naming_the_model():
+    assert correction_refusal(build_model("mlp", (4,), 2, 4, 1), "reset") == (
+        "BN reset recomputes BatchNorm statistics and MLP has no BatchNorm layer"
+    )
+    assert correction_refusal(build_model("resnet_bn", (1, 8, 8), 2, 4, 1), "reset") is None
