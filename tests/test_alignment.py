@@ -21,6 +21,7 @@ from lmcot.models import build_model
 from lmcot.permutation import (
     PermutationSpec,
     apply_permutations,
+    chain_spec,
     identity_permutations,
     invert_permutations,
     random_permutations,
@@ -244,3 +245,32 @@ def test_barycentre_alignment_passes_every_option_to_the_fusion(monkeypatch):
     options = dict(solver="sinkhorn", epsilon=0.5, max_iterations=3, alpha_h=2.5, start="mean", input_transport="sum")
     assert align("barycenter", "model a", "model b", **options) == "perms"
     assert seen == options
+
+
+class _NoLayerInputs(torch.nn.Module):
+    """Two linear layers and their permutation spec, but no ``layer_inputs()``."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.second(torch.relu(self.first(x)))
+
+    def permutation_spec(self):
+        return chain_spec(["first", "second"])
+
+
+def test_covariance_matching_needs_the_layer_inputs():
+    with pytest.raises(ValueError, match="_NoLayerInputs has no layer_inputs"):
+        align("cov_weight_matching", _NoLayerInputs(), _NoLayerInputs(), torch.randn(8, 3))
+
+
+@pytest.mark.parametrize("recurrent_iterations", [0, 1])
+def test_covariance_matching_of_a_recurrent_layer_with_few_refinements(recurrent_iterations, generator):
+    torch.manual_seed(0)
+    model = build_model("rnn", (1, 12), 3, 6, 1).eval()
+    planted = random_permutations(model.permutation_spec(), model.state_dict(), generator)
+    found = align("cov_weight_matching", model, permuted_copy(model, planted), torch.randn(64, 1, 12),
+                  recurrent_iterations=recurrent_iterations)  # fmt: skip
+    assert all(torch.equal(found[k], v) for k, v in invert_permutations(planted).items())

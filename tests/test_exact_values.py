@@ -195,11 +195,11 @@ def test_a_two_model_barycentre_by_hand():
 
 
 def test_two_nn_on_a_tie_and_on_the_fewest_points():
-    """The corners of a square: every point's two neighbours tie (mu = 1), so no rate can be read: inf. Points 0, 0,
-        1, 3 on a line: the duplicate is dropped, leaving 0 (mu = 3 / 1), 1 (mu = 2 / 1) and 3 (mu = 3 / 2): d = (3 - 1) /
-        log(3 * 2 * 1.5) = 2 / log 9. Points 0 and 1e-200 are distinct, but their distance underflows to 0: with 1,
-    only one point has a positive first distance, too few for a rate; with 1 and 3, two: 1 (mu = 1 / 1) and 3
-    (mu = 3 / 2) give d = 1 / log 1.5."""
+    """The corners of a square: every point's two neighbours tie (mu = 1), so no rate can be read: inf.
+    Points 0, 0, 1, 3 on a line: the duplicate is dropped, leaving 0 (mu = 3 / 1), 1 (mu = 2 / 1) and 3
+    (mu = 3 / 2): d = (3 - 1) / log(3 * 2 * 1.5) = 2 / log 9. Points 0 and 1e-200 are distinct, but their
+    distance underflows to 0: with 1, only one point has a positive first distance, too few for a rate; with
+    1 and 3, two: 1 (mu = 1 / 1) and 3 (mu = 3 / 2) give d = 1 / log 1.5."""
     square = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     assert two_nn_dimension(square) == math.inf
     assert two_nn_dimension(np.array([[0.0], [0.0], [1.0], [3.0]])) == pytest.approx(2 / math.log(9))
