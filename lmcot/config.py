@@ -333,9 +333,6 @@ def _check_rules(params):
     """Rules across fields."""
     errors = []
     datasets = params["train"]["sweep"]["datasets"]
-    missing = [d for d in datasets if d not in params["prepare"]]
-    if missing:
-        errors.append(f"train.sweep.datasets names {missing} but prepare has no options for it")
     for dataset in datasets:
         if dataset in PACKAGES and dataset not in params["fetch"]["datasets"]:
             errors.append(

@@ -355,3 +355,11 @@ def test_a_number_that_is_not_finite_is_refused_by_name(default, key, value):
 def test_a_learning_rate_in_the_sweep_that_is_not_finite_is_refused(default, value):
     with pytest.raises(ParamsError, match=r"train\.sweep\.lrs"):
         validate(edited(default, "train.sweep.lrs", [0.01, value]))
+
+
+def test_params_are_read_from_the_working_directory_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="params.yaml: params file not found"):
+        load_params()
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    assert load_params()["train"]["seeds"] == read_yaml(ROOT / "params.yaml")["train"]["seeds"]

@@ -11,7 +11,7 @@ import torch
 
 from lmcot.alignment import align
 from lmcot.barrier import barrier_summary, output_statistics
-from lmcot.dimension import two_nn_dimension
+from lmcot.dimension import mle_dimension, two_nn_dimension
 from lmcot.models import build_model
 from lmcot.permutation import apply_permutations, chain_spec
 
@@ -220,3 +220,16 @@ def test_output_statistics_pooled_over_batches_by_hand():
     values = x.double().numpy().ravel()
     assert mean.tolist() == pytest.approx([values.mean()], rel=1e-6)
     assert std.tolist() == pytest.approx([values.std()], rel=1e-6)
+
+
+def test_mle_with_two_neighbours_by_hand():
+    """k = 2 on points 0, 1, 3: log(T2 / T1) is log 3, log 2 and log 1.5, whose mean is log 9 / 3: d = 3 / log 9.
+    Ties everywhere (a square's corners) give inf; k = 1 has no ratio to take."""
+    assert mle_dimension(np.array([[0.0], [1.0], [3.0]]), k=2) == pytest.approx(3 / math.log(9))
+    assert mle_dimension(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), k=2) == math.inf
+    with pytest.raises(ValueError, match="mle_dimension needs k >= 2, got 1"):
+        mle_dimension(np.zeros((5, 2)), k=1)
+    with pytest.raises(ValueError, match="need at least 3 distinct points, got 2"):
+        mle_dimension(np.array([[0.0], [1.0], [1.0]]), k=2)
+    with pytest.raises(ValueError, match=r"points must be a 2-d array \(n_points, n_features\), got shape \(3,\)"):
+        mle_dimension(np.array([0.0, 1.0, 3.0]), k=2)

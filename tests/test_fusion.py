@@ -290,3 +290,14 @@ def test_updating_the_target_or_the_hidden_term_change_a_recurrent_fusion():
     for options in ({"alpha_h": 0.0, "update_target": True}, {"alpha_h": 1.0, "update_target": False}):
         other = wasserstein_barycenter(models, models[0], start=0, **options).state
         assert any(not torch.allclose(one_shot[k], v.float(), atol=1e-3) for k, v in other.items()), options
+
+
+def test_ot_plan_defaults_and_an_unknown_input_transport():
+    """The default solver is exact, and Sinkhorn at its default epsilon and threshold is within 1e-3 of it."""
+    cost = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    assert ot_plan(cost).tolist() == [[0.5, 0.0], [0.0, 0.5]]
+    assert torch.allclose(
+        ot_plan(cost, "sinkhorn"), torch.tensor([[0.5, 0.0], [0.0, 0.5]], dtype=torch.float64), atol=1e-3
+    )
+    with pytest.raises(ValueError, match="unknown input_transport 'mean'; valid: average, sum"):
+        wasserstein_barycenter([make("mlp")], target("mlp", 6), input_transport="mean")

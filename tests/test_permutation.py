@@ -7,6 +7,7 @@ from lmcot.models import build_model
 from lmcot.permutation import (
     PermutationSpec,
     apply_permutations,
+    chain_spec,
     check_permutations,
     identity_permutations,
     invert_permutations,
@@ -70,3 +71,11 @@ def test_spec_that_does_not_fit_the_model_is_rejected():
         PermutationSpec({"P0": (("a.weight", 0), ("b.weight", 1))}).sizes(state)
     with pytest.raises(KeyError, match="c.weight"):
         PermutationSpec({"P0": (("c.weight", 0),)}).sizes(state)
+
+
+def test_random_permutations_follow_the_generator():
+    spec = chain_spec(["a", "b"])
+    state = {"a.weight": torch.zeros(50, 3), "a.bias": torch.zeros(50), "b.weight": torch.zeros(2, 50)}
+    draws = [random_permutations(spec, state, torch.Generator().manual_seed(7))["P0"] for _ in range(2)]
+    assert torch.equal(draws[0], draws[1])
+    assert not torch.equal(draws[0], random_permutations(spec, state, torch.Generator().manual_seed(8))["P0"])
