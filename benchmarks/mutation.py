@@ -6,12 +6,15 @@ reach the changed function. A mutant is *killed* when one of them fails and *sur
 
 Every survivor must be explained in ``tests/mutation_survivors.txt``, one line each::
 
-    <mutant name>  <equivalent|untestable>  <one-line reason>
+    <mutant name>  <equivalent|untestable|open>  <one-line reason>
 
 ``equivalent``: the change cannot alter any result (say why); ``untestable``: it can, but no test of the fast
-tier can show it (say why). This script writes ``reports/mutation.md`` (per module: mutants, killed, survived,
-explained) and exits 1 when a module kills under ``--min-killed`` of its mutants, a survivor is unexplained,
-or a listed survivor no longer exists or is now killed (so the list stays true).
+tier can show it (say why); ``open``: a test could show it and is still to be written (say what it would pin).
+
+mutmut keeps the result of a mutant whose function is unchanged, so after its run this script runs the survivors
+again by name, against the tests as they are now. It writes ``reports/mutation.md`` (per module: mutants,
+killed, survived, explained) and exits 1 when a module kills under ``--min-killed`` of its mutants, a survivor
+is unexplained, or a listed survivor no longer exists or is now killed (so the list stays true).
 
     python benchmarks/mutation.py                # run mutmut, then write the report
     python benchmarks/mutation.py --report-only  # the report of the last run (mutants/)
@@ -32,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SURVIVORS = ROOT / "tests" / "mutation_survivors.txt"
-KINDS = ("equivalent", "untestable")
+KINDS = ("equivalent", "untestable", "open")
 # mutmut's exit codes of a mutant's test run (mutmut.stats.status_by_exit_code), grouped as this report counts them.
 KILLED_CODES = {1, 3}
 TIMEOUT_CODES = {24, -24, 36, 152, 255}
@@ -71,7 +74,7 @@ def read_scores(modules: list[str], mutants_dir: Path) -> dict[str, ModuleScore]
     for path in modules:
         meta = mutants_dir / f"{path}.meta"
         if not meta.is_file():
-            raise SystemExit(f"{meta} is missing: run mutmut first (python benchmarks/mutation.py without --report-only)")
+            raise SystemExit(f"{meta} is missing: run mutmut first (benchmarks/mutation.py without --report-only)")
         score = ModuleScore(path)
         for name, code in sorted(json.loads(meta.read_text())["exit_code_by_key"].items()):
             if code in KILLED_CODES:
@@ -110,7 +113,7 @@ def check(scores: dict[str, ModuleScore], survivors: dict[str, tuple[str, str]],
     for score in scores.values():
         alive.update(score.survived, score.no_tests)
         if score.other:
-            problems.append(f"{score.path}: {len(score.other)} mutants not checked (interrupted run?): {score.other[:3]}")
+            problems.append(f"{score.path}: {len(score.other)} mutants not checked (interrupted?): {score.other[:3]}")
         if score.killed_fraction < min_killed:
             problems.append(f"{score.path}: {score.killed_fraction:.1%} of mutants killed, under {min_killed:.0%}")
     all_names = {name for s in scores.values() for bucket in (s.killed, s.timeout) for name in bucket}
@@ -125,27 +128,32 @@ def check(scores: dict[str, ModuleScore], survivors: dict[str, tuple[str, str]],
 def render(scores: dict[str, ModuleScore], survivors: dict[str, tuple[str, str]], min_killed: float, problems) -> str:
     import mutmut
 
-    kinds = {path: Counter(survivors[n][0] for n in s.survived + s.no_tests if n in survivors) for path, s in scores.items()}
+    kinds = {
+        path: Counter(survivors[n][0] for n in s.survived + s.no_tests if n in survivors) for path, s in scores.items()
+    }
     lines = [
         "# Mutation score of the science modules",
         "",
         f"mutmut {mutmut.__version__}, {dt.date.today().isoformat()}, `make mutate` (`python benchmarks/mutation.py`).",
         "Each mutant is one small change to one function; the fast tests (`pytest -m 'not slow'`) that reach that",
         "function run against it. *Killed*: a test failed or ran past its time limit. Every survivor is listed with",
-        "a reason in `tests/mutation_survivors.txt`: *equivalent* (no result can change) or *untestable* (no fast",
-        f"test can show the change). The bar: at least {min_killed:.0%} of each module's mutants killed.",
+        "a reason in `tests/mutation_survivors.txt`: *equivalent* (no result can change), *untestable* (no fast",
+        "test can show the change) or *open* (a test could, and is still to be written).",
+        f"The bar: at least {min_killed:.0%} of each module's mutants killed.",
         "",
-        "| module | mutants | killed | timeouts | survived | no test reaches it | equivalent | untestable "
+        "| module | mutants | killed | timeouts | survived | no test reaches it | equivalent | untestable | open "
         "| killed share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for path, s in scores.items():
         lines.append(
             f"| `{path}` | {s.total} | {len(s.killed)} | {len(s.timeout)} | {len(s.survived)} | {len(s.no_tests)} "
-            f"| {kinds[path]['equivalent']} | {kinds[path]['untestable']} | {s.killed_fraction:.1%} |"
+            f"| {kinds[path]['equivalent']} | {kinds[path]['untestable']} | {kinds[path]['open']} "
+            f"| {s.killed_fraction:.1%} |"
         )
     lines += ["", "## Verdict", ""]
-    lines += [f"- {p}" for p in problems] if problems else ["Every module meets the bar and every survivor is explained."]
+    verdict = [f"- {p}" for p in problems] or ["Every module meets the bar and every survivor is explained."]
+    lines += verdict
     return "\n".join(lines) + "\n"
 
 
@@ -159,12 +167,15 @@ def main(argv=None) -> int:
     if not 0 <= args.min_killed <= 1:
         parser.error(f"--min-killed must be between 0 and 1, got {args.min_killed}")
     survivors = read_survivors()  # a malformed list fails before an hour of mutants
+    modules = modules_to_mutate()
     if not args.report_only:
-        run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], cwd=ROOT)
-        if run.returncode != 0:
-            print(f"mutmut run failed with exit status {run.returncode}", file=sys.stderr)
-            return run.returncode
-    scores = read_scores(modules_to_mutate(), ROOT / "mutants")
+        mutmut = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)]
+        if subprocess.run(mutmut, cwd=ROOT).returncode != 0:
+            return 1
+        alive = [n for s in read_scores(modules, ROOT / "mutants").values() for n in s.survived + s.no_tests]
+        if alive and subprocess.run([*mutmut, *alive], cwd=ROOT).returncode != 0:
+            return 1
+    scores = read_scores(modules, ROOT / "mutants")
     problems = check(scores, survivors, args.min_killed)
     text = render(scores, survivors, args.min_killed, problems)
     tmp = args.out.with_suffix(".tmp")
