@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 # pip on some machines warns about every missing local index folder; keep its real messages only.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup run test bench mutate preset lint format check-params submit cluster-status clean-venv
+.PHONY: setup run test bench mutate preset lint format deps check-params submit cluster-status clean-venv
 
 setup: $(VENV)/.installed .dvc/config
 
@@ -49,6 +49,9 @@ bench: setup
 mutate: setup  # mutation score of the science modules: reports/mutation.md (about 1.5 hours on 2 cores; not in CI)
 	@python -c "import mutmut" 2>/dev/null || python -m pip install -q mutmut==3.8.1
 	python benchmarks/mutation.py
+
+deps: setup  # rewrite each stage's code deps in dvc.yaml as the files it imports (tools/stage_deps.py)
+	python tools/stage_deps.py --fix
 
 lint: setup
 	ruff check . && ruff format --check .

@@ -13,7 +13,8 @@ import time
 import torch
 
 from lmcot.alignment import align
-from lmcot.barrier import interpolation_curve, output_statistics, repair, repair_layers
+from lmcot.barrier import interpolation_curve
+from lmcot.evaluation import output_statistics, repair, repair_layers
 from lmcot.fusion import wasserstein_barycenter
 from lmcot.models import build_model
 

@@ -37,10 +37,11 @@ from lmcot.alignment import METHODS, align  # noqa: E402
 from lmcot.barrier import interpolation_curve  # noqa: E402
 from lmcot.data import make_mnist1d, standardise  # noqa: E402
 from lmcot.device import resolve_device  # noqa: E402
+from lmcot.evaluation import evaluate  # noqa: E402
 from lmcot.io import write_json, write_text  # noqa: E402
 from lmcot.models import build_model  # noqa: E402
 from lmcot.permutation import apply_permutations  # noqa: E402
-from lmcot.training import Recipe, evaluate, train_models  # noqa: E402
+from lmcot.training import Recipe, train_models  # noqa: E402
 
 TARGETS = {  # key: (comparison, threshold, what it means)
     "train_speedup_vs_naive_w128": (">=", 3.0, "4 seeds of a width-128 MLP, pipeline vs naive loop"),

@@ -15,20 +15,13 @@ from functools import partial
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from lmcot.choices import BIAS_AWARE_UNSUPPORTED, PAIRINGS  # noqa: F401 - part of this module's interface
 from lmcot.design import seed_pairs  # noqa: F401 - part of this module's interface
+from lmcot.ot import entropic_log_plan, exact_permutation, solve_lap, squared_distances
 from lmcot.permutation import Permutations, PermutationSpec, apply_permutations, identity_permutations, permute_tensor
 
 log = logging.getLogger(__name__)
-
-
-def solve_lap(score: torch.Tensor) -> torch.Tensor:
-    """Permutation ``perm`` maximising ``sum_i score[i, perm[i]]`` for a square ``(n, n)`` score."""
-    rows, cols = linear_sum_assignment(score.detach().cpu().double().numpy(), maximize=True)
-    assert np.array_equal(rows, np.arange(len(rows)))
-    return torch.from_numpy(cols).long()
 
 
 def identity(model_a, model_b, inputs=None) -> Permutations:
@@ -352,9 +345,7 @@ def _unit_bias(spec: PermutationSpec, name: str, state) -> torch.Tensor:
 
 def _negative_squared_distances(name, w_a, w_b) -> torch.Tensor:
     """``-|w_A,i - w_B,j|^2``, ``(n, n)`` float64: the OT cost as a score to maximise."""
-    import ot
-
-    return torch.from_numpy(-ot.dist(w_a.double().cpu().numpy(), w_b.double().cpu().numpy()))
+    return torch.from_numpy(-squared_distances(w_a, w_b))
 
 
 def ot_emd(
@@ -367,17 +358,9 @@ def ot_emd(
     permutation, which is what the network simplex returns. Wide layers need a large ``num_iter_max``.
     A recurrent layer's points include its hidden-to-hidden rows (see :func:`layerwise`).
     """
-    import ot
 
     def plan_to_permutation(name, score):
-        n = len(score)
-        cost = -score.numpy()
-        uniform = np.full(n, 1.0 / n)
-        plan = ot.emd(uniform, uniform, cost, numItermax=num_iter_max)
-        perm = plan.argmax(1)
-        if not np.allclose(plan[np.arange(n), perm], 1.0 / n):
-            raise RuntimeError(f"ot.emd returned a plan that is not a permutation at {name}; raise num_iter_max")
-        return torch.from_numpy(perm).long()
+        return exact_permutation(-score.numpy(), num_iter_max, where=name)
 
     return layerwise(model_a, model_b, _negative_squared_distances, plan_to_permutation, recurrent_iterations)
 
@@ -402,18 +385,9 @@ def ot_sinkhorn(
     near-ties at small ``epsilon`` and loses most of the exact plan in wide layers. A recurrent layer's
     points include its hidden-to-hidden rows (see :func:`layerwise`).
     """
-    import ot
 
     def rounded_coupling(name, score):
-        n = len(score)
-        cost = -score.numpy()
-        cost = cost / max(cost.max(), 1e-300)
-        uniform = np.full(n, 1.0 / n)
-        _, log = ot.bregman.sinkhorn_log(
-            uniform, uniform, cost, epsilon, numItermax=num_iter_max, stopThr=stop_threshold, warn=False, log=True
-        )
-        # log P, computed from the potentials: P itself underflows to 0 wherever cost / epsilon is large
-        return solve_lap(torch.from_numpy(log["log_u"][:, None] + log["log_v"][None, :] - cost / epsilon))
+        return solve_lap(torch.from_numpy(entropic_log_plan(-score.numpy(), epsilon, num_iter_max, stop_threshold)))
 
     return layerwise(model_a, model_b, _negative_squared_distances, rounded_coupling, recurrent_iterations)
 

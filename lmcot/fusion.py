@@ -44,8 +44,8 @@ writing to the skip stream) takes no part in the cost: the stream's coupling, fo
 layer that writes to it, is reused for it.
 
 Baselines: :func:`vanilla_average` (no alignment), :func:`one_shot_fusion` (Singh and Jaggi 2020:
-couple every model once to a fixed anchor, then average) and :func:`ensemble_evaluate` (average of
-the models' predicted probabilities).
+couple every model once to a fixed anchor, then average) and the output ensemble
+(:func:`lmcot.evaluation.ensemble_evaluate`: average of the models' predicted probabilities).
 """
 
 from __future__ import annotations
@@ -57,10 +57,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from lmcot.alignment import solve_lap
-from lmcot.choices import INPUT_TRANSPORTS, SOLVERS, STARTS
+from lmcot.choices import INPUT_TRANSPORTS, STARTS
+from lmcot.ot import SOLVERS, solve_lap, uniform_plan
 from lmcot.permutation import Permutations, PermutationSpec
 
 log = logging.getLogger(__name__)
@@ -129,53 +128,6 @@ def transport_tensor(
         flat = (averaging(plan) if axis == 0 else input_map(plan)) @ moved.reshape(moved.shape[0], -1)
         tensor = flat.reshape(-1, *moved.shape[1:]).movedim(0, axis)
     return tensor
-
-
-def ot_plan(
-    cost: torch.Tensor,
-    solver: str = "emd",
-    epsilon: float = 1e-3,
-    num_iter_max: int | None = None,
-    stop_threshold: float = 1e-4,
-):
-    """Coupling ``(m, n)`` with uniform marginals minimising ``<pi, cost>``: exact (``emd``, at most
-    ``num_iter_max`` network-simplex iterations, default 10^6) or entropic (``sinkhorn``, log domain,
-    ``epsilon`` relative to the largest cost, stopping once the marginals are within ``stop_threshold``
-    or after ``num_iter_max`` iterations, default 10^4, then rounded onto the exact marginals)."""
-    import ot
-
-    cost = cost.detach().double().cpu().numpy()
-    m, n = cost.shape
-    a, b = np.full(m, 1.0 / m), np.full(n, 1.0 / n)
-    if solver == "emd":
-        plan = ot.emd(a, b, cost, numItermax=num_iter_max or 1_000_000)
-    elif solver == "sinkhorn":
-        scale = max(cost.max(), 1e-300)
-        plan = ot.sinkhorn(
-            a,
-            b,
-            cost / scale,
-            epsilon,
-            method="sinkhorn_log",
-            numItermax=num_iter_max or 10_000,
-            stopThr=stop_threshold,
-            warn=False,
-        )
-        plan = round_to_marginals(plan, a, b)
-    else:
-        raise ValueError(f"unknown OT solver {solver!r}; valid: {', '.join(SOLVERS)}")
-    return torch.from_numpy(plan)
-
-
-def round_to_marginals(plan: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The nearby coupling with marginals exactly ``a`` and ``b`` (Altschuler, Weed and Rigollet 2017):
-    scale down rows and columns that carry too much, then spread the missing mass as a rank-one term."""
-    plan = plan * np.minimum(a / np.maximum(plan.sum(1), 1e-300), 1)[:, None]
-    plan = plan * np.minimum(b / np.maximum(plan.sum(0), 1e-300), 1)[None, :]
-    row_deficit, column_deficit = np.maximum(a - plan.sum(1), 0), np.maximum(b - plan.sum(0), 0)
-    if row_deficit.sum() > 0:
-        plan = plan + np.outer(row_deficit, column_deficit) / row_deficit.sum()
-    return plan
 
 
 def _units(spec, name, state, couplings, parameters, solved, input_transport):
@@ -374,11 +326,11 @@ def _couple(target_points, target_self, points, recurrent, previous, options: _O
     from the last coupling (or from the input cost alone) re-solves OT until the coupling stops changing."""
     cost = torch.cdist(target_points, points) ** 2
     if not recurrent or options.alpha_h == 0:
-        plan = ot_plan(cost, options.solver, options.epsilon)
+        plan = uniform_plan(cost, options.solver, options.epsilon)
         return plan, float((plan * cost).sum())
-    plan = ot_plan(cost, options.solver, options.epsilon) if previous is None else previous
+    plan = uniform_plan(cost, options.solver, options.epsilon) if previous is None else previous
     for _ in range(fixed_point):
-        new = ot_plan(
+        new = uniform_plan(
             cost + options.alpha_h * recurrent_cost(target_self, recurrent, plan), options.solver, options.epsilon
         )
         converged = torch.allclose(new, plan, atol=1e-9)
@@ -423,22 +375,6 @@ def vanilla_average(models, weights=None) -> torch.nn.Module:
     model = deepcopy(models[0])
     model.load_state_dict(averaged)
     return model.eval()
-
-
-@torch.no_grad()
-def ensemble_evaluate(models, x: torch.Tensor, y: torch.Tensor, weights=None, batch_size: int = 4096) -> dict:
-    """Mean cross-entropy (nats) and accuracy of the output ensemble: the weighted mean of the models'
-    predicted class probabilities."""
-    weights = np.full(len(models), 1 / len(models)) if weights is None else np.asarray(weights) / np.sum(weights)
-    loss, correct = 0.0, 0
-    for model in models:
-        model.eval()
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        probs = sum(w * F.softmax(m(xb).double(), 1) for w, m in zip(weights, models, strict=True))
-        loss += F.nll_loss(probs.clamp_min(1e-300).log(), yb, reduction="sum").item()
-        correct += (probs.argmax(1) == yb).sum().item()
-    return {"loss": loss / len(x), "accuracy": correct / len(x)}
 
 
 def permutations_from_fusion(fusion: Fusion) -> Permutations:

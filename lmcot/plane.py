@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lmcot.training import evaluate
+from lmcot.evaluation import evaluate
 
 
 def flatten_state(state: Mapping[str, torch.Tensor]) -> torch.Tensor:

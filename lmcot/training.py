@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from lmcot.choices import OPTIMIZERS
 from lmcot.data import Dataset
+from lmcot.evaluation import evaluate
 from lmcot.io import atomic_path
 from lmcot.models import build_model
 
@@ -80,19 +81,6 @@ class Checkpoint:
 
     def remove(self) -> None:
         Path(self.path).unlink(missing_ok=True)
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> dict:
-    """Mean cross-entropy (nats) and accuracy of ``model`` on ``(x, y)``."""
-    model.eval()
-    loss, correct = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
-        loss += F.cross_entropy(logits, target, reduction="sum").item()
-        correct += (logits.argmax(1) == target).sum().item()
-    return {"loss": loss / len(x), "accuracy": correct / len(x)}
 
 
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:

@@ -21,9 +21,10 @@ from common import configuration_stage, prepared_path, results_dir
 from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
-from lmcot.barrier import barrier_summary, correction_refusal, interpolation_curve
+from lmcot.barrier import barrier_summary, interpolation_curve
 from lmcot.data import Dataset
 from lmcot.design import evaluation_grid
+from lmcot.evaluation import correction_refusal
 from lmcot.io import write_csv
 from lmcot.permutation import apply_permutations
 

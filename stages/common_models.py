@@ -30,6 +30,6 @@ def stage_device(params: dict):
 
 def load_seed_models(params: dict, config: Configuration, device="cpu") -> dict:
     """Every trained seed of ``config``: seed -> model on ``device``."""
-    from lmcot.io import load_model
+    from lmcot.model_files import load_model
 
     return {seed: load_model(model_path(config, seed), device) for seed in params["train"]["seeds"]}

@@ -19,12 +19,13 @@ from common import configuration_stage, fused_dir, prepared_path, results_dir
 from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
-from lmcot.barrier import batchnorm_layers, reset_batchnorm
 from lmcot.data import Dataset
-from lmcot.fusion import ensemble_evaluate, one_shot_fusion, vanilla_average, wasserstein_barycenter
-from lmcot.io import save_model, write_csv
+from lmcot.evaluation import batchnorm_layers, ensemble_evaluate, evaluate, reset_batchnorm
+from lmcot.fusion import one_shot_fusion, vanilla_average, wasserstein_barycenter
+from lmcot.io import write_csv
+from lmcot.model_files import save_model
 from lmcot.models import build_model
-from lmcot.training import Recipe, evaluate, fit
+from lmcot.training import Recipe, fit
 
 log = logging.getLogger("fuse")
 

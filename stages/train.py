@@ -15,7 +15,8 @@ from common import checkpoint_path, configuration_stage, model_path, prepared_pa
 from common_models import stage_device
 
 from lmcot.data import Dataset
-from lmcot.io import save_model, sha256_of, write_csv
+from lmcot.io import sha256_of, write_csv
+from lmcot.model_files import save_model
 from lmcot.training import Checkpoint, Recipe, train_models
 
 log = logging.getLogger("train")

@@ -14,10 +14,10 @@ from lmcot.alignment import (
     is_bias,
     output_change,
     permuted_copy,
-    solve_lap,
 )
 from lmcot.design import seed_pairs
 from lmcot.models import build_model
+from lmcot.ot import solve_lap
 from lmcot.permutation import (
     PermutationSpec,
     apply_permutations,

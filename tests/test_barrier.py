@@ -6,7 +6,7 @@ import torch
 
 from lmcot.barrier import barrier_summary, interpolation_curve
 from lmcot.design import evaluation_grid
-from lmcot.training import evaluate
+from lmcot.evaluation import evaluate
 
 
 def test_grid_always_holds_endpoints_and_midpoint():

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from lmcot.alignment import align
-from lmcot.barrier import barrier_summary, output_statistics
+from lmcot.barrier import barrier_summary
 from lmcot.dimension import mle_dimension, two_nn_dimension
+from lmcot.evaluation import output_statistics
 from lmcot.models import build_model
 from lmcot.permutation import apply_permutations, chain_spec
 

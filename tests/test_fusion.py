@@ -7,19 +7,17 @@ import pytest
 import torch
 
 from lmcot.alignment import permuted_copy
+from lmcot.evaluation import ensemble_evaluate, evaluate
 from lmcot.fusion import (
     barycenter_permutations,
-    ensemble_evaluate,
     fuse,
     one_shot_fusion,
-    ot_plan,
     recurrent_cost,
     vanilla_average,
     wasserstein_barycenter,
 )
 from lmcot.models import build_model
 from lmcot.permutation import invert_permutations, random_permutations
-from lmcot.training import evaluate
 
 SHAPE = (1, 8, 8)
 ARCHS = ["mlp", "cnn", "resnet_bn", "lstm"]
@@ -232,11 +230,6 @@ def test_lambda_weights_are_checked_and_respected():
     assert torch.allclose(fused(x), b(x), atol=1e-4)  # a permutation of B, whatever the coupling to A
 
 
-def test_ot_plan_rejects_an_unknown_solver():
-    with pytest.raises(ValueError, match="valid: emd, sinkhorn"):
-        ot_plan(torch.rand(3, 3), "hungarian")
-
-
 def test_vanilla_averaging_by_hand():
     """Weights [3, 1]: each float tensor is 0.75 A + 0.25 B in A's dtype; the batch count (an integer buffer)
     is model A's, never averaged."""
@@ -292,12 +285,6 @@ def test_updating_the_target_or_the_hidden_term_change_a_recurrent_fusion():
         assert any(not torch.allclose(one_shot[k], v.float(), atol=1e-3) for k, v in other.items()), options
 
 
-def test_ot_plan_defaults_and_an_unknown_input_transport():
-    """The default solver is exact, and Sinkhorn at its default epsilon and threshold is within 1e-3 of it."""
-    cost = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
-    assert ot_plan(cost).tolist() == [[0.5, 0.0], [0.0, 0.5]]
-    assert torch.allclose(
-        ot_plan(cost, "sinkhorn"), torch.tensor([[0.5, 0.0], [0.0, 0.5]], dtype=torch.float64), atol=1e-3
-    )
+def test_an_unknown_input_transport():
     with pytest.raises(ValueError, match="unknown input_transport 'mean'; valid: average, sum"):
         wasserstein_barycenter([make("mlp")], target("mlp", 6), input_transport="mean")

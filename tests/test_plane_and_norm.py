@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import trained_models
 
-from lmcot.barrier import batchnorm_layers, batchnorm_statistics, interpolation_curve, repair, reset_batchnorm
+from lmcot.barrier import interpolation_curve
+from lmcot.evaluation import batchnorm_layers, batchnorm_statistics, repair, reset_batchnorm
 from lmcot.models import build_model
 from lmcot.plane import evaluate_plane, flatten_state, grid_axes, load_flat, plane_basis
 from lmcot.training import Recipe

@@ -109,7 +109,7 @@ def test_a_nan_never_becomes_a_barrier(project):
     """A model whose weights hold a NaN (saved with a valid checksum) stops the barrier stage with a message;
     the barriers of the healthy run before it stay in the cache, and ``dvc checkout --force`` brings them
     back with the model as trained."""
-    from lmcot.io import load_model, read_sidecar, save_model
+    from lmcot.model_files import load_model, read_sidecar, save_model
 
     set_params(project, {"train.recipe.epochs": 2, "train.recipe.batch_size": 64, "align.methods": ["identity"]})
     dvc(project, "repro", "barrier@digits-mlp-d2-w64-0.05")

@@ -10,7 +10,8 @@ import torch
 from conftest import trained_models
 
 from lmcot.alignment import align, permuted_copy
-from lmcot.barrier import correction_refusal, interpolation_curve, repair, repair_layers
+from lmcot.barrier import interpolation_curve
+from lmcot.evaluation import correction_refusal, repair, repair_layers
 from lmcot.models import build_model
 from lmcot.training import Recipe
 

@@ -1,84 +1,25 @@
-"""dvc.yaml's code deps of every stage are exactly the project files the stage imports, transitively, so that
-any code change reruns every stage whose result it can change, and no other (DVC caches by deps).
+"""dvc.yaml's code deps of every stage are exactly the files the stage imports (tools/stage_deps.py), so that
+any code change reruns every stage whose result it can change, and no other."""
 
-The import closure is read from the source (``ast``; nothing is imported): every ``import``/``from`` of a project
-module, at the top or inside a function (lazy imports run too), except those under ``if TYPE_CHECKING:``.
-Importing ``lmcot.x`` also runs ``lmcot/__init__.py``; a stage script's ``import common`` is ``stages/common.py``.
-"""
-
-import ast
-import re
+import sys
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
+sys.path.insert(0, str(ROOT / "tools"))
 
+from stage_deps import (  # noqa: E402
+    code_deps,
+    fix,
+    import_closure,
+    imported_modules,
+    project_files,
+    stage_script,
+    stages,
+)
 
-def _is_type_checking_block(node) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-
-
-def imported_modules(source: str) -> set[str]:
-    """Dotted names of every module ``source`` imports at run time (``from a import b`` gives ``a`` and ``a.b``)."""
-    names = set()
-    todo = [ast.parse(source)]
-    while todo:
-        node = todo.pop()
-        if _is_type_checking_block(node):
-            todo += node.orelse
-            continue
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-        todo += ast.iter_child_nodes(node)
-    return names
-
-
-def project_files(module: str, importer: Path) -> set[Path]:
-    """The project files that importing ``module`` from ``importer`` runs (relative to the repository)."""
-    parts = module.split(".")
-    if parts[0] != "lmcot":
-        sibling = importer.parent / f"{parts[0]}.py"  # a script's own directory is first on sys.path
-        return {sibling.relative_to(ROOT)} if importer.parent.name == "stages" and sibling.is_file() else set()
-    files = set()
-    for depth in range(1, len(parts) + 1):
-        path = ROOT.joinpath(*parts[:depth])
-        for candidate in (path / "__init__.py", path.with_suffix(".py")):
-            if candidate.is_file():
-                files.add(candidate.relative_to(ROOT))
-    return files
-
-
-def import_closure(script: Path) -> set[Path]:
-    """``script`` and every project file it imports, transitively."""
-    seen, todo = set(), [script.relative_to(ROOT)]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for module in imported_modules((ROOT / path).read_text()):
-            todo += project_files(module, ROOT / path)
-    return seen
-
-
-def stage_definition(stage: dict) -> dict:
-    return stage.get("do", stage)  # foreach stages keep theirs under do:
-
-
-def code_deps(stage: dict) -> set[Path]:
-    return {Path(dep) for dep in stage_definition(stage)["deps"] if str(dep).endswith(".py")}
-
-
-def stage_script(stage: dict) -> Path:
-    match = re.match(r"python (stages/\w+\.py)\b", stage_definition(stage)["cmd"])
-    assert match, f"cmd {stage_definition(stage)['cmd']!r} does not run a stage script"
-    return ROOT / match[1]
+STAGES = stages()
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
@@ -88,7 +29,7 @@ def test_code_deps_are_the_import_closure(name):
     missing, extra = sorted(map(str, closure - listed)), sorted(map(str, listed - closure))
     assert not missing and not extra, (
         f"dvc.yaml stage {name!r}: code deps must be the files the stage imports; "
-        f"add {missing or 'nothing'}, remove {extra or 'nothing'}"
+        f"add {missing or 'nothing'}, remove {extra or 'nothing'} (`make deps` rewrites them)"
     )
 
 
@@ -107,3 +48,32 @@ def test_the_closure_sees_lazy_imports_and_skips_type_checking_ones():
     assert project_files("common", ROOT / "stages" / "report.py") == {Path("stages/common.py")}
     assert project_files("common", ROOT / "lmcot" / "report.py") == set()
     assert project_files("numpy", ROOT / "stages" / "report.py") == set()
+
+
+def test_relative_imports_resolve_against_the_importing_package():
+    source = "from . import ot\nfrom .evaluation import evaluate\nfrom ..io import write_csv\n"
+    assert imported_modules(source, ["lmcot", "report"]) == {
+        "lmcot.report",
+        "lmcot.report.ot",
+        "lmcot.report.evaluation",
+        "lmcot.report.evaluation.evaluate",
+        "lmcot.io",
+        "lmcot.io.write_csv",
+    }
+    with pytest.raises(ValueError, match="outside a package"):
+        imported_modules("from ... import x\n", ["lmcot"])
+
+
+def test_fix_rewrites_only_the_code_deps(tmp_path):
+    """A stale list is replaced by the closure; data deps keep their places around it."""
+    text = (ROOT / "dvc.yaml").read_text()
+    stale = text.replace("      - stages/check_params.py\n", "      - stages/check_params.py\n      - lmcot/cluster.py\n", 1)
+    assert stale != text
+    assert fix(stale) == text
+
+
+def test_light_stages_do_not_import_the_models():
+    """check_params and fetch validate and download; a change to the science must not rerun them."""
+    for name in ("check_params", "fetch"):
+        closure = {str(p) for p in import_closure(stage_script(STAGES[name]))}
+        assert not {f for f in closure if f.startswith(("lmcot/models", "lmcot/alignment", "lmcot/training"))}, name

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmcot.io import load_model, save_model
+from lmcot.model_files import load_model, save_model
 from lmcot.models import build_model
 from lmcot.training import Checkpoint, Recipe, fit, make_optimizer, train_model, train_models
 

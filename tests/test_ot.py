@@ -1,0 +1,79 @@
+"""lmcot.ot: assignments and plans on cases small enough to solve by hand."""
+
+import numpy as np
+import pytest
+import torch
+
+from lmcot.ot import (
+    entropic_log_plan,
+    entropic_plan,
+    exact_permutation,
+    exact_plan,
+    round_to_marginals,
+    solve_lap,
+    squared_distances,
+    uniform,
+    uniform_plan,
+)
+
+# Three points on a line matched to the same points shifted and reordered: the best match is by position.
+X = torch.tensor([[0.0], [1.0], [3.0]])
+Y = torch.tensor([[3.1], [0.1], [1.1]])
+
+
+def test_squared_distances_by_hand():
+    assert np.allclose(squared_distances(X[:2], Y[:2]), [[3.1**2, 0.1**2], [2.1**2, 0.1**2 + 0.8]])
+
+
+def test_solve_lap_maximises_and_exact_permutation_minimises():
+    score = torch.tensor([[1.0, 5.0, 0.0], [4.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    assert solve_lap(score).tolist() == [1, 0, 2]
+    cost = squared_distances(X, Y)
+    assert exact_permutation(cost).tolist() == [1, 2, 0]
+    assert solve_lap(torch.from_numpy(-cost)).tolist() == [1, 2, 0]
+
+
+@pytest.mark.filterwarnings("ignore:numItermax reached")
+def test_exact_permutation_names_where_the_simplex_stopped():
+    cost = np.random.default_rng(0).random((40, 40))
+    with pytest.raises(RuntimeError, match="not a permutation at layer 3; raise num_iter_max"):
+        exact_permutation(cost, num_iter_max=2, where="layer 3")
+
+
+def test_exact_plan_splits_mass_when_the_sizes_differ():
+    """Two points onto one: all mass goes to it; one point onto two equidistant: half to each."""
+    assert exact_plan(uniform(2), uniform(1), np.array([[1.0], [2.0]])).tolist() == [[0.5], [0.5]]
+    assert exact_plan(uniform(1), uniform(2), np.array([[1.0, 1.0]])).tolist() == [[0.5, 0.5]]
+
+
+def test_entropic_plans_approach_the_exact_one():
+    cost = squared_distances(X, Y)
+    exact = exact_plan(uniform(3), uniform(3), cost)
+    plan = entropic_plan(uniform(3), uniform(3), cost, epsilon=1e-3)
+    assert np.allclose(plan.sum(1), 1 / 3) and np.allclose(plan.sum(0), 1 / 3)
+    assert np.abs(plan - exact).max() < 1e-3
+    # the log plan ranks the exact plan's entries first in each row, even where exp(log P) underflows
+    log_plan = entropic_log_plan(cost * 1e4, epsilon=1e-4)
+    assert np.exp(log_plan).min() == 0.0
+    assert log_plan.argmax(1).tolist() == exact.argmax(1).tolist()
+
+
+def test_round_to_marginals_by_hand():
+    """Row 0 carries 0.6 for its 0.5: scaled to [0.25, 0.25]; row 1 lacks 0.1, spread as the columns lack it.
+    Column 0 carries 0.6: scaled by 5/6, then row deficits [1/12, 5/12] meet column deficits [0, 1/2]."""
+    plan = np.array([[0.3, 0.3], [0.2, 0.2]])
+    rounded = round_to_marginals(plan, uniform(2), uniform(2))
+    assert np.allclose(rounded, [[0.25, 0.25], [0.25, 0.25]])
+    uneven = np.array([[0.5, 0.0], [0.1, 0.0]])
+    assert np.allclose(round_to_marginals(uneven, uniform(2), uniform(2)), [[5 / 12, 1 / 12], [1 / 12, 5 / 12]])
+
+
+def test_uniform_plan_defaults_and_an_unknown_solver():
+    """The default solver is exact, and Sinkhorn at its default epsilon and threshold is within 1e-3 of it."""
+    cost = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    assert uniform_plan(cost).tolist() == [[0.5, 0.0], [0.0, 0.5]]
+    assert torch.allclose(
+        uniform_plan(cost, "sinkhorn"), torch.tensor([[0.5, 0.0], [0.0, 0.5]], dtype=torch.float64), atol=1e-3
+    )
+    with pytest.raises(ValueError, match="unknown OT solver 'hungarian'; valid: emd, sinkhorn"):
+        uniform_plan(torch.rand(3, 3), "hungarian")
