@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from lmcot.alignment import align
+from lmcot.align.methods import align
 from lmcot.barrier import interpolation_curve
 from lmcot.evaluation import output_statistics, repair, repair_layers
 from lmcot.fusion import wasserstein_barycenter

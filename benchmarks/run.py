@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lmcot.alignment import METHODS, align  # noqa: E402
+from lmcot.align.methods import METHODS, align  # noqa: E402
 from lmcot.barrier import interpolation_curve  # noqa: E402
 from lmcot.data import make_mnist1d, standardise  # noqa: E402
 from lmcot.device import resolve_device  # noqa: E402

@@ -13,20 +13,12 @@ from common import configuration_stage, prepared_path, results_dir
 from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
-from lmcot.alignment import OPTIONS_OF, align, output_change
+from lmcot.align.methods import align, method_options, output_change
 from lmcot.data import Dataset
 from lmcot.design import seed_pairs
 from lmcot.io import write_json
 
 log = logging.getLogger("align")
-
-
-def method_options(method: str, params: dict) -> dict:
-    """Keyword options of ``method``: its ``align.<method>`` group of params, if it has one (a variant's
-    are those of the method it varies; the barycentre's are the fusion's OT options, ``fuse.ot``)."""
-    if method == "barycenter":
-        return params["fuse"]["ot"]
-    return params["align"].get(OPTIONS_OF.get(method, method), {})
 
 
 def main():

@@ -6,15 +6,10 @@ import itertools
 import pytest
 import torch
 
-from lmcot.alignment import (
-    METHODS,
-    _unit_bias,
-    align,
-    incoming_weights,
-    is_bias,
-    output_change,
-    permuted_copy,
-)
+from lmcot.align.covariance import _unit_bias
+from lmcot.align.layerwise import incoming_weights
+from lmcot.align.methods import METHODS, align, method_options, output_change, permuted_copy
+from lmcot.align.weight_matching import is_bias
 from lmcot.design import seed_pairs
 from lmcot.models import build_model
 from lmcot.ot import solve_lap
@@ -274,3 +269,25 @@ def test_covariance_matching_of_a_recurrent_layer_with_few_refinements(recurrent
     found = align("cov_weight_matching", model, permuted_copy(model, planted), torch.randn(64, 1, 12),
                   recurrent_iterations=recurrent_iterations)  # fmt: skip
     assert all(torch.equal(found[k], v) for k, v in invert_permutations(planted).items())
+
+
+def test_method_options_come_from_each_records_params_group():
+    params = {
+        "align": {"weight_matching": {"max_sweeps": 3}, "ot_emd": {"num_iter_max": 7}},
+        "fuse": {"ot": {"solver": "emd", "start": "best"}},
+    }
+    assert method_options("weight_matching", params) == {"max_sweeps": 3}
+    assert method_options("weight_matching_without_biases", params) == {"max_sweeps": 3}
+    assert method_options("barycenter", params) == {"solver": "emd", "start": "best"}
+    assert method_options("ot_sinkhorn", params) == {}  # no group in params: the function's defaults
+    assert method_options("identity", params) == {}
+
+
+def test_only_methods_that_need_data_see_it():
+    a, b = build_model("mlp", (6,), 3, 5, 2), build_model("mlp", (6,), 3, 5, 2)
+    with pytest.raises(ValueError, match="'cov_weight_matching' needs inputs"):
+        align("cov_weight_matching", a, b)
+    for name, record in METHODS.items():
+        if not record.needs_data:  # the same permutations whether or not data is offered
+            with_data = align(name, a, b, torch.randn(32, 6))
+            assert all(torch.equal(with_data[k], v) for k, v in align(name, a, b).items()), name

@@ -4,7 +4,9 @@ every alignment method recovers a planted permutation, and it trains reproducibl
 import pytest
 import torch
 
-from lmcot.alignment import BIAS_AWARE_UNSUPPORTED, METHODS, align, incoming_weights, output_change, permuted_copy
+from lmcot.align.layerwise import incoming_weights
+from lmcot.align.methods import METHODS, align, output_change, permuted_copy
+from lmcot.choices import BIAS_AWARE_UNSUPPORTED
 from lmcot.models import ARCHITECTURES, build_model
 from lmcot.permutation import apply_permutations, identity_permutations, invert_permutations, random_permutations
 from lmcot.training import Recipe, train_models

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lmcot.alignment import METHODS
+from lmcot.align.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 

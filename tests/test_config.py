@@ -316,7 +316,7 @@ def test_the_names_params_may_use_are_those_the_science_modules_implement():
     import sys
 
     from lmcot import choices
-    from lmcot.alignment import METHODS
+    from lmcot.align.methods import METHODS
     from lmcot.data import TORCHVISION_FILES
     from lmcot.models import ARCHITECTURES
     from lmcot.replication import REPLICATIONS

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmcot.alignment import align
+from lmcot.align.methods import align
 from lmcot.barrier import barrier_summary
 from lmcot.dimension import mle_dimension, two_nn_dimension
 from lmcot.evaluation import output_statistics

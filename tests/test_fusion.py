@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from lmcot.alignment import permuted_copy
+from lmcot.align.methods import permuted_copy
 from lmcot.evaluation import ensemble_evaluate, evaluate
 from lmcot.fusion import (
     barycenter_permutations,

@@ -7,7 +7,8 @@ import logging
 import pytest
 import torch
 
-from lmcot.alignment import align, incoming_weights, output_change, permuted_copy
+from lmcot.align.layerwise import incoming_weights
+from lmcot.align.methods import align, output_change, permuted_copy
 from lmcot.models import GATES, build_model
 from lmcot.ot import solve_lap
 from lmcot.permutation import check_permutations, identity_permutations, invert_permutations, random_permutations
@@ -120,7 +121,7 @@ def test_result_solves_the_assignment_built_with_its_own_recurrent_rows(arch, me
     with torch.no_grad():
         for p in noisy.parameters():
             p.add_(0.5 * p.std() * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    with caplog.at_level(logging.INFO, logger="lmcot.alignment"):
+    with caplog.at_level(logging.INFO, logger="lmcot.align.layerwise"):
         found = align(method, model, noisy, x)
     assert not [r for r in caplog.records if "fixed point" in r.getMessage()]
     score = scores(method, model, x)
@@ -153,7 +154,7 @@ def test_an_unsettled_iteration_says_so_and_keeps_its_best_iterate(seeds, width,
     objectives = [score(p).double()[torch.arange(len(p)), p].sum().item() for p in iterates]
     best = max(range(len(iterates)), key=objectives.__getitem__)
     assert best < len(iterates) - 1
-    with caplog.at_level(logging.INFO, logger="lmcot.alignment"):
+    with caplog.at_level(logging.INFO, logger="lmcot.align.layerwise"):
         found = align("naive_weight_matching", model_a, model_b)["P0"]
     assert any("P0" in r.getMessage() for r in caplog.records)
     assert torch.equal(found, iterates[best])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import trained_models
 
-from lmcot.alignment import align, permuted_copy
+from lmcot.align.methods import align, permuted_copy
 from lmcot.barrier import interpolation_curve
 from lmcot.evaluation import correction_refusal, repair, repair_layers
 from lmcot.models import build_model

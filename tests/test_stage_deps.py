@@ -67,7 +67,9 @@ def test_relative_imports_resolve_against_the_importing_package():
 def test_fix_rewrites_only_the_code_deps(tmp_path):
     """A stale list is replaced by the closure; data deps keep their places around it."""
     text = (ROOT / "dvc.yaml").read_text()
-    stale = text.replace("      - stages/check_params.py\n", "      - stages/check_params.py\n      - lmcot/cluster.py\n", 1)
+    stale = text.replace(
+        "      - stages/check_params.py\n", "      - stages/check_params.py\n      - lmcot/cluster.py\n", 1
+    )
     assert stale != text
     assert fix(stale) == text
 
@@ -76,4 +78,4 @@ def test_light_stages_do_not_import_the_models():
     """check_params and fetch validate and download; a change to the science must not rerun them."""
     for name in ("check_params", "fetch"):
         closure = {str(p) for p in import_closure(stage_script(STAGES[name]))}
-        assert not {f for f in closure if f.startswith(("lmcot/models", "lmcot/alignment", "lmcot/training"))}, name
+        assert not {f for f in closure if f.startswith(("lmcot/models", "lmcot/align", "lmcot/training"))}, name

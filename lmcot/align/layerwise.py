@@ -1,0 +1,123 @@
+"""Layer by layer, from the input to the output (Ferbach et al. 2024): each layer's units are matched on
+their incoming weights once the inputs they read are aligned; recurrent layers by a fixed-point iteration."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from lmcot.ot import solve_lap
+from lmcot.permutation import Permutations, PermutationSpec, identity_permutations, permute_tensor
+
+log = logging.getLogger(__name__)
+
+
+def incoming_matrices(spec: PermutationSpec, name: str, state, solved=None, recurrent: bool = False) -> list[str]:
+    """The weight matrices whose axis 0 permutation ``name`` permutes and whose rows can be compared now.
+
+    Biases are excluded. With ``solved`` (the permutations already found), a matrix is left out if another
+    of its axes belongs to a permutation not yet solved, ``name`` itself included (recurrent weights): its
+    rows cannot be compared yet. A residual stream is thus matched on the first layer that writes to it.
+    ``recurrent`` also admits matrices whose other axes are ``name``'s own (hidden-to-hidden weights),
+    listed after the others, so that the input-only rows are a column prefix of the rows with them.
+    """
+    inputs, own = [], []
+    for param, axis in spec.axes[name]:
+        others = {n for a, n in spec.acting_on(param).items() if a != 0}
+        if axis != 0 or state[param].dim() < 2:
+            continue
+        if solved is None or others <= set(solved):
+            inputs.append(param)
+        elif recurrent and name in others and others <= {*solved, name}:
+            own.append(param)
+    if not inputs:
+        raise ValueError(f"permutation {name!r} permutes no weight matrix's output axis whose inputs are aligned")
+    return inputs + own
+
+
+def incoming_weights(
+    spec: PermutationSpec, name: str, state, perms, solved=None, recurrent: bool = False
+) -> torch.Tensor:
+    """The weights that feed the units of permutation ``name``, one row per unit: ``(n, fan_in)``: the
+    :func:`incoming_matrices` in that order, their other axes permuted by ``perms``, so that a layer
+    of B is compared after its inputs were aligned. With ``recurrent``, the hidden-to-hidden columns come
+    last, permuted by ``perms[name]`` itself."""
+    matrices = incoming_matrices(spec, name, state, solved, recurrent)
+    return torch.cat([permute_tensor(spec, perms, p, state[p], skip_axis=0).flatten(1) for p in matrices], dim=1)
+
+
+def has_recurrent_weights(spec: PermutationSpec) -> bool:
+    """Whether some tensor has two axes permuted by the same permutation (hidden-to-hidden weights)."""
+    params = {p for pairs in spec.axes.values() for p, _ in pairs}
+    return any(len(set(spec.acting_on(p).values())) < len(spec.acting_on(p)) for p in params)
+
+
+@torch.no_grad()
+def layerwise(model_a, model_b, unit_scores, solve=None, recurrent_iterations: int = 20) -> Permutations:
+    """Solve the permutations one at a time in the spec's order (input to output).
+
+    ``unit_scores(name, w_a, w_b)`` returns the ``(n, n)`` score to maximise between A's and B's units of
+    permutation ``name``, from their incoming weights ``(n, fan_in)`` (B's already aligned at its inputs;
+    see :func:`incoming_weights`); ``solve(name, score)`` turns it into a permutation (default
+    :func:`solve_lap`).
+
+    A recurrent layer's units also feed themselves (``weight_hh``: both axes are ``name``), so aligning B's
+    recurrent columns needs the permutation being solved: the exact problem is a quadratic assignment
+    problem. It is approximated by a fixed-point (alternating) iteration: solve on the input-to-hidden
+    columns alone (the layer-by-layer answer without the recurrent term), then rebuild B's rows with its
+    recurrent columns permuted by the current estimate ``p`` and re-solve, until ``p`` does not change, at
+    most ``recurrent_iterations`` times (0: input-only). The result then solves the LAP built with its own
+    recurrent rows. If the iteration cycles or does not settle, it returns, with a logged note, the iterate
+    of best self-consistent objective ``sum_i S_p[i, p(i)]`` (``S_p``: the score built with ``p``'s own
+    rows) among all iterates, the input-only one included. Layers without recurrent weights are solved
+    once, as before.
+    """
+    solve = solve or (lambda name, score: solve_lap(score))
+    spec = model_a.permutation_spec()
+    state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
+    state_b = {k: v.detach().float() for k, v in model_b.state_dict().items()}
+    identity_perms = identity_permutations(spec, state_a)
+    perms = dict(identity_perms)
+    for done, name in enumerate(spec.names):
+        solved = spec.names[:done]
+        w_a = incoming_weights(spec, name, state_a, identity_perms, solved)
+        w_b = incoming_weights(spec, name, state_b, perms, solved)
+        perms[name] = solve(name, unit_scores(name, w_a, w_b))
+        with_own = incoming_matrices(spec, name, state_a, solved, recurrent=True)
+        if recurrent_iterations <= 0 or len(with_own) == len(incoming_matrices(spec, name, state_a, solved)):
+            continue  # no recurrent weights: solved once
+        w_a = incoming_weights(spec, name, state_a, identity_perms, solved, recurrent=True)
+
+        def score_of(perm, name=name, solved=solved, w_a=w_a):
+            rows_b = incoming_weights(spec, name, state_b, {**perms, name: perm}, solved, recurrent=True)
+            return unit_scores(name, w_a, rows_b)
+
+        perms[name] = _fixed_point(name, perms[name], score_of, solve, recurrent_iterations)
+    return perms
+
+
+def _fixed_point(name: str, perm: torch.Tensor, score_of, solve, max_iterations: int) -> torch.Tensor:
+    """Iterate ``perm <- solve(name, score_of(perm))`` from ``perm`` until it stays put (see :func:`layerwise`)."""
+    visited = {}  # permutation as a tuple -> (its self-consistent objective, the permutation)
+    for _ in range(max_iterations):
+        score = score_of(perm)
+        visited[tuple(perm.tolist())] = (score.double()[torch.arange(len(perm)), perm].sum().item(), perm)
+        new = solve(name, score)
+        if torch.equal(new, perm):
+            return perm
+        if tuple(new.tolist()) in visited:
+            log.info("recurrent fixed point at %s cycles; keeping the iterate of best objective", name)
+            break
+        perm = new
+    else:
+        score = score_of(perm)
+        visited[tuple(perm.tolist())] = (score.double()[torch.arange(len(perm)), perm].sum().item(), perm)
+        log.info("recurrent fixed point at %s unsettled after %d iterations; keeping the best", name, max_iterations)
+    return max(visited.values(), key=lambda v: v[0])[1]
+
+
+def naive_weight_matching(model_a, model_b, inputs=None, recurrent_iterations: int = 20) -> Permutations:
+    """Layer by layer, LAP on the inner products of incoming weight vectors, ``W_A W_B^T`` (a recurrent
+    layer's rows include its hidden-to-hidden weights; see :func:`layerwise`)."""
+    return layerwise(model_a, model_b, lambda name, w_a, w_b: w_a @ w_b.T, recurrent_iterations=recurrent_iterations)
