@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lmcot.alignment import align, incoming_weights, output_change, permuted_copy, solve_lap
-from lmcot.models import GATES, build_model
+from lmcot.models import build_model
+from lmcot.models.recurrent import GATES
 from lmcot.permutation import check_permutations, identity_permutations, invert_permutations, random_permutations
 
 LAYERWISE = ("naive_weight_matching", "cov_weight_matching", "ot_emd", "ot_sinkhorn")
