@@ -30,7 +30,8 @@ def trained_models(digits, arch, width, depth, recipe, seeds) -> list[torch.nn.M
     train = lambda: [train_model(digits, arch, width, depth, recipe, s, progress=False)[0] for s in seeds]  # noqa: E731
     if "MUTANT_UNDER_TEST" not in os.environ:
         return train()
-    code = b"".join((PACKAGE / name).read_bytes() for name in ("training.py", "models.py", "data.py"))
+    files = [PACKAGE / "training.py", *sorted((PACKAGE / "models").glob("*.py")), PACKAGE / "data.py"]
+    code = b"".join(path.read_bytes() for path in files)
     key = hashlib.sha256(code + repr((arch, width, depth, recipe, list(seeds))).encode()).hexdigest()[:16]
     path = PACKAGE.parent / ".mutation_models" / f"{arch}-{key}.pt"
     if path.is_file():

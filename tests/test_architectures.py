@@ -98,7 +98,7 @@ def test_layer_inputs_times_weights_are_the_first_layer_preactivations(arch):
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 def test_sequences_are_read_step_by_step(shape):
-    from lmcot.models import Recurrent
+    from lmcot.models.recurrent import Recurrent
 
     x = torch.randn(3, *shape)
     seq = Recurrent.sequence(x)

@@ -270,10 +270,11 @@ def test_bad_input_is_refused_before_any_job_is_queued(cluster, tmp_path):
     assert "Requested node configuration is not available" in message
     assert "nothing was submitted" in message
 
-    (project / "lmcot" / "models.py").write_text((project / "lmcot" / "models.py").read_text() + "\n# edited\n")
+    edited = project / "lmcot" / "models" / "mlp.py"
+    edited.write_text(edited.read_text() + "\n# edited\n")
     message = refused(project, cluster)
-    assert "the code differs from the last commit" in message and "lmcot/models.py" in message
-    git(project, "checkout", "lmcot/models.py")
+    assert "the code differs from the last commit" in message and "lmcot/models/mlp.py" in message
+    git(project, "checkout", "lmcot/models/mlp.py")
 
     no_slurm = {**env(), "PATH": str(Path(env()["PATH"].split(":")[0]))}  # the venv only: no sbatch
     out = subprocess.run(["python", "-m", "lmcot.cluster", "submit"], cwd=project, env=no_slurm, capture_output=True,

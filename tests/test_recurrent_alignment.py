@@ -9,7 +9,8 @@ import torch
 
 from lmcot.align.layerwise import incoming_weights
 from lmcot.align.methods import align, output_change, permuted_copy
-from lmcot.models import GATES, build_model
+from lmcot.models import build_model
+from lmcot.models.recurrent import GATES
 from lmcot.ot import solve_lap
 from lmcot.permutation import check_permutations, identity_permutations, invert_permutations, random_permutations
 

@@ -235,7 +235,7 @@ def test_recurrent_networks_of_several_seeds_run_as_one_with_each_ones_logits(ar
 def test_a_recurrent_layer_is_torchs_own_with_the_same_weights(lstm):
     """lmcot's layer (one bias, gates as separate tensors) computes what nn.LSTM / nn.RNN compute, values and
     gradients, from the gates' weights stacked in the order i, f, g, o."""
-    from lmcot.models import recurrent_layer
+    from lmcot.models.recurrent import recurrent_layer
 
     torch.manual_seed(0)
     reference = (torch.nn.LSTM if lstm else torch.nn.RNN)(3, 5, batch_first=True)
@@ -254,7 +254,7 @@ def test_a_recurrent_layer_is_torchs_own_with_the_same_weights(lstm):
 
 def test_an_lstm_cell_by_hand():
     """One step, one unit, from zero state: c = sig(i) tanh(g), h = sig(o) tanh(c)."""
-    from lmcot.models import recurrent_layer
+    from lmcot.models.recurrent import recurrent_layer
 
     w_ih = torch.tensor([[1.0], [2.0], [3.0], [4.0]])  # gates i, f, g, o of one unit, one input feature
     h = recurrent_layer(torch.tensor([[[0.5]]]), w_ih, torch.zeros(4, 1), torch.zeros(4), lstm=True)
