@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lmcot.errors import DamagedFileError, MissingFileError
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -55,6 +57,30 @@ def write_csv(path, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
+def read_json(path):
+    """The JSON document at ``path``, an input that `dvc repro` makes; an error naming it if missing or damaged."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingFileError(f"{path} is missing; run `dvc repro` to make it") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DamagedFileError(f"{path}: not valid JSON ({err}); run `dvc repro` to make it again") from None
+
+
+def read_csv(path) -> pd.DataFrame:
+    """The table at ``path``, an input that `dvc repro` makes; an error naming it if missing or damaged."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{path} is missing; run `dvc repro` to make it")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DamagedFileError(f"{path}: not a CSV table ({err}); run `dvc repro` to make it again") from None
+
+
 def sha256_of(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -88,11 +114,18 @@ def read_sidecar(path) -> dict:
     try:
         sidecar = json.loads(sidecar_path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{sidecar_path}: model sidecar missing (expected next to the weights)") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{sidecar_path}: model sidecar is not valid JSON ({err})") from None
-    if sidecar.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{sidecar_path}: format is {sidecar.get('format')!r}, expected {MODEL_FORMAT!r}")
+        raise MissingFileError(
+            f"{sidecar_path}: model sidecar missing (expected next to the weights); run `dvc repro` to make it"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DamagedFileError(
+            f"{sidecar_path}: model sidecar is not valid JSON ({err}); run `dvc repro` to make it again"
+        ) from None
+    if not isinstance(sidecar, dict) or sidecar.get("format") != MODEL_FORMAT:
+        found = sidecar.get("format") if isinstance(sidecar, dict) else None
+        raise DamagedFileError(
+            f"{sidecar_path}: format is {found!r}, expected {MODEL_FORMAT!r}; run `dvc repro` to make it again"
+        )
     return sidecar
 
 
@@ -109,16 +142,25 @@ def load_model(path, device="cpu") -> torch.nn.Module:
     weights = Path(path).with_suffix(".safetensors")
     sidecar = read_sidecar(weights)
     if not weights.exists():
-        raise FileNotFoundError(f"{weights}: weights file missing")
-    if sha256_of(weights) != sidecar["weights_sha256"]:
-        raise ValueError(f"{weights}: weights do not match the checksum in the sidecar (file damaged or replaced)")
-    cfg = sidecar["config"]
+        raise MissingFileError(f"{weights}: weights file missing; run `dvc repro` to make it")
+    if sha256_of(weights) != sidecar.get("weights_sha256"):
+        raise DamagedFileError(
+            f"{weights}: weights do not match the checksum in the sidecar (file damaged or replaced); "
+            "run `dvc repro` to make it again"
+        )
+    cfg = sidecar.get("config")
+    if not isinstance(cfg, dict) or not {"arch", "input_shape", "num_classes", "width", "depth"} <= cfg.keys():
+        raise DamagedFileError(
+            f"{weights.with_suffix('.json')}: its config lacks what builds the model; run `dvc repro` to make it again"
+        )
     model = build_model(cfg["arch"], cfg["input_shape"], cfg["num_classes"], cfg["width"], cfg["depth"])
     try:
         state = load_file(weights)
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError) as err:
-        raise ValueError(f"{weights}: cannot load weights into {cfg['arch']} ({err})") from None
+        raise DamagedFileError(
+            f"{weights}: cannot load weights into {cfg['arch']} ({err}); run `dvc repro` to make it again"
+        ) from None
     return model.to(device).eval()
 
 
@@ -144,13 +186,21 @@ def load_dataset(path) -> tuple[dict[str, torch.Tensor], dict]:
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: prepared data set missing (run the prepare stage: dvc repro)")
+        raise MissingFileError(f"{path}: prepared data set missing (run the prepare stage: dvc repro)")
     try:
         with safe_open(path, framework="pt") as f:
             metadata = json.loads((f.metadata() or {})["lmcot"])
             arrays = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a prepared lmcot data set ({err!r})") from None
+        raise DamagedFileError(
+            f"{path}: not a prepared lmcot data set ({err!r}); run `dvc repro` to make it again"
+        ) from None
+    if not isinstance(metadata, dict) or not {"name", "classes"} <= metadata.keys():
+        raise DamagedFileError(
+            f"{path}: its metadata lacks the data set's name and classes; run `dvc repro` to make it again"
+        )
     if set(arrays) != set(DATASET_ARRAYS):
-        raise ValueError(f"{path}: holds arrays {sorted(arrays)}, expected {list(DATASET_ARRAYS)}")
+        raise DamagedFileError(
+            f"{path}: holds arrays {sorted(arrays)}, expected {list(DATASET_ARRAYS)}; run `dvc repro` to make it again"
+        )
     return arrays, metadata
