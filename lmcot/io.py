@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lmcot.errors import DamagedFileError, MissingFileError
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -53,6 +55,30 @@ def write_csv(path, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
+def read_json(path):
+    """The JSON document at ``path``, an input that `dvc repro` makes; an error naming it if missing or damaged."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingFileError(f"{path} is missing; run `dvc repro` to make it") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DamagedFileError(f"{path}: not valid JSON ({err}); run `dvc repro` to make it again") from None
+
+
+def read_csv(path) -> pd.DataFrame:
+    """The table at ``path``, an input that `dvc repro` makes; an error naming it if missing or damaged."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{path} is missing; run `dvc repro` to make it")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DamagedFileError(f"{path}: not a CSV table ({err}); run `dvc repro` to make it again") from None
+
+
 def sha256_of(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -83,13 +109,21 @@ def load_dataset(path) -> tuple[dict[str, torch.Tensor], dict]:
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: prepared data set missing (run the prepare stage: dvc repro)")
+        raise MissingFileError(f"{path}: prepared data set missing (run the prepare stage: dvc repro)")
     try:
         with safe_open(path, framework="pt") as f:
             metadata = json.loads((f.metadata() or {})["lmcot"])
             arrays = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a prepared lmcot data set ({err!r})") from None
+        raise DamagedFileError(
+            f"{path}: not a prepared lmcot data set ({err!r}); run `dvc repro` to make it again"
+        ) from None
+    if not isinstance(metadata, dict) or not {"name", "classes"} <= metadata.keys():
+        raise DamagedFileError(
+            f"{path}: its metadata lacks the data set's name and classes; run `dvc repro` to make it again"
+        )
     if set(arrays) != set(DATASET_ARRAYS):
-        raise ValueError(f"{path}: holds arrays {sorted(arrays)}, expected {list(DATASET_ARRAYS)}")
+        raise DamagedFileError(
+            f"{path}: holds arrays {sorted(arrays)}, expected {list(DATASET_ARRAYS)}; run `dvc repro` to make it again"
+        )
     return arrays, metadata

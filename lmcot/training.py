@@ -16,11 +16,16 @@ from tqdm.auto import tqdm
 
 from lmcot.choices import OPTIMIZERS
 from lmcot.data import Dataset
+from lmcot.errors import UserError
 from lmcot.evaluation import evaluate
 from lmcot.io import atomic_path
 from lmcot.models import build_model
 
 log = logging.getLogger(__name__)
+
+
+class DivergedError(UserError, FloatingPointError):
+    """A run whose train loss stopped being finite; the message names the run, seed and step."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,8 @@ def train_models(
     initialisation (``torch.manual_seed(s)`` before building) and the order of mini-batches
     (a generator seeded with ``s``), so each model is the one :func:`train_model` gives for ``s``
     alone, up to float round-off, and the same arguments give bit-identical weights on one machine.
-    Raises ``FloatingPointError`` naming ``desc``, the seed and the first step whose loss is not finite.
+    Raises :class:`DivergedError` (a ``FloatingPointError``) naming ``desc``, the seed and the first step whose
+    loss is not finite.
     """
     models = []
     for seed in seeds:
@@ -306,7 +312,7 @@ def fit(
         for seed, history, tr, te, bad in zip(seeds, histories, train, test, first_bad_step.tolist(), strict=True):
             if bad >= 0 or not math.isfinite(tr["loss"]):
                 at = f"step {bad} (epoch {epoch + 1})" if bad >= 0 else f"epoch {epoch + 1}"
-                raise FloatingPointError(
+                raise DivergedError(
                     f"training diverged: {desc}, lr={recipe.lr}, seed={seed}: the train loss is not finite at "
                     f"{at}; nothing of this configuration is saved. Lower the learning rate, or leave it out "
                     "of the sweep; `dvc repro --keep-going` finishes the other configurations"

@@ -9,7 +9,7 @@ import itertools
 import logging
 import time
 
-from common import configuration_stage, prepared_path, results_dir
+from common import configuration_stage, prepared_path, results_dir, run
 from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
@@ -50,4 +50,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run("align", main)

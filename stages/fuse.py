@@ -15,7 +15,7 @@ averaged statistics describe none of the models); the inputs and the ensemble ke
 import logging
 
 import pandas as pd
-from common import configuration_stage, fused_dir, prepared_path, results_dir
+from common import configuration_stage, fused_dir, prepared_path, results_dir, run
 from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
@@ -143,4 +143,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run("fuse", main)

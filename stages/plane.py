@@ -11,7 +11,7 @@ from copy import deepcopy
 
 import pandas as pd
 import torch
-from common import configuration_stage, prepared_path, results_dir
+from common import configuration_stage, prepared_path, results_dir, run
 from common_models import load_seed_models, stage_device
 
 from lmcot.data import Dataset
@@ -59,4 +59,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run("plane", main)

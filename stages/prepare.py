@@ -3,12 +3,12 @@ write data/prepared/<dataset>.safetensors."""
 
 import argparse
 import logging
-import sys
 
-from common import package_path, prepared_path, setup
+from common import item_stage, package_path, prepared_path, run, setup
 
 from lmcot.data import prepare
-from lmcot.sources import PACKAGES, SourceError
+from lmcot.errors import UserError
+from lmcot.sources import PACKAGES
 
 log = logging.getLogger("prepare")
 
@@ -19,15 +19,11 @@ def main():
     args = parser.parse_args()
     params = setup("prepare")
     if args.dataset not in params["prepare"]:
-        raise SystemExit(f"prepare: no options for dataset {args.dataset!r} under prepare in params.yaml")
+        valid = ", ".join(params["prepare"])
+        raise UserError(f"no options for dataset {args.dataset!r} under prepare in params.yaml (valid: {valid})")
     options = params["prepare"][args.dataset]
     source = package_path(args.dataset) if args.dataset in PACKAGES else None
-    try:
-        ds = prepare(args.dataset, options, source)
-    except FileNotFoundError as err:
-        sys.exit(f"prepare@{args.dataset}: {err}" + (f" (stage fetch@{args.dataset})" if source else ""))
-    except (SourceError, ValueError) as err:
-        sys.exit(f"prepare@{args.dataset}: {err}")
+    ds = prepare(args.dataset, options, source)
     log.info(
         "%s: %d train and %d test samples of shape %s, %d classes, %s",
         ds.name,
@@ -41,4 +37,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(item_stage("prepare"), main)

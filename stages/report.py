@@ -2,18 +2,16 @@
 (reports/README.md), its figures, the headline DVC metrics (reports/metrics.json), the data of the DVC
 plots (reports/plots/) and the full tables (reports/tables/)."""
 
-import json
 import logging
-import sys
 
 import pandas as pd
-from common import REPORTS, results_dir, setup
+from common import REPORTS, results_dir, run, setup
 
 from lmcot import report
 from lmcot.analysis import merge_identical, method_groups, overfit_table
 from lmcot.config import configurations
 from lmcot.design import evaluation_grid
-from lmcot.io import atomic_path, write_csv, write_json, write_text
+from lmcot.io import atomic_path, read_csv, read_json, write_csv, write_json, write_text
 from lmcot.replication import Run, replicate
 from lmcot.report import FAMILY_KEYS
 from lmcot.study import family, findings_records, findings_table, study_findings, uncorrected
@@ -24,10 +22,7 @@ log = logging.getLogger("report")
 def read_results(params, name):
     frames = []
     for config in configurations(params):  # only the current sweep, never stale folders
-        path = results_dir(config) / name
-        if not path.exists():
-            sys.exit(f"report: {path} is missing; run `dvc repro` to make it")
-        frames.append(pd.read_csv(path))
+        frames.append(read_csv(results_dir(config) / name))  # names the file if it is missing or damaged
     return pd.concat(frames, ignore_index=True)
 
 
@@ -44,7 +39,7 @@ def read_alignments(params) -> list[dict]:
     """Every alignment record of the sweep, each tagged with its configuration."""
     records = []
     for config in configurations(params):
-        document = json.loads((results_dir(config) / "alignment.json").read_text())
+        document = read_json(results_dir(config) / "alignment.json")
         records += [{**r, "configuration": config.name} for r in document["alignments"]]
     return records
 
@@ -125,8 +120,8 @@ def main():
             name = f"dimension_vs_lr_{report.slug(label)}"
             figures[name] = save_figure(report.dimension_vs_lr_figure(rows, dpi), name, params)
     for config in configurations(params):
-        grid_rows = pd.read_csv(results_dir(config) / "plane.csv")
-        points = pd.read_csv(results_dir(config) / "plane_points.csv")
+        grid_rows = read_csv(results_dir(config) / "plane.csv")
+        points = read_csv(results_dir(config) / "plane_points.csv")
         name = f"plane_{config.name}"
         figures[name] = save_figure(report.plane_figure(grid_rows, points, config.name, dpi), name, params)
 
@@ -155,4 +150,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run("report", main)

@@ -8,10 +8,9 @@ resumes from there and ends with the weights an uninterrupted run gives.
 import hashlib
 import json
 import logging
-import sys
 
 import pandas as pd
-from common import checkpoint_path, configuration_stage, model_path, prepared_path, results_dir
+from common import checkpoint_path, configuration_stage, model_path, prepared_path, results_dir, run
 from common_models import stage_device
 
 from lmcot.data import Dataset
@@ -57,7 +56,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FloatingPointError as err:  # a diverged run: the message says where; a traceback would bury it
-        sys.exit(f"train: {err}")
+    run("train", main)  # a diverged run ends with its one-line message

@@ -329,7 +329,7 @@ def test_the_names_params_may_use_are_those_the_science_modules_implement():
     # Validating params imports neither torch nor a science module.
     code = "import sys, lmcot.config; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('lmcot.')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "['lmcot.choices', 'lmcot.config', 'lmcot.sources']"
+    assert loaded.strip() == "['lmcot.choices', 'lmcot.config', 'lmcot.errors', 'lmcot.sources']"
 
 
 def test_the_report_starts_without_torch():
