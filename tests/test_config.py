@@ -338,7 +338,7 @@ def test_the_report_starts_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, lmcot.report, lmcot.design, lmcot.study; print('torch' in sys.modules)"
+    code = "import sys, lmcot.report.build, lmcot.design, lmcot.study; print('torch' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "False"
 

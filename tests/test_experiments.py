@@ -16,7 +16,7 @@ import pytest
 from dvc_project import commit_all, copy_project, dvc, env, set_params, stages_run
 from test_sharing import SMALL
 
-from lmcot.report import count_leaves
+from lmcot.report.metrics import count_leaves
 
 pytestmark = pytest.mark.slow
 

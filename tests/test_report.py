@@ -5,7 +5,17 @@ import itertools
 import pandas as pd
 import pytest
 
-from lmcot import report
+from lmcot.report.markdown import alpha_h_verdicts, repair_section
+from lmcot.report.metrics import count_leaves, headline_metrics
+from lmcot.report.tables import (
+    alpha_h_table,
+    bias_comparison,
+    fusion_summary,
+    interval_table,
+    lowest_cost_starts,
+    method_by_width,
+    start_table,
+)
 
 
 def fake_barriers(test_loss_barrier):
@@ -24,7 +34,7 @@ def fake_barriers(test_loss_barrier):
 
 
 def test_summary_is_the_mean_over_pairs_with_its_interval():
-    table = report.interval_table(fake_barriers({(32, "identity"): 1.0}))
+    table = interval_table(fake_barriers({(32, "identity"): 1.0}))
     row = table[(table["split"] == "test") & (table["metric"] == "loss")].iloc[0]
     assert row["barrier"] == pytest.approx(1.0 + 0.01 * (1 + 2 + 2) / 3) and row["pairs"] == 3
     assert 1.01 <= row["barrier_low"] <= row["barrier"] <= row["barrier_high"] <= 1.02
@@ -56,8 +66,8 @@ def test_metrics_are_few_enough_to_compare_experiments():
     barriers, fusion = full_run()
     overfit = overfit_table(barriers, 0.5)
     findings = study_findings(barriers, pd.DataFrame(), fusion, overfit)
-    metrics = report.metrics(barriers, overfit, findings, fusion)
-    assert report.count_leaves(metrics) <= 30
+    metrics = headline_metrics(barriers, overfit, findings, fusion)
+    assert count_leaves(metrics) <= 30
     assert metrics["fusion_gain"] == pytest.approx(0.4)
     assert metrics["endpoints"]["overfit"] == 0
     assert list(metrics["train"]) == ["unaligned", "weights", "data", "barycentre"]
@@ -70,14 +80,14 @@ def test_metrics_are_few_enough_to_compare_experiments():
 def test_method_by_width_puts_train_and_test_side_by_side_and_marks_overfit_widths():
     rows = fake_barriers({(32, "identity"): 1.0, (512, "identity"): 0.5})
     overfit = pd.DataFrame({"width": [32, 512], "overfit": [False, True]})
-    table = report.method_by_width(rows, overfit, {"identity": "identity"})
+    table = method_by_width(rows, overfit, {"identity": "identity"})
     assert list(table.columns) == ["method", "w32", "w512 †"]
     assert table.iloc[0]["w32"] == "0.000 / 1.017"  # train barrier 0 (fake rows), test mean over the 3 pairs
 
 
 def test_bias_variants_are_compared_pair_by_pair():
     rows = fake_barriers({(32, "weight_matching"): 0.30, (32, "weight_matching_without_biases"): 0.20})
-    table = report.bias_comparison(rows)
+    table = bias_comparison(rows)
     test = table[table["split"] == "test"].iloc[0]
     assert (test["method"], test["variant"]) == ("weight_matching", "weight_matching_without_biases")
     assert test["barrier"] == pytest.approx(0.30 + 0.01 * 5 / 3) and test["pairs"] == 3
@@ -86,7 +96,7 @@ def test_bias_variants_are_compared_pair_by_pair():
     assert test["lower barrier"] == "variant"
     train = table[table["split"] == "train"].iloc[0]  # equal barriers (0) on the train split
     assert train["lower barrier"] == "not resolved"
-    assert report.bias_comparison(fake_barriers({(32, "weight_matching"): 0.3})).empty
+    assert bias_comparison(fake_barriers({(32, "weight_matching"): 0.3})).empty
 
 
 def test_corrected_paths_stay_out_of_the_metrics_and_get_a_claim_of_their_own():
@@ -103,20 +113,20 @@ def test_corrected_paths_stay_out_of_the_metrics_and_get_a_claim_of_their_own():
     assert (counts["supported"], counts["contradicted"], counts["checks"]) == (6, 0, 6)
     effect = next(f for f in findings if f.claim == "repair_lowers_barrier").estimate
     assert effect.mean == pytest.approx(0.25)
-    plain = report.metrics(barriers, overfit, findings, fusion)
-    assert report.metrics(everything, overfit, findings, fusion)["train"] == plain["train"]
-    assert report.metrics(everything, overfit, findings, fusion)["claims"]["repair"] == "+6 -0 /6"
+    plain = headline_metrics(barriers, overfit, findings, fusion)
+    assert headline_metrics(everything, overfit, findings, fusion)["train"] == plain["train"]
+    assert headline_metrics(everything, overfit, findings, fusion)["claims"]["repair"] == "+6 -0 /6"
 
 
 def test_repair_section_puts_each_method_beside_its_corrected_path():
     rows = fake_barriers({(32, "identity"): 1.0, (32, "identity+repair"): 0.5})
     plain, corrected = rows[rows["method"] == "identity"], rows[rows["method"] == "identity+repair"]
     config = {"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": 32, "lr": 0.05}
-    lines = report.repair_section(plain, corrected, pd.DataFrame([{**config, "overfit": False}]), {})
+    lines = repair_section(plain, corrected, pd.DataFrame([{**config, "overfit": False}]), {})
     table = "\n".join(lines)
     assert table.index("| identity  ") < table.index("| identity + repair")
     assert "0.000 / 0.517" in table and "0.000 / 1.017" in table
-    assert report.repair_section(plain, corrected.iloc[:0], pd.DataFrame(), {}) == []
+    assert repair_section(plain, corrected.iloc[:0], pd.DataFrame(), {}) == []
 
 
 def fusion_rows(starts, costs_by_start, anchor_seed=0, chosen="seed 1"):
@@ -142,17 +152,17 @@ def test_start_table_sums_the_last_iteration_over_layers_and_marks_the_lowest():
     fusion, costs = fusion_rows(
         {"mean": 0.3, "seed 0": 0.5, "seed 1": 0.6}, {"mean": 2.0, "seed 0": 1.5, "seed 1": 1.0}
     )
-    table = report.start_table(fusion, costs)
+    table = start_table(fusion, costs)
     assert list(table.columns) == ["lr", "start mean", "start seed 0", "start seed 1"]  # fixed ones dropped
     # last iteration: cost * 1 per layer, 2 layers
     assert table.iloc[0].tolist()[1:] == ["4.0000 / 0.300", "3.0000 / 0.500", "2.0000 * / 0.600"]
     # every layer of the chosen start took 2 iterations: stopped after its first update
-    assert report.lowest_cost_starts(fusion, costs) == {"configurations": 1, "model": 1, "stopped": 1, "anchor": 0}
+    assert lowest_cost_starts(fusion, costs) == {"configurations": 1, "model": 1, "stopped": 1, "anchor": 0}
     anchored, costs = fusion_rows({"mean": 0.3, "seed 0": 0.5}, {"mean": 2.0, "seed 0": 1.0}, 0, chosen="seed 0")
-    assert report.lowest_cost_starts(anchored, costs)["anchor"] == 1
+    assert lowest_cost_starts(anchored, costs)["anchor"] == 1
     moved = costs.assign(iteration=costs["iteration"] + 1)  # 3 iterations: the barycentre left its start
-    assert report.lowest_cost_starts(anchored, moved) == {"configurations": 1, "model": 1, "stopped": 0, "anchor": 0}
-    summary = report.fusion_summary(fusion)
+    assert lowest_cost_starts(anchored, moved) == {"configurations": 1, "model": 1, "stopped": 0, "anchor": 0}
+    summary = fusion_summary(fusion)
     assert summary.iloc[0]["over starts"] == "0.300–0.600" and "fused start" not in summary
 
 
@@ -174,10 +184,10 @@ def test_alpha_h_ablation_says_whether_the_best_fusion_beats_averaging_and_by_ho
               "test_accuracy": 0.2},
              {**config, "kind": "input", "model": "seed 0", "target_width": 32, "fine_tuned": False,
               "test_accuracy": 0.8}]  # fmt: skip
-    table = report.alpha_h_table(pd.DataFrame(rows))
+    table = alpha_h_table(pd.DataFrame(rows))
     assert list(table.columns) == ["lr", "inputs (mean)", "vanilla", "alpha_h 0", "alpha_h 1"]
-    (line,) = report.alpha_h_verdicts(table.assign(arch="lstm"))
+    (line,) = alpha_h_verdicts(table.assign(arch="lstm"))
     assert "alpha_h = 1, 0.250) beats vanilla averaging (0.200) by +0.050" in line
     worse = pd.DataFrame(rows).assign(test_accuracy=lambda t: t["test_accuracy"].where(t["kind"] != "vanilla", 0.3))
-    (line,) = report.alpha_h_verdicts(report.alpha_h_table(worse))
+    (line,) = alpha_h_verdicts(alpha_h_table(worse))
     assert "does not beat vanilla averaging (0.300) by -0.050" in line
