@@ -363,3 +363,13 @@ def test_params_are_read_from_the_working_directory_by_default(tmp_path, monkeyp
         load_params()
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     assert load_params()["train"]["seeds"] == read_yaml(ROOT / "params.yaml")["train"]["seeds"]
+
+
+def test_the_shipped_recipe_is_the_recipe_default():
+    """One set of training defaults: params.yaml's train.recipe is what Recipe(lr=...) trains with."""
+    import dataclasses
+
+    from lmcot.training import Recipe
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Recipe) if f.name != "lr"}
+    assert load_params(ROOT / "params.yaml")["train"]["recipe"] == defaults
