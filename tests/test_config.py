@@ -317,13 +317,14 @@ def test_the_names_params_may_use_are_those_the_science_modules_implement():
 
     from lmcot import choices
     from lmcot.align.methods import METHODS
-    from lmcot.data import TORCHVISION_FILES
+    from lmcot.data import LOADERS, TORCHVISION_FILES
     from lmcot.models import ARCHITECTURES
     from lmcot.replication import REPLICATIONS
 
     assert tuple(METHODS) == choices.METHODS
     assert tuple(ARCHITECTURES) == choices.ARCHITECTURES
     assert tuple(REPLICATIONS) == choices.REPLICATIONS
+    assert set(LOADERS) == set(choices.DATASETS)
     assert tuple(TORCHVISION_FILES) == choices.TORCHVISION_DATASETS
     assert set(choices.BIAS_AWARE_UNSUPPORTED) <= set(choices.ARCHITECTURES)
     # Validating params imports neither torch nor a science module.
