@@ -237,7 +237,7 @@ def activation_second_moments(model, inputs, batch_size: int = 4096) -> dict:
     """Per permutation name, ``E[a a^T]`` (uncentred, ``(units, units)``) of the hidden activations."""
     import torch
 
-    from lmcot.align.covariance import second_moments
+    from lmcot.moments import second_moments
 
     with torch.no_grad():
         return second_moments(model.eval().hidden_activations, inputs, batch_size)
@@ -263,9 +263,8 @@ def model_dimensions(model, inputs, repeats: int = 3, seed: int = 0, min_ambient
     """
     import torch
 
-    from lmcot.align.covariance import input_second_moments
-    from lmcot.align.layerwise import incoming_weights
-    from lmcot.permutation import identity_permutations
+    from lmcot.moments import input_second_moments
+    from lmcot.permutation import identity_permutations, incoming_weights
 
     spec = model.permutation_spec()
     state = {k: v.detach().float() for k, v in model.state_dict().items()}

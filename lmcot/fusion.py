@@ -60,7 +60,7 @@ import torch
 
 from lmcot.choices import INPUT_TRANSPORTS, STARTS
 from lmcot.ot import SOLVERS, solve_lap, uniform_plan
-from lmcot.permutation import Permutations, PermutationSpec
+from lmcot.permutation import Permutations, PermutationSpec, unit_parameters
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +133,14 @@ def transport_tensor(
 def _units(spec, name, state, couplings, parameters, solved, input_transport):
     """Model units of layer ``name`` as points ``(n, features)`` carried into the target's inputs, and
     its recurrent matrices ``(n, n, ...)`` (input axes other than ``name`` carried)."""
-    inputs, recurrent = [], []
-    for param, axis in spec.axes[name]:
-        if axis != 0 or param not in parameters:  # buffers (BatchNorm statistics) follow, they do not steer
-            continue
-        others = {a: n for a, n in spec.acting_on(param).items() if a != 0}
-        if not set(others.values()) <= {*solved, name}:
-            continue  # input from a layer not solved yet: reuses this layer's coupling (residual streams)
-        tensor = transport_tensor(spec, couplings, param, state[param].double(), (0,), input_transport)
-        if name in others.values():
-            recurrent.append(tensor)
-        else:
-            inputs.append(tensor.reshape(len(tensor), -1))
-    return torch.cat(inputs, 1) if inputs else None, recurrent
+    inputs, recurrent = unit_parameters(spec, name, solved)
+
+    def carried(param):
+        return transport_tensor(spec, couplings, param, state[param].double(), (0,), input_transport)
+
+    # buffers (BatchNorm statistics) follow the units, they do not steer them
+    points = [carried(p).reshape(len(state[p]), -1) for p in inputs if p in parameters]
+    return torch.cat(points, 1) if points else None, [carried(p) for p in recurrent if p in parameters]
 
 
 @dataclass

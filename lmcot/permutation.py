@@ -7,6 +7,11 @@ written against it, so a new architecture only has to say which axes its permuta
 Convention: a permutation ``perm`` of ``n`` units is a ``LongTensor`` of shape ``(n,)``; applying it
 to model B along an axis puts B's unit ``perm[i]`` at position ``i``. Matching A to B therefore means
 finding ``perm`` such that B's unit ``perm[i]`` plays the role of A's unit ``i``.
+
+The spec also orders the layers from the input to the output: :func:`unit_parameters` says which tensors
+of a layer's units can be compared once the layers before it are matched. Layer-by-layer alignment
+(:mod:`lmcot.align.layerwise`), the Wasserstein barycentre (:mod:`lmcot.fusion`) and the dimension
+estimates (:mod:`lmcot.dimension`) all walk the layers this way.
 """
 
 from __future__ import annotations
@@ -105,3 +110,65 @@ def chain_spec(layers: list[str], prefix: str = "P") -> PermutationSpec:
     for i, (layer, following) in enumerate(zip(layers[:-1], layers[1:], strict=True)):
         axes[f"{prefix}{i}"] = ((f"{layer}.weight", 0), (f"{layer}.bias", 0), (f"{following}.weight", 1))
     return PermutationSpec(axes)
+
+
+# --- the layers from the input to the output ------------------------------------------------------
+
+
+def unit_parameters(spec: PermutationSpec, name: str, solved) -> tuple[list[str], list[str]]:
+    """The tensors that belong to the units of permutation ``name`` (its axis 0: incoming weights, biases,
+    BatchNorm scales and statistics) and can be compared once the permutations ``solved`` are known, in spec
+    order: ``(inputs, recurrent)``. ``inputs``: every other axis is a solved permutation's (the layer's inputs
+    are aligned); ``recurrent``: the other axes also include ``name`` itself (hidden-to-hidden weights). A
+    tensor with an input axis of a permutation not solved yet is in neither (a residual stream's later
+    writers: the stream is matched on the first layer that writes to it).
+
+    This is the walk from the input to the output that layer-by-layer alignment, the barycentre and the
+    dimension estimates share."""
+    inputs, recurrent = [], []
+    for param, axis in spec.axes[name]:
+        if axis != 0:
+            continue
+        others = {n for a, n in spec.acting_on(param).items() if a != 0}
+        if others <= set(solved):
+            inputs.append(param)
+        elif name in others and others <= {*solved, name}:
+            recurrent.append(param)
+    return inputs, recurrent
+
+
+def incoming_matrices(spec: PermutationSpec, name: str, state, solved=None, recurrent: bool = False) -> list[str]:
+    """The weight matrices whose axis 0 permutation ``name`` permutes and whose rows can be compared now.
+
+    Biases are excluded. With ``solved`` (the permutations already found), a matrix is left out if another
+    of its axes belongs to a permutation not yet solved, ``name`` itself included (recurrent weights): its
+    rows cannot be compared yet. A residual stream is thus matched on the first layer that writes to it.
+    ``recurrent`` also admits matrices whose other axes are ``name``'s own (hidden-to-hidden weights),
+    listed after the others, so that the input-only rows are a column prefix of the rows with them.
+    """
+    if solved is None:
+        inputs, own = [p for p, axis in spec.axes[name] if axis == 0], []
+    else:
+        inputs, own = unit_parameters(spec, name, solved)
+    inputs = [p for p in inputs if state[p].dim() >= 2]  # biases and other per-unit vectors are not rows
+    own = [p for p in own if state[p].dim() >= 2] if recurrent else []
+    if not inputs:
+        raise ValueError(f"permutation {name!r} permutes no weight matrix's output axis whose inputs are aligned")
+    return inputs + own
+
+
+def incoming_weights(
+    spec: PermutationSpec, name: str, state, perms, solved=None, recurrent: bool = False
+) -> torch.Tensor:
+    """The weights that feed the units of permutation ``name``, one row per unit: ``(n, fan_in)``: the
+    :func:`incoming_matrices` in that order, their other axes permuted by ``perms``, so that a layer
+    of B is compared after its inputs were aligned. With ``recurrent``, the hidden-to-hidden columns come
+    last, permuted by ``perms[name]`` itself."""
+    matrices = incoming_matrices(spec, name, state, solved, recurrent)
+    return torch.cat([permute_tensor(spec, perms, p, state[p], skip_axis=0).flatten(1) for p in matrices], dim=1)
+
+
+def has_recurrent_weights(spec: PermutationSpec) -> bool:
+    """Whether some tensor has two axes permuted by the same permutation (hidden-to-hidden weights)."""
+    params = {p for pairs in spec.axes.values() for p, _ in pairs}
+    return any(len(set(spec.acting_on(p).values())) < len(spec.acting_on(p)) for p in params)

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from lmcot.align.covariance import _unit_bias
-from lmcot.align.layerwise import incoming_weights
 from lmcot.align.methods import METHODS, align, method_options, output_change, permuted_copy
 from lmcot.align.weight_matching import is_bias
 from lmcot.design import seed_pairs
@@ -18,6 +17,7 @@ from lmcot.permutation import (
     apply_permutations,
     chain_spec,
     identity_permutations,
+    incoming_weights,
     invert_permutations,
     random_permutations,
 )

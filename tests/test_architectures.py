@@ -4,11 +4,16 @@ every alignment method recovers a planted permutation, and it trains reproducibl
 import pytest
 import torch
 
-from lmcot.align.layerwise import incoming_weights
 from lmcot.align.methods import METHODS, align, output_change, permuted_copy
 from lmcot.choices import BIAS_AWARE_UNSUPPORTED
 from lmcot.models import ARCHITECTURES, build_model
-from lmcot.permutation import apply_permutations, identity_permutations, invert_permutations, random_permutations
+from lmcot.permutation import (
+    apply_permutations,
+    identity_permutations,
+    incoming_weights,
+    invert_permutations,
+    random_permutations,
+)
 from lmcot.training import Recipe, train_models
 
 SHAPES = {"mnist1d": (1, 40), "digits": (1, 8, 8)}

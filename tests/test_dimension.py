@@ -254,10 +254,9 @@ def test_model_dimensions_apply_each_estimator_to_the_layers_neurons(width):
     """Each row is its estimator applied to the layer's neurons as points (their incoming weights), to
     ``W^T W``, ``W Sigma W^T`` or the activations' second moment, with the neighbour count of MLE at
     ``min(20, distinct neurons - 1)`` and the Wasserstein rate at the given repeats and seed."""
-    from lmcot.align.layerwise import incoming_weights
     from lmcot.dimension import model_dimensions
     from lmcot.models import build_model
-    from lmcot.permutation import identity_permutations
+    from lmcot.permutation import identity_permutations, incoming_weights
 
     torch.manual_seed(0)
     model = build_model("mlp", (12,), 3, width, 1).eval()

@@ -7,12 +7,17 @@ import logging
 import pytest
 import torch
 
-from lmcot.align.layerwise import incoming_weights
 from lmcot.align.methods import align, output_change, permuted_copy
 from lmcot.models import build_model
 from lmcot.models.recurrent import GATES
 from lmcot.ot import solve_lap
-from lmcot.permutation import check_permutations, identity_permutations, invert_permutations, random_permutations
+from lmcot.permutation import (
+    check_permutations,
+    identity_permutations,
+    incoming_weights,
+    invert_permutations,
+    random_permutations,
+)
 
 LAYERWISE = ("naive_weight_matching", "cov_weight_matching", "ot_emd", "ot_sinkhorn")
 PLANTED = ("naive_weight_matching", "cov_weight_matching", "ot_emd")

@@ -8,49 +8,9 @@ import logging
 import torch
 
 from lmcot.ot import solve_lap
-from lmcot.permutation import Permutations, PermutationSpec, identity_permutations, permute_tensor
+from lmcot.permutation import Permutations, identity_permutations, incoming_matrices, incoming_weights
 
 log = logging.getLogger(__name__)
-
-
-def incoming_matrices(spec: PermutationSpec, name: str, state, solved=None, recurrent: bool = False) -> list[str]:
-    """The weight matrices whose axis 0 permutation ``name`` permutes and whose rows can be compared now.
-
-    Biases are excluded. With ``solved`` (the permutations already found), a matrix is left out if another
-    of its axes belongs to a permutation not yet solved, ``name`` itself included (recurrent weights): its
-    rows cannot be compared yet. A residual stream is thus matched on the first layer that writes to it.
-    ``recurrent`` also admits matrices whose other axes are ``name``'s own (hidden-to-hidden weights),
-    listed after the others, so that the input-only rows are a column prefix of the rows with them.
-    """
-    inputs, own = [], []
-    for param, axis in spec.axes[name]:
-        others = {n for a, n in spec.acting_on(param).items() if a != 0}
-        if axis != 0 or state[param].dim() < 2:
-            continue
-        if solved is None or others <= set(solved):
-            inputs.append(param)
-        elif recurrent and name in others and others <= {*solved, name}:
-            own.append(param)
-    if not inputs:
-        raise ValueError(f"permutation {name!r} permutes no weight matrix's output axis whose inputs are aligned")
-    return inputs + own
-
-
-def incoming_weights(
-    spec: PermutationSpec, name: str, state, perms, solved=None, recurrent: bool = False
-) -> torch.Tensor:
-    """The weights that feed the units of permutation ``name``, one row per unit: ``(n, fan_in)``: the
-    :func:`incoming_matrices` in that order, their other axes permuted by ``perms``, so that a layer
-    of B is compared after its inputs were aligned. With ``recurrent``, the hidden-to-hidden columns come
-    last, permuted by ``perms[name]`` itself."""
-    matrices = incoming_matrices(spec, name, state, solved, recurrent)
-    return torch.cat([permute_tensor(spec, perms, p, state[p], skip_axis=0).flatten(1) for p in matrices], dim=1)
-
-
-def has_recurrent_weights(spec: PermutationSpec) -> bool:
-    """Whether some tensor has two axes permuted by the same permutation (hidden-to-hidden weights)."""
-    params = {p for pairs in spec.axes.values() for p, _ in pairs}
-    return any(len(set(spec.acting_on(p).values())) < len(spec.acting_on(p)) for p in params)
 
 
 @torch.no_grad()

@@ -52,10 +52,10 @@ class Architecture(Protocol):
 
     def layer_inputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per permutation name, the ``(samples, fan_in)`` inputs of the layer whose units it permutes, columns
-        in the order of ``lmcot.align.layerwise.incoming_weights``. A recurrent model also takes ``with_state=True``
+        in the order of ``lmcot.permutation.incoming_weights``. A recurrent model also takes ``with_state=True``
         (appends the previous hidden state).
 
-        Covariance-aware matching (``lmcot.align.covariance.input_second_moments``),
+        Covariance-aware matching (``lmcot.moments.input_second_moments``),
         ``lmcot.dimension.model_dimensions``."""
         ...
 

@@ -72,7 +72,7 @@ class ResNet(nn.Module):
 
     def layer_inputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Inputs of the first layer of each permutation (the stem's, for ``residual``): the layers whose
-        inputs are aligned before the permutation is solved (see :func:`lmcot.align.layerwise.incoming_weights`)."""
+        inputs are aligned before the permutation is solved (see :func:`lmcot.permutation.incoming_weights`)."""
         inputs = {}
         for (name, inp, _), layer in zip(self._walk(x), self._layers(), strict=True):
             if name not in inputs:
