@@ -180,64 +180,62 @@ def wasserstein_barycenter(
     ``update_target=False`` keeps the target at model ``start`` (an anchor, as one-shot OT fusion does).
     Returns the fused state (load it into ``target``), the couplings and the cost per iteration.
     """
-    if len(models) < 1:
-        raise ValueError("wasserstein_barycenter needs at least one model")
-    weights = np.full(len(models), 1 / len(models)) if weights is None else np.asarray(weights, dtype=float)
-    if len(weights) != len(models) or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"weights must be {len(models)} non-negative numbers, not all 0; got {weights.tolist()}")
-    weights = weights / weights.sum()
+    weights = _normalised_weights(weights, len(models))
     if solver not in SOLVERS:
         raise ValueError(f"unknown OT solver {solver!r}; valid: {', '.join(SOLVERS)}")
     _input_map(input_transport)
-    if start == "first":
-        start = 0
+    start = 0 if start == "first" else start
     if start == "best":
         if not update_target:
             raise ValueError("start='best' needs update_target=True")
         options = dict(solver=solver, epsilon=epsilon, max_iterations=max_iterations, alpha_h=alpha_h)
-        options |= dict(input_transport=input_transport, tolerance=tolerance, seed=seed)
-        tried = [
-            wasserstein_barycenter(models, target, weights, start=s, **options) for s in ["mean", *range(len(models))]
-        ]
-        best = min(tried, key=lambda f: f.cost)
-        best.start_costs = {f.start: f.cost for f in tried}
-        return best
+        return _best_start(
+            models, target, weights, **options, input_transport=input_transport, tolerance=tolerance, seed=seed
+        )
     if not (start == "mean" or (isinstance(start, int | np.integer) and 0 <= start < len(models))):
         raise ValueError(f"unknown start {start!r}; valid: {', '.join(STARTS)} or a model index below {len(models)}")
     if not update_target and start == "mean":
         raise ValueError("update_target=False needs a model to anchor on (start=<model index>)")
     options = _Options(solver, epsilon, max_iterations, alpha_h, tolerance, input_transport)
     spec = target.permutation_spec()
-    sizes = spec.sizes(target.state_dict())
     states = [{k: v.detach().cpu() for k, v in model.state_dict().items()} for model in models]
     parameters = {name for name, _ in models[0].named_parameters()}
-    couplings: list[Couplings] = [{} for _ in models]
+    couplings, iterations, costs = _solve_layers(
+        spec, spec.sizes(target.state_dict()), states, parameters, weights, start, options, update_target, seed
+    )
+    fused = _carried_mean(spec, couplings, states, weights, input_transport)
+    return Fusion(fused, couplings, iterations, costs, "mean" if start == "mean" else f"model {start}")
+
+
+def _best_start(models, target, weights, **options) -> Fusion:
+    """The barycentre from the models' mean and from each model, keeping the lowest total cost."""
+    tried = [wasserstein_barycenter(models, target, weights, start=s, **options) for s in ["mean", *range(len(models))]]
+    best = min(tried, key=lambda f: f.cost)
+    best.start_costs = {f.start: f.cost for f in tried}
+    return best
+
+
+def _solve_layers(spec, sizes, states, parameters, weights, start, options: _Options, update_target, seed):
+    """Each layer's barycentre, from the input to the output: per model its couplings, and per layer the
+    iteration count and the cost at each iteration."""
+    input_transport = options.input_transport
+    couplings: list[Couplings] = [{} for _ in states]
     iterations, costs = {}, {}
     generator = np.random.default_rng(seed)
     for done, name in enumerate(spec.names):
-        solved = spec.names[:done]
-        m = sizes[name]
-        units = [_units(spec, name, s, couplings[i], parameters, solved, input_transport) for i, s in enumerate(states)]
+        units = [
+            _units(spec, name, s, couplings[i], parameters, spec.names[:done], input_transport)
+            for i, s in enumerate(states)
+        ]
         points, recurrent = [u[0] for u in units], [u[1] for u in units]
         if points[0] is None:
             raise ValueError(f"layer {name!r} has no incoming weights whose inputs are solved before it")
-        n = len(points[0])
-        if not update_target and m != n:
-            raise ValueError(f"one-shot fusion needs the target as wide as model {start} at {name!r} ({m} != {n})")
-        if start == "mean":
-            target_points = sum(w * p for w, p in zip(weights, points, strict=True))
-            target_self = [
-                sum(w * h[r] for w, h in zip(weights, recurrent, strict=True)) for r in range(len(recurrent[0]))
-            ]
-            if m != n:  # the same-width barycentre first, then a subset or repeats of its units
-                _, target_points, target_self, _ = _layer_barycenter(
-                    points, recurrent, weights, target_points, target_self, options, True
-                )
-        else:
-            target_points, target_self = points[start], recurrent[start]
-        if m != n:
-            chosen = _initial_units(n, m, generator)
-            target_points, target_self = target_points[chosen], [h[chosen][:, chosen] for h in target_self]
+        if not update_target and sizes[name] != len(points[0]):
+            raise ValueError(
+                f"one-shot fusion needs the target as wide as model {start} at {name!r} ({sizes[name]} != "
+                f"{len(points[0])})"
+            )
+        target_points, target_self = _start_units(points, recurrent, weights, start, sizes[name], options, generator)
         plans, _, _, costs[name] = _layer_barycenter(
             points, recurrent, weights, target_points, target_self, options, update_target
         )
@@ -245,6 +243,42 @@ def wasserstein_barycenter(
         for i, plan in enumerate(plans):
             couplings[i][name] = plan
         log.debug("layer %s: %d barycentre iterations, cost %.6g", name, iterations[name], costs[name][-1])
+    return couplings, iterations, costs
+
+
+def _normalised_weights(weights, n_models: int) -> np.ndarray:
+    """The models' weights ``(n_models,)`` summing to 1 (uniform when ``weights`` is None)."""
+    if n_models < 1:
+        raise ValueError("wasserstein_barycenter needs at least one model")
+    weights = np.full(n_models, 1 / n_models) if weights is None else np.asarray(weights, dtype=float)
+    if len(weights) != n_models or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"weights must be {n_models} non-negative numbers, not all 0; got {weights.tolist()}")
+    return weights / weights.sum()
+
+
+def _start_units(points, recurrent, weights, start, m: int, options: _Options, generator):
+    """Where one layer's ``m`` target units start: the models' weighted mean (for another width, the
+    same-width barycentre's units) or model ``start``'s units, then a random subset or repeats of them
+    when ``m`` differs from the models' width. Returns the points and the recurrent matrices."""
+    n = len(points[0])
+    if start == "mean":
+        target_points = sum(w * p for w, p in zip(weights, points, strict=True))
+        target_self = [sum(w * h[r] for w, h in zip(weights, recurrent, strict=True)) for r in range(len(recurrent[0]))]
+        if m != n:  # the same-width barycentre first, then a subset or repeats of its units
+            _, target_points, target_self, _ = _layer_barycenter(
+                points, recurrent, weights, target_points, target_self, options, True
+            )
+    else:
+        target_points, target_self = points[start], recurrent[start]
+    if m != n:
+        chosen = _initial_units(n, m, generator)
+        target_points, target_self = target_points[chosen], [h[chosen][:, chosen] for h in target_self]
+    return target_points, target_self
+
+
+def _carried_mean(spec, couplings, states, weights, input_transport) -> dict[str, torch.Tensor]:
+    """The fused state: each float tensor of every model carried into the target's coordinates by that
+    model's couplings, then the weighted mean; integer buffers (BatchNorm's step counter) are model 0's."""
     fused = {}
     for key, tensor in states[0].items():
         if tensor.is_floating_point():
@@ -253,10 +287,9 @@ def wasserstein_barycenter(
                 for c, s in zip(couplings, states, strict=True)
             ]
             fused[key] = sum(w * t for w, t in zip(weights, carried, strict=True)).to(tensor.dtype)
-        else:  # integer buffers (BatchNorm's step counter) are not averaged
+        else:
             fused[key] = tensor.clone()
-    label = "mean" if start == "mean" else f"model {start}"
-    return Fusion(fused, couplings, iterations, costs, label)
+    return fused
 
 
 def _layer_barycenter(points, recurrent, weights, target_points, target_self, options: _Options, update_target):
