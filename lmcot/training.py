@@ -274,61 +274,22 @@ def fit(
     orders = [torch.Generator().manual_seed(seed) for seed in seeds]
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    n, count = len(x_train), len(seeds)
-    steps_per_epoch = math.ceil(n / recipe.batch_size)
+    n = len(x_train)
     histories = [[] for _ in seeds]
     step, start = 0, 0
     saved = checkpoint.load() if checkpoint else None
     if saved is not None:
-        stack.load_state(saved["models"])
-        optimizer.load_state_dict(saved["optimizer"])
-        for g, generator_state in zip(orders, saved["generators"], strict=True):
-            g.set_state(generator_state)
-        step, start, histories = saved["step"], saved["epoch"], saved["histories"]
+        step, start, histories = _resume(saved, stack, optimizer, orders)
         log.info("%s: resuming from the checkpoint of epoch %d/%d (%s)", desc, start, recipe.epochs, checkpoint.path)
     epochs = tqdm(range(start, recipe.epochs), desc=desc, leave=False, disable=not progress, initial=start)
     for epoch in epochs:
-        order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # (seeds, n)
-        loss_sum = torch.zeros(count, dtype=torch.float64, device=device)
-        first_bad_step = torch.full((count,), -1, dtype=torch.int64, device=device)  # no sync per step
-        correct = torch.zeros(count, dtype=torch.int64, device=device)
-        for batch in order.split(recipe.batch_size, dim=1):  # (seeds, batch) sample indices
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr * recipe.lr_factor(step, steps_per_epoch)
-            logits, target = stack(x_train[batch]), y_train[batch]
-            losses = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(count, -1)
-            # sum over seeds of each seed's mean loss: each seed's gradient is its own loss's gradient
-            loss = losses.mean(1).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            batch_loss = losses.detach().sum(1).double()
-            first_bad_step = torch.where(~batch_loss.isfinite() & (first_bad_step < 0), step, first_bad_step)
-            step += 1
-            loss_sum += batch_loss
-            correct += (logits.detach().argmax(2) == target).sum(1)
+        step, loss_sum, correct, first_bad_step = _train_epoch(stack, optimizer, orders, x_train, y_train, recipe, step)
         # train metrics are averaged over the epoch's mini-batches (no extra pass); test is evaluated
         train = [{"loss": lo / n, "accuracy": c / n} for lo, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
         last_epoch = epoch + 1 == recipe.epochs
         train = stack.evaluate(x_train, y_train) if last_epoch else train  # exact final figures
         test = stack.evaluate(x_test, y_test)
-        for seed, history, tr, te, bad in zip(seeds, histories, train, test, first_bad_step.tolist(), strict=True):
-            if bad >= 0 or not math.isfinite(tr["loss"]):
-                at = f"step {bad} (epoch {epoch + 1})" if bad >= 0 else f"epoch {epoch + 1}"
-                raise DivergedError(
-                    f"training diverged: {desc}, lr={recipe.lr}, seed={seed}: the train loss is not finite at "
-                    f"{at}; nothing of this configuration is saved. Lower the learning rate, or leave it out "
-                    "of the sweep; `dvc repro --keep-going` finishes the other configurations"
-                )
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_loss": tr["loss"],
-                    "train_accuracy": tr["accuracy"],
-                    "test_loss": te["loss"],
-                    "test_accuracy": te["accuracy"],
-                }
-            )
+        _record_epoch(histories, train, test, first_bad_step.tolist(), epoch, seeds, desc, recipe)
         epochs.set_postfix(
             train_loss=f"{max(t['loss'] for t in train):.3f}", test_acc=f"{min(t['accuracy'] for t in test):.3f}"
         )
@@ -338,10 +299,8 @@ def fit(
                     "models": stack.state(),
                     "optimizer": optimizer.state_dict(),
                     "generators": [g.get_state() for g in orders],
-                    "step": step,
-                    "epoch": epoch + 1,
-                    "histories": histories,
                 }
+                | {"step": step, "epoch": epoch + 1, "histories": histories}
             )
             log.debug("%s: checkpoint of epoch %d saved to %s", desc, epoch + 1, checkpoint.path)
         if on_epoch_end:
@@ -354,6 +313,71 @@ def fit(
             history[-1]["test_accuracy"],
         )
     return stack.unstack(lambda: deepcopy(models[0]).cpu()), histories
+
+
+def _resume(saved: dict, stack, optimizer, orders) -> tuple[int, int, list[list[dict]]]:
+    """Load a checkpoint's weights, optimiser state and mini-batch generators; return its step, epoch and
+    histories."""
+    stack.load_state(saved["models"])
+    optimizer.load_state_dict(saved["optimizer"])
+    for g, generator_state in zip(orders, saved["generators"], strict=True):
+        g.set_state(generator_state)
+    return saved["step"], saved["epoch"], saved["histories"]
+
+
+def _train_epoch(stack, optimizer, orders, x_train, y_train, recipe: Recipe, step: int):
+    """One epoch of every model, each over its own shuffled order of the samples. Returns the step after it,
+    and per model (tensors of length ``len(orders)``) the summed train loss, the correct predictions and the
+    first step whose loss was not finite (-1: none)."""
+    n, count = len(x_train), len(orders)
+    device = x_train.device
+    steps_per_epoch = math.ceil(n / recipe.batch_size)
+    order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)  # (seeds, n)
+    loss_sum = torch.zeros(count, dtype=torch.float64, device=device)
+    first_bad_step = torch.full((count,), -1, dtype=torch.int64, device=device)  # no sync per step
+    correct = torch.zeros(count, dtype=torch.int64, device=device)
+    for batch in order.split(recipe.batch_size, dim=1):  # (seeds, batch) sample indices
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.lr * recipe.lr_factor(step, steps_per_epoch)
+        logits, target = stack(x_train[batch]), y_train[batch]
+        losses = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(count, -1)
+        # sum over seeds of each seed's mean loss: each seed's gradient is its own loss's gradient
+        loss = losses.mean(1).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        batch_loss = losses.detach().sum(1).double()
+        first_bad_step = torch.where(~batch_loss.isfinite() & (first_bad_step < 0), step, first_bad_step)
+        step += 1
+        loss_sum += batch_loss
+        correct += (logits.detach().argmax(2) == target).sum(1)
+    return step, loss_sum, correct, first_bad_step
+
+
+def _record_epoch(histories, train, test, first_bad_steps, epoch: int, seeds, desc: str, recipe: Recipe) -> None:
+    """Append each model's epoch metrics to its history, after checking that its loss stayed finite."""
+    for seed, history, tr, te, bad in zip(seeds, histories, train, test, first_bad_steps, strict=True):
+        _check_finite_loss(tr["loss"], bad, epoch, desc, recipe, seed)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": tr["loss"],
+                "train_accuracy": tr["accuracy"],
+                "test_loss": te["loss"],
+                "test_accuracy": te["accuracy"],
+            }
+        )
+
+
+def _check_finite_loss(train_loss: float, bad_step: int, epoch: int, desc: str, recipe: Recipe, seed: int) -> None:
+    """Raise :class:`DivergedError` if a step of this epoch (``bad_step`` >= 0) or the epoch's loss was not finite."""
+    if bad_step >= 0 or not math.isfinite(train_loss):
+        at = f"step {bad_step} (epoch {epoch + 1})" if bad_step >= 0 else f"epoch {epoch + 1}"
+        raise DivergedError(
+            f"training diverged: {desc}, lr={recipe.lr}, seed={seed}: the train loss is not finite at "
+            f"{at}; nothing of this configuration is saved. Lower the learning rate, or leave it out "
+            "of the sweep; `dvc repro --keep-going` finishes the other configurations"
+        )
 
 
 def train_model(
