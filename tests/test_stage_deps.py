@@ -79,3 +79,61 @@ def test_light_stages_do_not_import_the_models():
     for name in ("check_params", "fetch"):
         closure = {str(p) for p in import_closure(stage_script(STAGES[name]))}
         assert not {f for f in closure if f.startswith(("lmcot/models", "lmcot/align", "lmcot/training"))}, name
+
+
+def _module_file(module: str) -> Path | None:
+    path = ROOT.joinpath(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate.relative_to(ROOT)
+    return None
+
+
+def import_graph() -> dict[Path, set[Path]]:
+    """Package file -> the package files it imports (a package's __init__ that Python runs first is not an edge)."""
+    graph = {}
+    for path in sorted((ROOT / "lmcot").rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        modules = imported_modules(path.read_text(), list(rel.parent.parts))
+        graph[rel] = {f for m in modules if m.startswith("lmcot") and (f := _module_file(m)) and f != rel}
+    return graph
+
+
+def find_cycle(graph: dict) -> list | None:
+    """One cycle of ``graph`` as a list of nodes, or None (depth-first search)."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_package_has_no_import_cycle():
+    graph = import_graph()
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(map(str, cycle))
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the search finds one
+
+
+def test_config_imports_no_science_module():
+    graph = import_graph()
+    config = {Path("lmcot/config.py")}
+    todo = [Path("lmcot/config.py")]
+    while todo:
+        for nxt in graph[todo.pop()] - config:
+            config.add(nxt)
+            todo.append(nxt)
+    assert {str(p) for p in config} <= {"lmcot/config.py", "lmcot/choices.py", "lmcot/sources.py", "lmcot/errors.py"}
