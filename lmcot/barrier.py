@@ -11,13 +11,27 @@ For ``theta(a) = (1 - a) theta_A + a theta_B`` on a grid of ``a`` in [0, 1]:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
+from copy import deepcopy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm import tqdm
 
+from lmcot.design import evaluation_grid
 from lmcot.errors import UserError
 from lmcot.evaluation import correction_refusal, evaluate, output_statistics, repair, repair_layers, reset_batchnorm
+from lmcot.permutation import apply_permutations
+
+if TYPE_CHECKING:
+    from lmcot.config import Configuration
+    from lmcot.data import Dataset
+
+log = logging.getLogger(__name__)
 
 METRICS = ("loss", "error")
 
@@ -114,3 +128,74 @@ def check_finite(curves, name: str) -> None:
             f"{first['seed_a']} to seed {first['seed_b']} ({first['method']}) at alpha = {first['alpha']} "
             f"({len(bad)} such points); the models or the alignment are broken"
         )
+
+
+@dataclass
+class BarrierTables:
+    """Every point of every path (curves.csv) and each curve's barrier summary (barriers.csv)."""
+
+    curves: pd.DataFrame
+    barriers: pd.DataFrame
+
+
+def path_corrections(container: torch.nn.Module, requested: Sequence[str], name: str) -> list[str | None]:
+    """``None`` (no correction) and each correction of ``requested`` that applies to ``container``'s
+    architecture; one that does not is skipped with a logged reason."""
+    corrections = [None]
+    for correction in requested:
+        if why := correction_refusal(container, correction):
+            log.info("%s: no %s paths: %s", name, correction, why)
+        else:
+            corrections.append(correction)
+    return corrections
+
+
+def alignment_curves(config: Configuration, models, records, data: Dataset, options: dict) -> pd.DataFrame:
+    """The curve of every alignment record (model A to model B permuted by the record's permutations) under
+    every applicable correction of ``options["norm_corrections"]``; a corrected path's method is
+    ``<method>+<correction>``. ``options`` are the ``barrier`` params."""
+    limit = {"train": options["train_samples"], "test": None}  # the train split is subsampled
+    splits = {split: tuple(t[: limit[split]] for t in data.split(split)) for split in options["splits"]}
+    alphas = evaluation_grid(options["alphas"])
+    container = deepcopy(next(iter(models.values())))  # overwritten in place at every path point
+    corrections = path_corrections(container, options["norm_corrections"], config.name)
+    norm_inputs = data.x_train[: options["norm_samples"]]
+
+    curves = []
+    for record in tqdm(records, desc=config.name):
+        model_a, model_b = models[record["seed_a"]], models[record["seed_b"]]
+        perms = {name: torch.tensor(perm) for name, perm in record["permutations"].items()}
+        state_b = apply_permutations(model_b.permutation_spec(), perms, model_b.state_dict())
+        for correction in corrections:
+            method = record["method"] + (f"+{correction}" if correction else "")
+            keys = {**config.as_dict(), "seed_a": record["seed_a"], "seed_b": record["seed_b"], "method": method}
+            rows = interpolation_curve(
+                container, model_a.state_dict(), state_b, alphas, splits, options["batch_size"],
+                correction, norm_inputs,
+            )  # fmt: skip
+            curves += [{**keys, **row} for row in rows]
+    return pd.DataFrame(curves)
+
+
+def barrier_table(curves: pd.DataFrame, group_keys: list[str]) -> pd.DataFrame:
+    """:func:`barrier_summary` of every curve of ``curves`` (one per value of ``group_keys``), in their order."""
+    return pd.DataFrame(
+        [
+            {**dict(zip(group_keys, key, strict=True)), **barrier_summary(g["alpha"], g["value"])}
+            for key, g in curves.groupby(group_keys, sort=False)
+        ]
+    )
+
+
+def barrier_tables(config: Configuration, models, records, data: Dataset, options: dict) -> BarrierTables:
+    """Curves and barriers of every alignment record of ``config`` (``seed_a``, ``seed_b``, ``method``,
+    ``permutations``, as alignment.json holds them) between ``models`` (seed -> model, on ``data``'s device).
+    ``options`` are the ``barrier`` params. A value that is not finite raises :class:`NonFinitePathError`."""
+    curves = alignment_curves(config, models, records, data, options)
+    check_finite(curves, config.name)  # stop rather than let a NaN or inf turn into a barrier
+
+    group_keys = [*config.as_dict(), "seed_a", "seed_b", "method", "split", "metric"]
+    barriers = barrier_table(curves, group_keys)
+    for row in barriers.query("split == 'test' and metric == 'loss'").itertuples():
+        log.info("seeds %d-%d %-20s test loss barrier %.4f", row.seed_a, row.seed_b, row.method, row.barrier)
+    return BarrierTables(curves, barriers)

@@ -8,13 +8,26 @@ has the orthonormal basis ``e1 = (first - origin) / |first - origin|`` and ``e2`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from copy import deepcopy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from lmcot.evaluation import evaluate
+from lmcot.fusion import permutations_from_fusion, wasserstein_barycenter
+from lmcot.permutation import apply_permutations
+
+if TYPE_CHECKING:
+    from lmcot.config import Configuration
+    from lmcot.data import Dataset
+
+log = logging.getLogger(__name__)
 
 
 def flatten_state(state: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -93,3 +106,49 @@ def evaluate_plane(
             }
         )
     return rows, points
+
+
+@dataclass
+class Planes:
+    """The grid rows of every plane (plane.csv) and the coordinates of the models on them (plane_points.csv)."""
+
+    grid: pd.DataFrame
+    points: pd.DataFrame
+
+
+def fusion_planes(model_1, model_2, ot: dict) -> dict[str, tuple[dict, dict, dict]]:
+    """The two planes through model 1 and model 2, by name: "permutation" through model 2 permuted onto
+    model 1 by the couplings of their Wasserstein barycentre (``ot``: its options), "fusion" through that
+    barycentre. Each is ``(first, second, labels)``: the states beside model 1's and the three points' names."""
+    fusion = wasserstein_barycenter([model_1, model_2], model_1, **ot)
+    perms = permutations_from_fusion(fusion)
+    state_2 = model_2.state_dict()
+    permuted_2 = apply_permutations(model_2.permutation_spec(), perms, state_2)
+    return {
+        "permutation": (state_2, permuted_2, {"origin": "model 1", "first": "model 2", "second": "permuted model 2"}),
+        "fusion": (state_2, fusion.state, {"origin": "model 1", "first": "model 2", "second": "fused model"}),
+    }
+
+
+def plane_tables(config: Configuration, model_1, model_2, data: Dataset, options: dict, ot: dict, device) -> Planes:
+    """Train loss and test error on the planes of :func:`fusion_planes` through ``model_1`` and ``model_2`` (of
+    ``config``, on the CPU), on ``data`` (on ``device``): the train split's first ``options["num_samples"]``
+    samples and the whole test split, a grid of ``options["grid_size"]`` squared points widened by
+    ``options["margin"]``. ``options`` are the ``plane`` params."""
+    train = (data.x_train[: options["num_samples"]], data.y_train[: options["num_samples"]])
+    test = (data.x_test, data.y_test)
+    state_1 = model_1.state_dict()
+    container = deepcopy(model_1).to(device)  # overwritten at every grid point
+    grids, marks = [], []
+    for plane, (first, second, labels) in fusion_planes(model_1, model_2, ot).items():
+        first = {k: v.clone() for k, v in first.items()}
+        second = {k: torch.as_tensor(v).clone() for k, v in second.items()}
+        rows, points = evaluate_plane(
+            container, state_1, first, second, train, test, options["grid_size"], options["margin"]
+        )
+        keys = {**config.as_dict(), "plane": plane}
+        grids += [keys | row for row in rows]
+        marks += [keys | {"point": labels[p], "x": x, "y": y} for p, (x, y) in points.items()]
+        log.info("%s plane: %d points, train loss %.3f to %.3f", plane, len(rows),
+                 min(r["train_loss"] for r in rows), max(r["train_loss"] for r in rows))  # fmt: skip
+    return Planes(pd.DataFrame(grids), pd.DataFrame(marks))

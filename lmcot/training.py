@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +23,9 @@ from lmcot.errors import UserError
 from lmcot.evaluation import evaluate
 from lmcot.io import atomic_path
 from lmcot.models import build_model
+
+if TYPE_CHECKING:
+    from lmcot.config import Configuration
 
 log = logging.getLogger(__name__)
 
@@ -386,3 +392,63 @@ def train_model(
     """Train one model (see :func:`train_models`); return it and its history."""
     models, histories = train_models(data, arch, width, depth, recipe, [seed], device, progress)
     return models[0], histories[0]
+
+
+def run_key(config: Configuration, recipe: dict, seeds: list[int], device, data_sha256: str) -> str:
+    """What the weights of ``config``'s seeds depend on, hashed: the :class:`Checkpoint` key of their training
+    (the configuration, the ``train.recipe`` params, the seeds, the device and the data file's SHA-256)."""
+    run = {**config.as_dict(), "recipe": recipe, "seeds": seeds, "device": str(device)}
+    run["data"] = data_sha256
+    return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class TrainedSeed:
+    """One trained seed: the model, its sidecar's configuration (what rebuilds it, as
+    :func:`lmcot.model_files.save_model` takes it) and its last epoch's figures."""
+
+    seed: int
+    model: torch.nn.Module
+    sidecar: dict
+    metrics: dict
+
+
+@dataclass
+class TrainedConfiguration:
+    """Every seed of a configuration, and the per-epoch history rows of all of them (a ``seed`` column first)."""
+
+    seeds: list[TrainedSeed]
+    history: list[dict]
+
+
+def train_configuration(
+    config: Configuration, data: Dataset, recipe: dict, seeds: list[int], device="cpu", checkpoint=None
+) -> TrainedConfiguration:
+    """Train every seed of ``config`` together (:func:`train_models`) by the ``train.recipe`` params ``recipe``
+    at the configuration's learning rate, saving to and resuming from ``checkpoint`` if given."""
+    full_recipe = Recipe(lr=float(config.lr), **recipe)
+    log.info("%s: training seeds %s together with %s", config.name, seeds, full_recipe)
+    models, histories = train_models(
+        data,
+        config.arch,
+        config.width,
+        config.depth,
+        full_recipe,
+        seeds,
+        device,
+        checkpoint=checkpoint,
+        desc=config.name,
+    )
+    trained, rows = [], []
+    for seed, model, history in zip(seeds, models, histories, strict=True):
+        sidecar = {
+            **config.as_dict(),
+            "seed": seed,
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+            "recipe": recipe,
+        }
+        final = {k: v for k, v in history[-1].items() if k != "epoch"}
+        trained.append(TrainedSeed(seed, model, sidecar, final))
+        rows += [{"seed": seed, **row} for row in history]
+    return TrainedConfiguration(trained, rows)

@@ -6,8 +6,9 @@ import itertools
 import pytest
 import torch
 
+from lmcot.align import methods as methods_module
 from lmcot.align.covariance import _unit_bias
-from lmcot.align.methods import METHODS, align, method_options, output_change, permuted_copy
+from lmcot.align.methods import METHODS, align, align_pairs, method_options, output_change, permuted_copy
 from lmcot.align.weight_matching import is_bias
 from lmcot.design import seed_pairs
 from lmcot.models import build_model
@@ -291,3 +292,44 @@ def test_only_methods_that_need_data_see_it():
         if not record.needs_data:  # the same permutations whether or not data is offered
             with_data = align(name, a, b, torch.randn(32, 6))
             assert all(torch.equal(with_data[k], v) for k, v in align(name, a, b).items()), name
+
+
+def test_align_pairs_gives_one_checked_record_per_pair_and_method(trained_pair, digits, generator):
+    model, other = trained_pair
+    spec, state = model.permutation_spec(), model.state_dict()
+    shuffled = permuted_copy(model, random_permutations(spec, state, generator))
+    models = {3: model, 5: other, 8: shuffled}
+    pairs = [(3, 5), (3, 8)]
+    methods = ["identity", "weight_matching", "activation_matching"]
+    records = align_pairs(models, pairs, methods, {}, digits.x_train[:500], digits.x_test)
+    assert [(r["seed_a"], r["seed_b"], r["method"]) for r in records] == [(*p, m) for p in pairs for m in methods]
+    identity = {k: v.tolist() for k, v in identity_permutations(spec, state).items()}
+    for r in records:
+        assert set(r) == {"seed_a", "seed_b", "method", "output_change", "permutations"}
+        assert r["output_change"] < 1e-4 and set(r["permutations"]) == set(identity)
+        assert all(sorted(p) == list(range(len(p))) for p in r["permutations"].values())  # permutations, as lists
+        assert (r["permutations"] == identity) == (r["method"] == "identity")
+    for r in records[4:]:  # a shuffled copy of model 3, aligned to it, is model 3 again
+        perms = {k: torch.tensor(v) for k, v in r["permutations"].items()}
+        aligned = apply_permutations(spec, perms, shuffled.state_dict())
+        assert all(torch.allclose(aligned[k], v) for k, v in state.items()), r["method"]
+
+
+def test_align_pairs_stops_on_a_permutation_that_changes_the_function(trained_pair, digits, monkeypatch):
+    monkeypatch.setattr(methods_module, "output_change", lambda model, perms, inputs: 0.5)
+    with pytest.raises(RuntimeError, match="identity permutation changed model 1's outputs by 0.5: a bug"):
+        align_pairs(dict(enumerate(trained_pair)), [(0, 1)], ["identity"], {}, None, digits.x_test)
+
+
+def test_align_pairs_takes_each_methods_options_from_params(trained_pair, monkeypatch):
+    seen = []
+
+    def recording(model_a, model_b, inputs=None, **options):
+        seen.append(options)
+        return identity_permutations(model_a.permutation_spec(), model_a.state_dict())
+
+    record = METHODS["weight_matching"]
+    monkeypatch.setitem(METHODS, "weight_matching", type(record)(recording, record.options, record.needs_data))
+    params = {"align": {"weight_matching": {"max_iter": 7}}}
+    align_pairs(dict(enumerate(trained_pair)), [(0, 1)], ["weight_matching"], params, None, torch.zeros(1, 1, 8, 8))
+    assert seen == [{"max_iter": 7}]

@@ -1,12 +1,18 @@
 """Barriers along linear paths: definitions on known curves, and real models."""
 
+import copy
+import logging
+
 import numpy as np
 import pytest
 import torch
 
-from lmcot.barrier import barrier_summary, interpolation_curve
+from lmcot.align.methods import align
+from lmcot.barrier import NonFinitePathError, barrier_summary, barrier_tables, interpolation_curve
+from lmcot.config import Configuration
 from lmcot.design import evaluation_grid
 from lmcot.evaluation import evaluate
+from lmcot.permutation import identity_permutations
 
 
 def test_grid_always_holds_endpoints_and_midpoint():
@@ -92,3 +98,59 @@ def test_container_is_overwritten_not_the_inputs(trained_pair, digits):
         container, model_a.state_dict(), model_b.state_dict(), [0.0, 0.5, 1.0], {"test": digits.split("test")}
     )
     assert all(torch.equal(before[k], v) for k, v in model_a.state_dict().items())
+
+
+# --- the barrier tables of one configuration --------------------------------------------------------------
+
+OPTIONS = {
+    "alphas": [0.25, 0.75],
+    "splits": ["train", "test"],
+    "batch_size": 4096,
+    "train_samples": 300,
+    "norm_corrections": ["reset", "repair"],
+    "norm_samples": 200,
+}
+
+
+def record(seed_a, seed_b, method, perms):
+    return {
+        "seed_a": seed_a,
+        "seed_b": seed_b,
+        "method": method,
+        "permutations": {k: v.tolist() for k, v in perms.items()},
+    }
+
+
+def test_barrier_tables_of_every_record_and_applicable_correction(trained_pair, digits, caplog):
+    config = Configuration("digits", "mlp", 2, 24, 0.05)
+    models = dict(zip((3, 5), trained_pair, strict=True))
+    identity = identity_permutations(trained_pair[0].permutation_spec(), trained_pair[0].state_dict())
+    matched = align("weight_matching", *trained_pair)
+    records = [record(3, 3, "identity", identity), record(3, 5, "weight_matching", matched)]
+    with caplog.at_level(logging.INFO, logger="lmcot.barrier"):
+        tables = barrier_tables(config, models, records, digits, OPTIONS)
+    assert "no reset paths" in caplog.text  # an MLP has no BatchNorm; REPAIR applies
+    curves, barriers = tables.curves, tables.barriers
+    assert list(curves.columns[:5]) == list(config.as_dict())
+    assert set(curves["alpha"]) == {0.0, 0.25, 0.5, 0.75, 1.0}
+    methods = list(dict.fromkeys(zip(curves["seed_a"], curves["seed_b"], curves["method"], strict=True)))
+    assert methods == [(3, 3, "identity"), (3, 3, "identity+repair"), (3, 5, "weight_matching")] + [
+        (3, 5, "weight_matching+repair")
+    ]
+    assert len(barriers) == 4 * 2 * 2  # paths x splits x metrics
+    itself = barriers[barriers["seed_b"] == 3]
+    assert itself["barrier"].abs().max() == pytest.approx(0.0, abs=1e-6)  # a model with itself
+    train_loss = barriers.query("seed_b == 5 and split == 'train' and metric == 'loss' and method == 'weight_matching'")
+    x, y = digits.x_train[:300], digits.y_train[:300]
+    assert train_loss["value_a"].item() == pytest.approx(evaluate(trained_pair[0], x, y)["loss"], rel=1e-6)
+    assert train_loss["value_b"].item() == pytest.approx(evaluate(trained_pair[1], x, y)["loss"], rel=1e-5)
+
+
+def test_barrier_tables_stop_on_a_path_that_is_not_finite(trained_pair, digits):
+    config = Configuration("digits", "mlp", 2, 24, 0.05)
+    broken = copy.deepcopy(trained_pair[1])
+    with torch.no_grad():
+        broken.state_dict()["layers.0.weight"].fill_(float("nan"))
+    identity = identity_permutations(broken.permutation_spec(), broken.state_dict())
+    with pytest.raises(NonFinitePathError, match="seed 0 to seed 1 \\(identity\\)"):
+        barrier_tables(config, {0: trained_pair[0], 1: broken}, [record(0, 1, "identity", identity)], digits, OPTIONS)

@@ -9,9 +9,18 @@ import torch
 from conftest import trained_models
 
 from lmcot.barrier import interpolation_curve
-from lmcot.evaluation import batchnorm_layers, batchnorm_statistics, repair, reset_batchnorm
+from lmcot.config import Configuration
+from lmcot.evaluation import batchnorm_layers, batchnorm_statistics, evaluate, repair, reset_batchnorm
 from lmcot.models import build_model
-from lmcot.plane import evaluate_plane, flatten_state, grid_axes, load_flat, plane_basis
+from lmcot.plane import (
+    evaluate_plane,
+    flatten_state,
+    fusion_planes,
+    grid_axes,
+    load_flat,
+    plane_basis,
+    plane_tables,
+)
 from lmcot.training import Recipe
 
 
@@ -68,6 +77,39 @@ def test_plane_corners_are_the_models(digits, trained_pair):
     assert origin["x"] == pytest.approx(0, abs=1e-9) and origin["y"] == pytest.approx(0, abs=1e-9)
     assert origin["train_loss"] == pytest.approx(loss_a, rel=1e-4)
     assert all(np.isfinite(r["train_loss"]) and 0 <= r["test_error"] <= 1 for r in rows)
+
+
+def test_the_permutation_planes_third_model_is_model_2_with_its_function_kept(trained_pair, digits):
+    model_1, model_2 = trained_pair
+    planes = fusion_planes(model_1, model_2, {"solver": "emd", "max_iterations": 5})
+    assert list(planes) == ["permutation", "fusion"]
+    first, permuted, labels = planes["permutation"]
+    assert labels == {"origin": "model 1", "first": "model 2", "second": "permuted model 2"}
+    assert all(torch.equal(v, model_2.state_dict()[k]) for k, v in first.items())
+    copy_2 = copy.deepcopy(model_2)
+    copy_2.load_state_dict(permuted)
+    assert torch.allclose(copy_2(digits.x_test), model_2(digits.x_test), atol=1e-5)
+    assert not torch.equal(permuted["layers.0.weight"], first["layers.0.weight"])  # independent seeds differ
+    assert planes["fusion"][2]["second"] == "fused model"
+
+
+def test_plane_tables_mark_the_models_and_evaluate_model_1_at_the_origin(trained_pair, digits):
+    config = Configuration("digits", "mlp", 2, 24, 0.05)
+    model_1, model_2 = trained_pair
+    options = {"grid_size": 3, "margin": 0.0, "num_samples": 400}  # no margin: model 1 is a grid corner
+    before = copy.deepcopy(model_1.state_dict())
+    planes = plane_tables(config, model_1, model_2, digits, options, {"solver": "emd", "max_iterations": 5}, "cpu")
+    assert len(planes.grid) == 2 * 9 and list(planes.grid.columns[:6]) == [*config.as_dict(), "plane"]
+    points = planes.points.set_index(["plane", "point"])
+    assert len(points) == 6
+    distance = (flatten_state(model_2.state_dict()) - flatten_state(model_1.state_dict())).norm().item()
+    for plane in ("permutation", "fusion"):
+        assert tuple(points.loc[(plane, "model 1"), ["x", "y"]]) == (0.0, 0.0)
+        assert tuple(points.loc[(plane, "model 2"), ["x", "y"]]) == pytest.approx((distance, 0.0))
+        origin = planes.grid.query(f"plane == '{plane}' and x == 0 and y == 0")
+        loss_1 = evaluate(model_1, digits.x_train[:400], digits.y_train[:400])["loss"]
+        assert origin["train_loss"].item() == pytest.approx(loss_1, rel=1e-5)
+    assert all(torch.equal(v, before[k]) for k, v in model_1.state_dict().items())  # the container is a copy
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmcot.config import Configuration
 from lmcot.model_files import load_model, save_model
 from lmcot.models import build_model
-from lmcot.training import Checkpoint, Recipe, fit, make_optimizer, train_model, train_models
+from lmcot.training import (
+    Checkpoint,
+    Recipe,
+    fit,
+    make_optimizer,
+    run_key,
+    train_configuration,
+    train_model,
+    train_models,
+)
 
 
 def train(digits, seed, **recipe):
@@ -260,3 +270,35 @@ def test_an_lstm_cell_by_hand():
     h = recurrent_layer(torch.tensor([[[0.5]]]), w_ih, torch.zeros(4, 1), torch.zeros(4), lstm=True)
     c = torch.sigmoid(torch.tensor(0.5)) * torch.tanh(torch.tensor(1.5))
     torch.testing.assert_close(h.flatten(), (torch.sigmoid(torch.tensor(2.0)) * torch.tanh(c)).reshape(1))
+
+
+def test_the_run_key_changes_with_everything_the_weights_depend_on():
+    config = Configuration("digits", "mlp", 2, 16, 0.05)
+    recipe = {"epochs": 2, "batch_size": 64}
+    key = run_key(config, recipe, [0, 1], "cpu", "abc")
+    assert key == run_key(Configuration("digits", "mlp", 2, 16, 0.05), dict(recipe), [0, 1], "cpu", "abc")
+    others = [
+        run_key(Configuration("digits", "mlp", 2, 16, 0.01), recipe, [0, 1], "cpu", "abc"),
+        run_key(config, {**recipe, "epochs": 3}, [0, 1], "cpu", "abc"),
+        run_key(config, recipe, [0, 2], "cpu", "abc"),
+        run_key(config, recipe, [0, 1], "cuda", "abc"),
+        run_key(config, recipe, [0, 1], "cpu", "abd"),
+    ]
+    assert len({key, *others}) == 6
+
+
+def test_a_trained_configurations_sidecars_rebuild_its_models(tmp_path, digits):
+    config = Configuration("digits", "mlp", 2, 16, 0.05)
+    recipe = {"epochs": 2, "batch_size": 64}
+    trained = train_configuration(config, digits, recipe, [4, 2])
+    assert [t.seed for t in trained.seeds] == [4, 2]
+    assert [(r["seed"], r["epoch"]) for r in trained.history] == [(4, 1), (4, 2), (2, 1), (2, 2)]
+    assert all(list(r)[0] == "seed" for r in trained.history)
+    alone, history = train_model(digits, "mlp", 16, 2, Recipe(lr=0.05, **recipe), 4, progress=False)
+    first = trained.seeds[0]
+    assert first.sidecar["seed"] == 4 and first.sidecar["recipe"] == recipe and first.sidecar["lr"] == 0.05
+    assert first.metrics == pytest.approx({k: v for k, v in history[-1].items() if k != "epoch"}, rel=1e-4)
+    save_model(first.model, tmp_path / "seed4.safetensors", first.sidecar, first.metrics)
+    loaded = load_model(tmp_path / "seed4.safetensors")
+    assert torch.equal(loaded(digits.x_test), first.model(digits.x_test))
+    assert torch.allclose(loaded(digits.x_test), alone(digits.x_test), atol=1e-4)  # each seed as if trained alone

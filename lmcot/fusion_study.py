@@ -1,0 +1,234 @@
+"""The fusion experiment of one configuration: Wasserstein-barycentre fusion of its models at every target
+width, against vanilla averaging, one-shot OT fusion and the output ensemble, each scored before and after a
+short fine-tuning (:func:`fusion_experiment`).
+
+At the input width the barycentre is also computed from every start (the models' mean and each model; rows
+``fused_start``, scored before fine-tuning only), which shows how much the result depends on where it starts;
+``ot.start: best`` keeps the one of lowest barycentre cost. Recurrent models are also fused at every
+``alpha_h_grid`` weight of the hidden-to-hidden cost (rows ``fused_alpha_h``, 0 ignores it). Models with
+BatchNorm get their running statistics recomputed on the training data once fused (their averaged statistics
+describe none of the models); the inputs and the ensemble keep theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+from copy import deepcopy
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from tqdm import tqdm
+
+from lmcot.evaluation import batchnorm_layers, ensemble_evaluate, evaluate, reset_batchnorm
+from lmcot.fusion import Fusion, one_shot_fusion, vanilla_average, wasserstein_barycenter
+from lmcot.models import build_model
+from lmcot.training import Recipe, fit
+
+if TYPE_CHECKING:
+    from lmcot.config import Configuration
+    from lmcot.data import Dataset
+
+log = logging.getLogger(__name__)
+
+RECURRENT = ("rnn", "lstm")  # the architectures with a hidden-to-hidden matrix (the alpha_h ablation)
+PROBES = ("fused_start", "fused_alpha_h")  # the kinds scored before fine-tuning only
+
+
+@dataclass
+class Candidate:
+    """A model the experiment scores: its kind and label (the ``kind`` and ``model`` columns), its target
+    width and the extra columns of its rows (``start``, ``alpha_h``)."""
+
+    kind: str
+    label: str
+    width: int
+    model: torch.nn.Module
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class FusedModel:
+    """A fused model as the barycentre gives it (before BatchNorm statistics are recomputed and before
+    fine-tuning), and the keys of its sidecar besides the configuration's (width, fused seeds, weights, OT
+    options, input shape, classes, start)."""
+
+    model: torch.nn.Module
+    sidecar: dict
+
+
+@dataclass
+class FusionResult:
+    """The rows of fusion.csv and fusion_costs.csv (configuration columns first), and the fused model of
+    every target width."""
+
+    rows: list[dict]
+    costs: list[dict]
+    fused: dict[int, FusedModel]
+
+
+def fine_tune_recipe(recipe: dict, lr: float, fine_tune: dict) -> Recipe:
+    """The training recipe (``train.recipe``) shortened to ``fine_tune["epochs"]`` epochs without warm-up, at
+    ``lr * fine_tune["lr_factor"]``."""
+    return Recipe(
+        **{**recipe, "epochs": fine_tune["epochs"], "warmup_epochs": 0, "warmup_steps": 0},
+        lr=float(lr) * fine_tune["lr_factor"],
+    )
+
+
+def scores(model: torch.nn.Module, data: Dataset) -> dict:
+    """Train and test loss and accuracy of ``model``."""
+    train, test = evaluate(model, data.x_train, data.y_train), evaluate(model, data.x_test, data.y_test)
+    return {
+        "train_loss": train["loss"],
+        "train_accuracy": train["accuracy"],
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+    }
+
+
+def cost_rows(fusion: Fusion, width: int, label: str) -> list[dict]:
+    """One row per layer and barycentre iteration of ``fusion``."""
+    return [
+        {"target_width": width, "start": label, "layer": layer, "iteration": i + 1, "cost": cost}
+        for layer, costs in fusion.costs.items()
+        for i, cost in enumerate(costs)
+    ]
+
+
+class _Fuser:
+    """Builds targets of ``config``'s architecture and fuses ``models`` into them, keeping every barycentre's
+    cost rows."""
+
+    def __init__(self, config: Configuration, models, seeds, data: Dataset, options: dict):
+        self.config, self.models, self.seeds, self.data, self.options = config, models, seeds, data, options
+        self.weights = None if options["weights"] == "uniform" else options["weights"]
+        self.ot = options["ot"]
+        self.costs = []
+
+    def build(self, width: int) -> torch.nn.Module:
+        return build_model(self.config.arch, self.data.input_shape, self.data.num_classes, width, self.config.depth)
+
+    def loaded(self, fusion: Fusion, width: int) -> torch.nn.Module:
+        model = self.build(width)
+        model.load_state_dict(fusion.state)
+        return model.eval()
+
+    def barycenter(self, width: int, **ot) -> Fusion:
+        return wasserstein_barycenter(self.models, self.build(width), self.weights, **{**self.ot, **ot})
+
+    def start_label(self, start: str) -> str:
+        return start if start == "mean" else f"seed {self.seeds[int(start.split()[-1])]}"
+
+
+def _every_start(fuser: _Fuser) -> tuple[list[Candidate], dict[str, Fusion]]:
+    """The input-width barycentre from the models' mean and from each model: the probes and the fusions."""
+    width, probes, by_start = fuser.config.width, [], {}
+    for start in tqdm(["mean", *range(len(fuser.models))], desc=f"{fuser.config.name} starts"):
+        fusion = fuser.barycenter(width, start=start)
+        by_start[fusion.start] = fusion
+        label = fuser.start_label(fusion.start)
+        probes.append(Candidate("fused_start", f"start: {label}", width, fuser.loaded(fusion, width), {"start": label}))
+        fuser.costs += cost_rows(fusion, width, label)
+    return probes, by_start
+
+
+def _every_width(fuser: _Fuser, by_start: dict[str, Fusion], factors) -> tuple[list[Candidate], dict[int, FusedModel]]:
+    """The barycentre at every target width (``factors`` times the input width, and the input width itself,
+    where the start ``ot.start`` asks for is taken from ``by_start``)."""
+    config, ot, candidates, fused_models = fuser.config, fuser.ot, [], {}
+    for factor in tqdm(sorted({float(f) for f in factors} | {1.0}), desc=f"{config.name} fusion"):
+        width = max(1, round(factor * config.width))
+        if width == config.width and ot["start"] == "best":  # the lowest-cost start, computed before
+            fusion = min(by_start.values(), key=lambda f: f.cost)
+        elif width == config.width and ot["start"] in ("mean", "first"):
+            fusion = by_start["mean" if ot["start"] == "mean" else "model 0"]
+        else:
+            fusion = fuser.barycenter(width)
+            fuser.costs += cost_rows(fusion, width, fuser.start_label(fusion.start))
+        fused = fuser.loaded(fusion, width)
+        chosen = fuser.start_label(fusion.start)
+        candidates.append(Candidate("fused", f"fused (width {width})", width, fused, {"start": chosen}))
+        log.info("width %d: barycentre from start %s, cost %.6g", width, chosen, fusion.cost)
+        sidecar = {"width": width, "fused_seeds": fuser.seeds, "weights": fuser.options["weights"], "ot": ot}
+        sidecar |= {"input_shape": list(fuser.data.input_shape), "num_classes": fuser.data.num_classes, "start": chosen}
+        fused_models[width] = FusedModel(deepcopy(fused), sidecar)  # a copy: scoring resets BatchNorm statistics
+    return candidates, fused_models
+
+
+def _alpha_h_probes(fuser: _Fuser, grid) -> list[Candidate]:
+    """A recurrent model's input-width barycentre at every weight of the hidden-to-hidden cost in ``grid``."""
+    probes, width = [], fuser.config.width
+    for alpha_h in grid:
+        fused = fuser.barycenter(width, alpha_h=alpha_h)
+        extra = {"alpha_h": alpha_h, "start": fuser.start_label(fused.start)}
+        probes.append(Candidate("fused_alpha_h", f"alpha_h = {alpha_h:g}", width, fuser.loaded(fused, width), extra))
+    return probes
+
+
+def _baselines(fuser: _Fuser) -> list[Candidate]:
+    """Vanilla averaging and one-shot OT fusion anchored at the first model."""
+    width, models = fuser.config.width, fuser.models
+    vanilla = Candidate("vanilla", "vanilla average", width, vanilla_average(models, fuser.weights))
+    one_shot = one_shot_fusion(models, weights=fuser.weights, **fuser.ot)
+    return [vanilla, Candidate("one_shot", f"one-shot OT fusion (anchor seed {fuser.seeds[0]})", width, one_shot)]
+
+
+def score_candidates(
+    config: Configuration, candidates: list[Candidate], data: Dataset, recipe: Recipe, seed: int, device
+) -> tuple[list[dict], list[torch.nn.Module]]:
+    """Score every candidate and, unless it is a probe (or ``recipe`` has no epochs), fine-tune it by ``recipe``
+    (mini-batches ordered by ``seed``) and score it again. Returns the rows and the fine-tuned inputs."""
+    rows, tuned_inputs = [], []
+    for candidate in tqdm(candidates, desc=f"{config.name} scoring"):
+        model = candidate.model.to(device)
+        if candidate.kind != "input" and batchnorm_layers(model):
+            reset_batchnorm(model, data.x_train)
+        stages = [(False, model)]
+        if recipe.epochs > 0 and candidate.kind not in PROBES:
+            desc = f"fine-tune {candidate.label}"
+            (tuned,), _ = fit([model], data, recipe, [seed], device, progress=False, desc=desc)
+            stages.append((True, tuned.to(device)))
+            if candidate.kind == "input":
+                tuned_inputs.append(tuned.to(device))
+        keys = {**config.as_dict(), "kind": candidate.kind, "model": candidate.label, "target_width": candidate.width}
+        rows += [keys | candidate.extra | {"fine_tuned": tuned_flag, **scores(m, data)} for tuned_flag, m in stages]
+        log.info("%s: test accuracy %.4f", candidate.label, rows[-len(stages)]["test_accuracy"])
+    return rows, tuned_inputs
+
+
+def ensemble_rows(config: Configuration, groups, data: Dataset, weights) -> list[dict]:
+    """The output ensemble's rows: one per ``(fine_tuned, models)`` of ``groups`` that has models."""
+    rows = []
+    for tuned_flag, group in groups:
+        if group:
+            train = ensemble_evaluate(group, data.x_train, data.y_train, weights)
+            test = ensemble_evaluate(group, data.x_test, data.y_test, weights)
+            row = {**config.as_dict(), "kind": "ensemble", "model": "output ensemble", "target_width": config.width}
+            rows.append(
+                row
+                | {"fine_tuned": tuned_flag, "train_loss": train["loss"], "train_accuracy": train["accuracy"]}
+                | {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+            )
+    return rows
+
+
+def fusion_experiment(
+    config: Configuration, models: list, seeds: list[int], data: Dataset, options: dict, recipe: Recipe, device
+) -> FusionResult:
+    """Fuse ``models`` (of ``config``, trained from ``seeds``, on the CPU) by the ``fuse`` params ``options``
+    (``ot``, ``weights``, ``width_factors``, ``alpha_h_grid``), score every fused model and baseline on ``data``
+    before and after fine-tuning by ``recipe`` (see :func:`fine_tune_recipe`), and the output ensemble of the
+    inputs and of the fine-tuned inputs."""
+    fuser = _Fuser(config, models, seeds, data, options)
+    inputs = [Candidate("input", f"seed {s}", config.width, m) for s, m in zip(seeds, models, strict=True)]
+    probes, by_start = _every_start(fuser)
+    fused, fused_models = _every_width(fuser, by_start, options["width_factors"])
+    if config.arch in RECURRENT:
+        probes += _alpha_h_probes(fuser, options["alpha_h_grid"])
+    candidates = inputs + fused + _baselines(fuser)
+    rows, tuned_inputs = score_candidates(config, candidates + probes, data, recipe, seeds[0], device)
+    groups = [(False, [m.to(device) for m in models]), (True, tuned_inputs)]
+    rows += ensemble_rows(config, groups, data, fuser.weights)
+    costs = [{**config.as_dict(), **row} for row in fuser.costs]
+    return FusionResult(rows, costs, fused_models)
