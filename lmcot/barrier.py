@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from lmcot.analysis import method_label
 from lmcot.errors import UserError
 from lmcot.evaluation import correction_refusal, evaluate, output_statistics, repair, repair_layers, reset_batchnorm
 
@@ -105,12 +106,13 @@ def barrier_summary(alphas: Sequence[float], values: Sequence[float]) -> dict:
 
 def check_finite(curves, name: str) -> None:
     """Raise :class:`NonFinitePathError` naming the first row of ``curves`` (a table of
-    :func:`interpolation_curve` rows with seed_a, seed_b and method) whose value is not finite."""
+    :func:`interpolation_curve` rows with seed_a, seed_b, method and correction) whose value is not finite."""
     bad = curves[~np.isfinite(curves["value"])]
     if len(bad):  # stop rather than let a NaN or inf turn into a barrier
         first = bad.iloc[0]
+        path = method_label(first["method"], first["correction"])
         raise NonFinitePathError(
             f"{name}: the {first['split']} {first['metric']} is not finite on the path from seed "
-            f"{first['seed_a']} to seed {first['seed_b']} ({first['method']}) at alpha = {first['alpha']} "
+            f"{first['seed_a']} to seed {first['seed_b']} ({path}) at alpha = {first['alpha']} "
             f"({len(bad)} such points); the models or the alignment are broken"
         )

@@ -1,12 +1,13 @@
 """Stage barrier: loss and error along the linear path between model A and aligned model B, for every
 pair and method of one configuration -> results/<config>/curves.csv and results/<config>/barriers.csv.
 
-Every path is also evaluated after each of barrier.norm_corrections that applies to the architecture; those
-rows carry the method as ``<method>+<correction>``. BN reset (recompute the running statistics) applies to
-networks with BatchNorm. REPAIR (Jordan et al. 2023: rescale every channel to the interpolated endpoints'
-mean and standard deviation) applies to networks with BatchNorm (at the BatchNorm layers) and to those
-without (mlp, cnn, resnet: at every Linear/Conv layer with permuted outputs), but not to rnn/lstm, whose
-gates are raw tensors. A correction that does not apply is skipped with a logged reason.
+Every path is also evaluated after each of barrier.norm_corrections that applies to the architecture: column
+``method`` names the alignment, column ``correction`` the correction (``none``: the path as it is). BN reset
+(recompute the running statistics) applies to networks with BatchNorm. REPAIR (Jordan et al. 2023: rescale
+every channel to the interpolated endpoints' mean and standard deviation) applies to networks with BatchNorm
+(at the BatchNorm layers) and to those without (mlp, cnn, resnet: at every Linear/Conv layer with permuted
+outputs), but not to rnn/lstm, whose gates are raw tensors. A correction that does not apply is skipped with a
+logged reason.
 """
 
 import logging
@@ -18,7 +19,9 @@ from common import configuration_stage, prepared_path, results_dir, run
 from common_models import load_seed_models, stage_device
 from tqdm import tqdm
 
+from lmcot.analysis import method_label
 from lmcot.barrier import barrier_summary, check_finite, interpolation_curve
+from lmcot.choices import NO_CORRECTION
 from lmcot.data import Dataset
 from lmcot.design import evaluation_grid
 from lmcot.evaluation import correction_refusal
@@ -52,8 +55,8 @@ def main():
         perms = {name: torch.tensor(perm) for name, perm in record["permutations"].items()}
         state_b = apply_permutations(model_b.permutation_spec(), perms, model_b.state_dict())
         for correction in corrections:
-            method = record["method"] + (f"+{correction}" if correction else "")
-            keys = {**config.as_dict(), "seed_a": record["seed_a"], "seed_b": record["seed_b"], "method": method}
+            keys = {**config.as_dict(), "seed_a": record["seed_a"], "seed_b": record["seed_b"],
+                    "method": record["method"], "correction": correction or NO_CORRECTION}  # fmt: skip
             rows = interpolation_curve(
                 container, model_a.state_dict(), state_b, alphas, splits, params["barrier"]["batch_size"],
                 correction, norm_inputs,
@@ -62,7 +65,7 @@ def main():
     curves = pd.DataFrame(curves)
     check_finite(curves, config.name)  # stop rather than let a NaN or inf turn into a barrier
 
-    group_keys = [*config.as_dict(), "seed_a", "seed_b", "method", "split", "metric"]
+    group_keys = [*config.as_dict(), "seed_a", "seed_b", "method", "correction", "split", "metric"]
     barriers = pd.DataFrame(
         [
             {**dict(zip(group_keys, key, strict=True)), **barrier_summary(g["alpha"], g["value"])}
@@ -70,7 +73,8 @@ def main():
         ]
     )
     for row in barriers.query("split == 'test' and metric == 'loss'").itertuples():
-        log.info("seeds %d-%d %-20s test loss barrier %.4f", row.seed_a, row.seed_b, row.method, row.barrier)
+        label = method_label(row.method, row.correction)
+        log.info("seeds %d-%d %-20s test loss barrier %.4f", row.seed_a, row.seed_b, label, row.barrier)
     write_csv(results_dir(config) / "curves.csv", curves)
     write_csv(results_dir(config) / "barriers.csv", barriers)
 

@@ -92,3 +92,51 @@ def test_container_is_overwritten_not_the_inputs(trained_pair, digits):
         container, model_a.state_dict(), model_b.state_dict(), [0.0, 0.5, 1.0], {"test": digits.split("test")}
     )
     assert all(torch.equal(before[k], v) for k, v in model_a.state_dict().items())
+
+
+def test_the_barrier_stage_writes_the_correction_beside_the_method(tmp_path):
+    """The stage as DVC runs it, on untrained MLPs: every path once as it is (correction ``none``) and once after
+    REPAIR (an MLP has no BatchNorm to reset), in column ``correction`` right after ``method``, which names the
+    alignment alone."""
+    import json
+
+    import pandas as pd
+    from test_stage_errors import CONFIG, ROOT, run_stage, save_seed
+
+    from lmcot.align.methods import align
+    from lmcot.data import Dataset
+    from lmcot.model_files import load_model
+    from lmcot.study import uncorrected
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 1, 40, generator=generator), torch.arange(24) % 10
+    Dataset("mnist1d", x[:16], y[:16], x[16:], y[16:], [str(c) for c in range(10)]).save(
+        tmp_path / "data/prepared/mnist1d.safetensors"
+    )
+    paths = [save_seed(tmp_path, seed) for seed in range(8)]  # every seed of the repository's params.yaml
+    model_a, model_b = (load_model(path) for path in paths[:2])
+    records = [
+        {"seed_a": 0, "seed_b": 1, "method": method, "output_change": 0.0,
+         "permutations": {k: p.tolist() for k, p in align(method, model_a, model_b, x[:16]).items()}}
+        for method in ("identity", "weight_matching")
+    ]  # fmt: skip
+    results = tmp_path / "results" / CONFIG
+    results.mkdir(parents=True)
+    (results / "alignment.json").write_text(json.dumps({"alignments": records}))
+
+    ran = run_stage(tmp_path, "barrier", CONFIG)
+    assert ran.returncode == 0, ran.stderr
+    assert "weight_matching+repair" in ran.stderr  # the log prints each path as one name
+    expected = {(m, c) for m in ("identity", "weight_matching") for c in ("none", "repair")}
+    for name in ("barriers", "curves"):
+        table = pd.read_csv(results / f"{name}.csv")
+        assert list(table.columns[list(table.columns).index("method") :][:2]) == ["method", "correction"], name
+        assert set(zip(table["method"], table["correction"], strict=True)) == expected, name
+    barriers = pd.read_csv(results / "barriers.csv")
+    assert len(barriers) == len(expected) * 2 * 2  # x 2 splits x 2 metrics
+    plain = uncorrected(barriers)
+    assert len(plain) == len(barriers) / 2 and set(plain["correction"]) == {"none"}
+    # the correction changes the path, not its endpoints: the same models at alpha = 0 and 1
+    ends = barriers.set_index(["method", "correction", "split", "metric"])[["value_a", "value_b"]]
+    assert np.allclose(ends.xs("repair", level="correction"), ends.xs("none", level="correction"), atol=1e-5)
