@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from lmcot.choices import NO_CORRECTION
+
 CONFIG_KEYS = ["dataset", "arch", "depth", "width", "lr"]  # the columns that name a configuration in results
 SUPPORTED, CONTRADICTED, UNDECIDED = "supported", "contradicted", "not enough evidence"
 MIN_SAMPLES = 3  # fewer independent samples (pairs, models) than this never decide a claim
@@ -98,10 +100,21 @@ def combine(verdicts: list[str]) -> str:
     return CONTRADICTED if CONTRADICTED in verdicts else UNDECIDED
 
 
-def paired_difference(rows: pd.DataFrame, value: str, method: str, baseline: str, keys: list[str]) -> pd.DataFrame:
+def method_label(method: str, correction: str = NO_CORRECTION) -> str:
+    """How a path is printed: the alignment ``method``, followed by ``+<correction>`` when the path was evaluated
+    after a normalisation correction (``weight_matching+repair``). For display only: tables keep the two
+    columns ``method`` and ``correction``."""
+    return method if correction == NO_CORRECTION else f"{method}+{correction}"
+
+
+def paired_difference(
+    rows: pd.DataFrame, value: str, method, baseline, keys: list[str], by: str | list[str] = "method"
+) -> pd.DataFrame:
     """Per pair of models (``keys`` plus seed_a, seed_b): ``value`` of ``baseline`` minus that of ``method``,
-    as column ``effect`` (positive: ``method`` is lower). Empty if either method is missing."""
-    wide = rows.pivot_table(index=[*keys, "seed_a", "seed_b"], columns="method", values=value)
+    as column ``effect`` (positive: ``method`` is lower). Empty if either method is missing. ``by``: the
+    column(s) that ``method`` and ``baseline`` are values of (a list, such as ``["method", "correction"]``:
+    ``method`` and ``baseline`` are tuples)."""
+    wide = rows.pivot_table(index=[*keys, "seed_a", "seed_b"], columns=by, values=value)
     if method not in wide or baseline not in wide:
         return pd.DataFrame(columns=[*keys, "seed_a", "seed_b", "effect"])
     return (wide[baseline] - wide[method]).rename("effect").dropna().reset_index()
@@ -163,16 +176,15 @@ def identical_methods(alignments: list[dict]) -> list[list[str]]:
 
 
 def representative(groups: list[MethodGroup]) -> dict[str, str]:
-    """Method -> the name of its group, BatchNorm-corrected variants (``method+repair``) included."""
+    """Method -> the name of its group."""
     return {m: g.name for g in groups for m in g.members}
 
 
 def merge_identical(table: pd.DataFrame, groups: list[MethodGroup]) -> pd.DataFrame:
     """``table`` (with a ``method`` column) without the rows of methods that repeat their group's first member,
-    so that one computation is counted once (``method+correction`` rows follow their base method)."""
+    so that one computation is counted once (the rows of every ``correction`` of a method follow the method)."""
     names = representative(groups)
-    base = table["method"].str.split("+").str[0]
-    return table[base.map(lambda m: names.get(m, m) == m)]
+    return table[table["method"].map(lambda m: names.get(m, m) == m)]
 
 
 def endpoint_losses(barriers: pd.DataFrame) -> pd.DataFrame:

@@ -22,6 +22,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from lmcot.analysis import method_label
+from lmcot.choices import NO_CORRECTION
 from lmcot.design import evaluation_grid
 from lmcot.errors import UserError
 from lmcot.evaluation import correction_refusal, evaluate, output_statistics, repair, repair_layers, reset_batchnorm
@@ -119,13 +121,14 @@ def barrier_summary(alphas: Sequence[float], values: Sequence[float]) -> dict:
 
 def check_finite(curves, name: str) -> None:
     """Raise :class:`NonFinitePathError` naming the first row of ``curves`` (a table of
-    :func:`interpolation_curve` rows with seed_a, seed_b and method) whose value is not finite."""
+    :func:`interpolation_curve` rows with seed_a, seed_b, method and correction) whose value is not finite."""
     bad = curves[~np.isfinite(curves["value"])]
     if len(bad):  # stop rather than let a NaN or inf turn into a barrier
         first = bad.iloc[0]
+        path = method_label(first["method"], first["correction"])
         raise NonFinitePathError(
             f"{name}: the {first['split']} {first['metric']} is not finite on the path from seed "
-            f"{first['seed_a']} to seed {first['seed_b']} ({first['method']}) at alpha = {first['alpha']} "
+            f"{first['seed_a']} to seed {first['seed_b']} ({path}) at alpha = {first['alpha']} "
             f"({len(bad)} such points); the models or the alignment are broken"
         )
 
@@ -152,8 +155,8 @@ def path_corrections(container: torch.nn.Module, requested: Sequence[str], name:
 
 def alignment_curves(config: Configuration, models, records, data: Dataset, options: dict) -> pd.DataFrame:
     """The curve of every alignment record (model A to model B permuted by the record's permutations) under
-    every applicable correction of ``options["norm_corrections"]``; a corrected path's method is
-    ``<method>+<correction>``. ``options`` are the ``barrier`` params."""
+    every applicable correction of ``options["norm_corrections"]``: column ``method`` names the alignment,
+    ``correction`` the correction (``none``: the path as it is). ``options`` are the ``barrier`` params."""
     limit = {"train": options["train_samples"], "test": None}  # the train split is subsampled
     splits = {split: tuple(t[: limit[split]] for t in data.split(split)) for split in options["splits"]}
     alphas = evaluation_grid(options["alphas"])
@@ -167,8 +170,8 @@ def alignment_curves(config: Configuration, models, records, data: Dataset, opti
         perms = {name: torch.tensor(perm) for name, perm in record["permutations"].items()}
         state_b = apply_permutations(model_b.permutation_spec(), perms, model_b.state_dict())
         for correction in corrections:
-            method = record["method"] + (f"+{correction}" if correction else "")
-            keys = {**config.as_dict(), "seed_a": record["seed_a"], "seed_b": record["seed_b"], "method": method}
+            keys = {**config.as_dict(), "seed_a": record["seed_a"], "seed_b": record["seed_b"]}
+            keys |= {"method": record["method"], "correction": correction or NO_CORRECTION}
             rows = interpolation_curve(
                 container, model_a.state_dict(), state_b, alphas, splits, options["batch_size"],
                 correction, norm_inputs,
@@ -194,8 +197,9 @@ def barrier_tables(config: Configuration, models, records, data: Dataset, option
     curves = alignment_curves(config, models, records, data, options)
     check_finite(curves, config.name)  # stop rather than let a NaN or inf turn into a barrier
 
-    group_keys = [*config.as_dict(), "seed_a", "seed_b", "method", "split", "metric"]
+    group_keys = [*config.as_dict(), "seed_a", "seed_b", "method", "correction", "split", "metric"]
     barriers = barrier_table(curves, group_keys)
     for row in barriers.query("split == 'test' and metric == 'loss'").itertuples():
-        log.info("seeds %d-%d %-20s test loss barrier %.4f", row.seed_a, row.seed_b, row.method, row.barrier)
+        label = method_label(row.method, row.correction)
+        log.info("seeds %d-%d %-20s test loss barrier %.4f", row.seed_a, row.seed_b, label, row.barrier)
     return BarrierTables(curves, barriers)

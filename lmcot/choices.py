@@ -34,6 +34,7 @@ BIAS_AWARE_UNSUPPORTED = {
     "resnet_bn": "no bias but a BatchNorm shift after the convolution",
 }
 NORM_CORRECTIONS = ("reset", "repair")
+NO_CORRECTION = "none"  # the correction column of a path evaluated as it is (results/<config>/barriers.csv)
 SOLVERS = ("emd", "sinkhorn")
 STARTS = ("mean", "best", "first")
 INPUT_TRANSPORTS = ("average", "sum")

@@ -24,6 +24,7 @@ from lmcot.analysis import (
     paired_difference,
     verdict,
 )
+from lmcot.choices import NO_CORRECTION
 
 STUDY_KEYS = ["dataset", "arch", "depth"]  # a study: configurations that differ only in width and learning rate
 SPLITS = ("train", "test")
@@ -46,25 +47,31 @@ FAMILY_PALETTES = {"no alignment": "Greys_r", "weights": "Blues_r", "data": "Ora
 
 
 def family(method: str) -> str:
-    """The family of ``method`` (a BatchNorm-corrected ``method+repair`` is in its base method's)."""
-    base = method.split("+")[0]
-    return next((name for name, members in FAMILIES.items() if base in members), "other")
+    """The family of the alignment ``method`` (whatever correction its path was evaluated after)."""
+    return next((name for name, members in FAMILIES.items() if method in members), "other")
 
 
 def uncorrected(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``table`` whose path was evaluated as it is (no ``method+reset`` or ``method+repair``)."""
-    return table[~table["method"].str.contains("+", regex=False)]
+    """The rows of ``table`` whose path was evaluated as it is (``correction`` is ``none``: no BN reset, no
+    REPAIR)."""
+    return table[table["correction"] == NO_CORRECTION]
+
+
+def _method_key(method: str) -> tuple:
+    order = [m for members in FAMILIES.values() for m in members]
+    return (order.index(method) if method in order else len(order), method)
 
 
 def method_order(methods) -> list[str]:
     """``methods`` sorted by family, then in the family's listed order."""
-    order = [m for members in FAMILIES.values() for m in members]
+    return sorted(set(methods), key=_method_key)
 
-    def key(method):
-        base, _, correction = method.partition("+")
-        return (order.index(base) if base in order else len(order), base, correction)
 
-    return sorted(set(methods), key=key)
+def path_order(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """The ``(method, correction)`` pairs of ``table`` in :func:`method_order`, each method's path as it is
+    first, then its corrected paths by the correction's name."""
+    pairs = set(zip(table["method"], table["correction"], strict=True))
+    return sorted(pairs, key=lambda p: (*_method_key(p[0]), p[1] != NO_CORRECTION, p[1]))
 
 
 def method_colours(methods) -> dict[str, tuple]:
@@ -79,7 +86,7 @@ def method_colours(methods) -> dict[str, tuple]:
     others = sns.color_palette("Purples_r", max(2, len(methods)))
     out = {}
     for i, method in enumerate(method_order(methods)):
-        out[method] = colours.get(method.split("+")[0], others[i % len(others)])
+        out[method] = colours.get(method, others[i % len(others)])
     return out
 
 
@@ -218,21 +225,23 @@ def study_findings(
             bool(endpoints[column].reindex(configs).fillna(False).any()) if column in endpoints else False
             for column in ("overfit", "undertrained")
         )
-        methods = set(rows["method"])
+        paths = set(zip(rows["method"], rows["correction"], strict=True))  # (method, correction)
+        plain = NO_CORRECTION
         for split in SPLITS:
             loss = _rows(rows, split)
             if loss.empty:
                 continue
-            for claim, method, baseline, value in (
-                ("alignment_lowers_barrier", REFERENCE_METHOD, "identity", "barrier"),
-                ("repair_lowers_barrier", f"{REFERENCE_METHOD}+repair", REFERENCE_METHOD, "barrier"),
-                ("cov_beats_naive", "cov_weight_matching", REFERENCE_METHOD, "midpoint"),
-                ("activation_beats_naive", "activation_covariance", REFERENCE_METHOD, "midpoint"),
+            for claim, path, baseline, value in (
+                ("alignment_lowers_barrier", (REFERENCE_METHOD, plain), ("identity", plain), "barrier"),
+                ("repair_lowers_barrier", (REFERENCE_METHOD, "repair"), (REFERENCE_METHOD, plain), "barrier"),
+                ("cov_beats_naive", ("cov_weight_matching", plain), (REFERENCE_METHOD, plain), "midpoint"),
+                ("activation_beats_naive", ("activation_covariance", plain), (REFERENCE_METHOD, plain), "midpoint"),
             ):
-                if {method, baseline} <= methods:
-                    diff = paired_difference(loss, value, method, baseline, CONFIG_KEYS)
+                if {path, baseline} <= paths:
+                    diff = paired_difference(loss, value, path, baseline, CONFIG_KEYS, by=["method", "correction"])
                     out.append(_check(CLAIMS[claim], study, lr, split, bootstrap_mean(diff["effect"]), flags))
-            reference = loss[loss["method"] == REFERENCE_METHOD]
+            reference = uncorrected(loss)
+            reference = reference[reference["method"] == REFERENCE_METHOD]
             if reference["width"].nunique() >= 2:
                 slope = bootstrap_slope(np.log2(reference["width"]), reference["max_minus_endpoint_mean"])
                 fall = Estimate(-slope.mean, -slope.high, -slope.low, slope.n)

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from lmcot.analysis import MethodGroup, merge_identical, method_groups, overfit_table
+from lmcot.analysis import MethodGroup, merge_identical, method_groups, method_label, overfit_table
 
 
 def record(method, config, pair, perm):
@@ -37,8 +37,20 @@ def test_a_group_is_named_by_the_first_method_of_the_params():
 
 def test_merging_keeps_one_method_per_group_with_its_corrections():
     groups = [MethodGroup(("naive", "ot_emd"), 6, 6), MethodGroup(("identity",))]
-    table = pd.DataFrame({"method": ["naive", "ot_emd", "ot_emd+repair", "naive+repair", "identity"]})
-    assert merge_identical(table, groups)["method"].tolist() == ["naive", "naive+repair", "identity"]
+    table = pd.DataFrame(
+        {"method": ["naive", "ot_emd", "ot_emd", "naive", "identity"],
+         "correction": ["none", "none", "repair", "repair", "none"]}
+    )  # fmt: skip
+    merged = merge_identical(table, groups)
+    assert list(zip(merged["method"], merged["correction"], strict=True)) == [
+        ("naive", "none"), ("naive", "repair"), ("identity", "none")
+    ]  # fmt: skip
+
+
+def test_a_path_is_printed_as_its_method_followed_by_its_correction():
+    assert method_label("weight_matching", "none") == "weight_matching"
+    assert method_label("weight_matching", "repair") == "weight_matching+repair"
+    assert method_label("identity") == "identity"
 
 
 def endpoint_rows(train_loss, test_loss):

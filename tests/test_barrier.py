@@ -133,14 +133,17 @@ def test_barrier_tables_of_every_record_and_applicable_correction(trained_pair, 
     curves, barriers = tables.curves, tables.barriers
     assert list(curves.columns[:5]) == list(config.as_dict())
     assert set(curves["alpha"]) == {0.0, 0.25, 0.5, 0.75, 1.0}
-    methods = list(dict.fromkeys(zip(curves["seed_a"], curves["seed_b"], curves["method"], strict=True)))
-    assert methods == [(3, 3, "identity"), (3, 3, "identity+repair"), (3, 5, "weight_matching")] + [
-        (3, 5, "weight_matching+repair")
+    paths = zip(curves["seed_a"], curves["seed_b"], curves["method"], curves["correction"], strict=True)
+    assert list(dict.fromkeys(paths)) == [(3, 3, "identity", "none"), (3, 3, "identity", "repair")] + [
+        (3, 5, "weight_matching", "none"),
+        (3, 5, "weight_matching", "repair"),
     ]
     assert len(barriers) == 4 * 2 * 2  # paths x splits x metrics
     itself = barriers[barriers["seed_b"] == 3]
     assert itself["barrier"].abs().max() == pytest.approx(0.0, abs=1e-6)  # a model with itself
-    train_loss = barriers.query("seed_b == 5 and split == 'train' and metric == 'loss' and method == 'weight_matching'")
+    train_loss = barriers.query(
+        "seed_b == 5 and split == 'train' and metric == 'loss' and method == 'weight_matching' and correction == 'none'"
+    )
     x, y = digits.x_train[:300], digits.y_train[:300]
     assert train_loss["value_a"].item() == pytest.approx(evaluate(trained_pair[0], x, y)["loss"], rel=1e-6)
     assert train_loss["value_b"].item() == pytest.approx(evaluate(trained_pair[1], x, y)["loss"], rel=1e-5)
@@ -154,3 +157,51 @@ def test_barrier_tables_stop_on_a_path_that_is_not_finite(trained_pair, digits):
     identity = identity_permutations(broken.permutation_spec(), broken.state_dict())
     with pytest.raises(NonFinitePathError, match="seed 0 to seed 1 \\(identity\\)"):
         barrier_tables(config, {0: trained_pair[0], 1: broken}, [record(0, 1, "identity", identity)], digits, OPTIONS)
+
+
+def test_the_barrier_stage_writes_the_correction_beside_the_method(tmp_path):
+    """The stage as DVC runs it, on untrained MLPs: every path once as it is (correction ``none``) and once after
+    REPAIR (an MLP has no BatchNorm to reset), in column ``correction`` right after ``method``, which names the
+    alignment alone."""
+    import json
+
+    import pandas as pd
+    from test_stage_errors import CONFIG, ROOT, run_stage, save_seed
+
+    from lmcot.align.methods import align
+    from lmcot.data import Dataset
+    from lmcot.model_files import load_model
+    from lmcot.study import uncorrected
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 1, 40, generator=generator), torch.arange(24) % 10
+    Dataset("mnist1d", x[:16], y[:16], x[16:], y[16:], [str(c) for c in range(10)]).save(
+        tmp_path / "data/prepared/mnist1d.safetensors"
+    )
+    paths = [save_seed(tmp_path, seed) for seed in range(8)]  # every seed of the repository's params.yaml
+    model_a, model_b = (load_model(path) for path in paths[:2])
+    records = [
+        {"seed_a": 0, "seed_b": 1, "method": method, "output_change": 0.0,
+         "permutations": {k: p.tolist() for k, p in align(method, model_a, model_b, x[:16]).items()}}
+        for method in ("identity", "weight_matching")
+    ]  # fmt: skip
+    results = tmp_path / "results" / CONFIG
+    results.mkdir(parents=True)
+    (results / "alignment.json").write_text(json.dumps({"alignments": records}))
+
+    ran = run_stage(tmp_path, "barrier", CONFIG)
+    assert ran.returncode == 0, ran.stderr
+    assert "weight_matching+repair" in ran.stderr  # the log prints each path as one name
+    expected = {(m, c) for m in ("identity", "weight_matching") for c in ("none", "repair")}
+    for name in ("barriers", "curves"):
+        table = pd.read_csv(results / f"{name}.csv")
+        assert list(table.columns[list(table.columns).index("method") :][:2]) == ["method", "correction"], name
+        assert set(zip(table["method"], table["correction"], strict=True)) == expected, name
+    barriers = pd.read_csv(results / "barriers.csv")
+    assert len(barriers) == len(expected) * 2 * 2  # x 2 splits x 2 metrics
+    plain = uncorrected(barriers)
+    assert len(plain) == len(barriers) / 2 and set(plain["correction"]) == {"none"}
+    # the correction changes the path, not its endpoints: the same models at alpha = 0 and 1
+    ends = barriers.set_index(["method", "correction", "split", "metric"])[["value_a", "value_b"]]
+    assert np.allclose(ends.xs("repair", level="correction"), ends.xs("none", level="correction"), atol=1e-5)

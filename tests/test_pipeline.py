@@ -91,8 +91,10 @@ def test_barrier_table_has_the_promised_rows_and_columns(project):
     assert set(columns) <= set(barriers.columns)
     # 2 models x 3 pairs x 3 methods x (as it is, after REPAIR: MLPs have no BatchNorm) x 2 splits x 2 metrics
     assert len(barriers) == 2 * 3 * 3 * 2 * 2 * 2
-    plain = sorted(m for m in barriers["method"].unique() if "+" not in m)
-    assert sorted(barriers["method"].unique()) == sorted(plain + [f"{m}+repair" for m in plain])
+    assert list(barriers.columns[barriers.columns.get_loc("method") :][:2]) == ["method", "correction"]
+    paths = set(zip(barriers["method"], barriers["correction"], strict=True))
+    methods = set(barriers["method"])
+    assert len(methods) == 3 and paths == {(m, c) for m in methods for c in ("none", "repair")}
     assert not barriers[["barrier", "midpoint"]].isna().any().any()
     assert set(zip(barriers.seed_a, barriers.seed_b, strict=True)) == {(0, 1), (0, 2), (1, 2)}
     curves = pd.read_csv(project / "reports/curves.csv")

@@ -18,8 +18,9 @@ from lmcot.report.tables import (
 )
 
 
-def fake_barriers(test_loss_barrier):
-    """Barrier rows for 3 pairs; ``test_loss_barrier[(width, method)]`` sets that cell's test loss barrier."""
+def fake_barriers(test_loss_barrier, correction="none"):
+    """Barrier rows for 3 pairs, every path after ``correction``; ``test_loss_barrier[(width, method)]`` sets that
+    cell's test loss barrier."""
     rows = []
     for (width, method), value in test_loss_barrier.items():
         for (seed_a, seed_b), split, metric in itertools.product(
@@ -27,7 +28,8 @@ def fake_barriers(test_loss_barrier):
         ):
             barrier = value + 0.01 * seed_b if (split, metric) == ("test", "loss") else 0.0
             config = {"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": width, "lr": 0.05}
-            pair = {"seed_a": seed_a, "seed_b": seed_b, "method": method, "split": split, "metric": metric}
+            pair = {"seed_a": seed_a, "seed_b": seed_b, "method": method, "correction": correction, "split": split,
+                    "metric": metric}  # fmt: skip
             values = {"barrier": barrier, "midpoint": 1.0 + barrier, "max_minus_endpoint_mean": barrier}
             rows.append({**config, **pair, **values, "value_a": 1.0 + seed_a, "value_b": 1.0 + seed_b})
     return pd.DataFrame(rows)
@@ -38,6 +40,15 @@ def test_summary_is_the_mean_over_pairs_with_its_interval():
     row = table[(table["split"] == "test") & (table["metric"] == "loss")].iloc[0]
     assert row["barrier"] == pytest.approx(1.0 + 0.01 * (1 + 2 + 2) / 3) and row["pairs"] == 3
     assert 1.01 <= row["barrier_low"] <= row["barrier"] <= row["barrier_high"] <= 1.02
+
+
+def test_the_summary_keeps_each_correction_apart_and_prints_it_after_the_method():
+    rows = pd.concat([fake_barriers({(32, "identity"): 1.0}), fake_barriers({(32, "identity"): 0.5}, "repair")])
+    table = interval_table(rows)
+    test_loss = table[(table["split"] == "test") & (table["metric"] == "loss")].set_index("method")
+    assert list(test_loss.index) == ["identity", "identity+repair"] and "correction" not in table
+    assert test_loss.loc["identity+repair", "barrier"] == pytest.approx(0.5 + 0.01 * 5 / 3)
+    assert test_loss.loc["identity", "pairs"] == test_loss.loc["identity+repair", "pairs"] == 3
 
 
 def full_run():
@@ -104,7 +115,7 @@ def test_corrected_paths_stay_out_of_the_metrics_and_get_a_claim_of_their_own():
     from lmcot.study import REFERENCE_METHOD, study_findings, tally
 
     barriers, fusion = full_run()
-    repaired = barriers[barriers["method"] == REFERENCE_METHOD].assign(method=f"{REFERENCE_METHOD}+repair")
+    repaired = barriers[barriers["method"] == REFERENCE_METHOD].assign(correction="repair")
     repaired = repaired.assign(barrier=repaired["barrier"] - 0.25)  # REPAIR lowers every barrier by 0.25
     everything = pd.concat([barriers, repaired], ignore_index=True)
     overfit = overfit_table(everything, 0.5)
@@ -119,8 +130,7 @@ def test_corrected_paths_stay_out_of_the_metrics_and_get_a_claim_of_their_own():
 
 
 def test_repair_section_puts_each_method_beside_its_corrected_path():
-    rows = fake_barriers({(32, "identity"): 1.0, (32, "identity+repair"): 0.5})
-    plain, corrected = rows[rows["method"] == "identity"], rows[rows["method"] == "identity+repair"]
+    plain, corrected = fake_barriers({(32, "identity"): 1.0}), fake_barriers({(32, "identity"): 0.5}, "repair")
     config = {"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": 32, "lr": 0.05}
     lines = repair_section(plain, corrected, pd.DataFrame([{**config, "overfit": False}]), {})
     table = "\n".join(lines)

@@ -254,13 +254,17 @@ def test_the_package_errors_of_the_user_are_user_errors_and_keep_their_old_types
 def test_a_non_finite_path_is_named():
     curves = pd.DataFrame(
         [
-            {"seed_a": 0, "seed_b": 1, "method": "identity", "split": "test", "metric": "loss", "alpha": a, "value": v}
+            {"seed_a": 0, "seed_b": 1, "method": "identity", "correction": "none", "split": "test", "metric": "loss",
+             "alpha": a, "value": v}
             for a, v in [(0.0, 1.0), (0.5, np.nan), (1.0, np.inf)]
         ]
-    )
-    with pytest.raises(NonFinitePathError, match=r"cfg: the test loss is not finite .* seed 0 to seed 1 .* 0.5 \(2 "):
+    )  # fmt: skip
+    message = r"cfg: the test loss is not finite .* seed 0 to seed 1 \(identity\) at alpha = 0.5 \(2 "
+    with pytest.raises(NonFinitePathError, match=message):
         check_finite(curves, "cfg")
     check_finite(curves.iloc[:1], "cfg")
+    with pytest.raises(NonFinitePathError, match=r"seed 0 to seed 1 \(identity\+repair\)"):
+        check_finite(curves.assign(correction="repair"), "cfg")
 
 
 def test_the_sidecar_of_another_format_is_named(tmp_path):

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from lmcot.analysis import CONTRADICTED, SUPPORTED, UNDECIDED, overfit_table
-from lmcot.study import findings_table, method_colours, method_order, study_findings
+from lmcot.choices import NO_CORRECTION
+from lmcot.study import findings_table, method_colours, method_order, path_order, study_findings, uncorrected
 
 PAIRS = [(0, 1), (2, 3), (4, 5)]
 
@@ -24,7 +25,8 @@ def synthetic(midpoint, barrier=None, widths=(32, 128), lrs=(0.01,), pairs=PAIRS
         bar = barrier(method, width, lr, i) if barrier else mid - end
         rows += [
             {"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": width, "lr": lr, "seed_a": pair[0],
-             "seed_b": pair[1], "method": method, "split": split, "metric": metric, "midpoint": mid, "barrier": bar,
+             "seed_b": pair[1], "method": method, "correction": "none", "split": split, "metric": metric,
+             "midpoint": mid, "barrier": bar,
              "max_minus_endpoint_mean": bar, "value_a": end, "value_b": end}
             for metric in ("loss", "error")
         ]  # fmt: skip
@@ -73,6 +75,28 @@ def test_the_width_slope_is_fitted_on_the_unclamped_barrier():
     assert finding.estimate.n == 3
     rising = synthetic(lambda m, w, lr, i: 1.0, lambda m, w, lr, i: -level[w] + 0.01 * (i - 1), widths=tuple(level))
     assert verdict_of(findings_of(rising), "barrier_falls_with_width").verdict == CONTRADICTED
+
+
+def test_uncorrected_keeps_the_paths_whose_correction_is_none():
+    plain = synthetic(lambda m, w, lr, i: 1.0)
+    repaired = plain.assign(correction="repair")
+    both = pd.concat([plain, repaired, plain.assign(correction="reset")], ignore_index=True)
+    kept = uncorrected(both)
+    assert len(kept) == len(plain) and set(kept["correction"]) == {NO_CORRECTION} == {"none"}
+    assert set(kept["method"]) == set(plain["method"])  # the method column names the alignment alone
+    assert path_order(both)[:3] == [("identity", "none"), ("identity", "repair"), ("identity", "reset")]
+
+
+def test_corrected_paths_enter_the_repair_claim_only():
+    """REPAIR rows that rise with width change neither the width slope nor the other claims."""
+    level = {32: 0.4, 64: 0.25, 128: 0.1}
+    table = synthetic(lambda m, w, lr, i: 1.0, lambda m, w, lr, i: level[w] + 0.01 * (i - 1), widths=tuple(level))
+    repaired = table.assign(correction="repair", barrier=-table["barrier"], midpoint=0.0)
+    plain_findings = findings_of(table)
+    both = findings_of(pd.concat([table, repaired], ignore_index=True))
+    assert [f for f in both if f.claim != "repair_lowers_barrier"] == plain_findings
+    repair = verdict_of(both, "repair_lowers_barrier")
+    assert repair.verdict == SUPPORTED and repair.estimate.n == 9  # 3 pairs x 3 widths, each twice its barrier
 
 
 def test_train_and_test_are_checked_separately_and_overfit_test_cells_are_marked():

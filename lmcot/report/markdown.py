@@ -42,10 +42,10 @@ def write_markdown(
     tables: dict,
 ) -> str:
     """The report. ``barriers``: rows with identical methods merged, paths evaluated as they are;
-    ``corrected``: the same after a normalisation correction (``method+repair``); ``groups``: the method groups
-    (:func:`lmcot.analysis.method_groups`); ``figures``: name -> path relative to the report (a figure per
-    study is named ``<kind>_<study>``); ``tables``: CSV name -> path; ``replications``: markdown lines of each
-    replication section."""
+    ``corrected``: the same after a normalisation correction (``correction`` other than ``none``); ``groups``:
+    the method groups (:func:`lmcot.analysis.method_groups`); ``figures``: name -> path relative to the report
+    (a figure per study is named ``<kind>_<study>``); ``tables``: CSV name -> path; ``replications``: markdown
+    lines of each replication section."""
     labels = {g.name: g.label for g in groups}
     planes = {name: path for name, path in figures.items() if name.startswith("plane")}
     parts = [
@@ -136,15 +136,11 @@ def repair_section(barriers: pd.DataFrame, corrected: pd.DataFrame, overfit: pd.
         "",
     ]
     both = pd.concat([barriers, corrected], ignore_index=True)
-    names = {**labels}
-    for method in set(corrected["method"]):
-        base, _, correction = method.partition("+")
-        names[method] = f"{labels.get(base, base)} + {correction}"
     for label, rows in studies(both):
         configs = rows[STUDY_KEYS].drop_duplicates()
         if corrected.merge(configs).empty:
             continue
-        parts += _width_tables(label, rows, overfit, names)
+        parts += _width_tables(label, rows, overfit, labels)
     return parts
 
 

@@ -9,9 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lmcot.analysis import CONFIG_KEYS, CONTRADICTED, SUPPORTED, bootstrap_mean, paired_difference, verdict
+from lmcot.analysis import (
+    CONFIG_KEYS,
+    CONTRADICTED,
+    SUPPORTED,
+    bootstrap_mean,
+    method_label,
+    paired_difference,
+    verdict,
+)
+from lmcot.choices import NO_CORRECTION
 from lmcot.replication import drop_fixed
-from lmcot.study import STUDY_KEYS, method_order, study_label
+from lmcot.study import STUDY_KEYS, method_order, path_order, study_label
 
 DIMENSIONS = ("pr_weights", "pr_cov", "pr_activations")
 PROBES = ("fused_start", "fused_alpha_h")  # fusion rows scored before fine-tuning only, in tables of their own
@@ -35,11 +44,14 @@ def studies(table: pd.DataFrame):
 
 
 def interval_table(barriers: pd.DataFrame) -> pd.DataFrame:
-    """Every (configuration, method, split, metric): mean barrier and midpoint over pairs with their
-    bootstrap intervals, for reports/tables/barriers_summary.csv."""
+    """Every (configuration, method, correction, split, metric): mean barrier and midpoint over pairs with
+    their bootstrap intervals, for reports/tables/barriers_summary.csv; its ``method`` column prints the path
+    as :func:`lmcot.analysis.method_label` does (``weight_matching+repair``)."""
     out = []
-    for key, rows in barriers.groupby([*CONFIG_KEYS, "method", "split", "metric"], sort=True):
-        record = dict(zip([*CONFIG_KEYS, "method", "split", "metric"], key, strict=True))
+    for key, rows in barriers.groupby([*CONFIG_KEYS, "method", "correction", "split", "metric"], sort=True):
+        *config, method, correction, split, metric = key
+        record = {**dict(zip(CONFIG_KEYS, config, strict=True)), "method": method_label(method, correction)}
+        record |= {"split": split, "metric": metric}
         for value in ("barrier", "midpoint", "max_minus_endpoint_mean"):
             estimate = bootstrap_mean(rows[value])
             record |= {value: estimate.mean, f"{value}_low": estimate.low, f"{value}_high": estimate.high}
@@ -64,17 +76,20 @@ def _pair_cell(train: float, test: float) -> str:
 
 
 def method_by_width(rows: pd.DataFrame, overfit: pd.DataFrame, labels: dict) -> pd.DataFrame:
-    """One learning rate of one study: mean loss barrier ``train / test`` per method (rows) and width
-    (columns); a width whose endpoints are overfit is marked † in its header."""
+    """One learning rate of one study: mean loss barrier ``train / test`` per path (rows: a method, each
+    corrected path after its method's, as ``label + correction``) and width (columns); a width whose endpoints
+    are overfit is marked † in its header. ``labels``: method -> its name in the table."""
     loss = rows[rows["metric"] == "loss"]
-    means = loss.groupby(["method", "width", "split"])["barrier"].mean()
+    means = loss.groupby(["method", "correction", "width", "split"])["barrier"].mean()
     flagged = set(overfit.loc[overfit["overfit"], "width"]) if len(overfit) else set()
     out = []
-    for method in method_order(loss["method"]):
-        row = {"method": labels.get(method, method)}
+    for method, correction in path_order(loss):
+        label = labels.get(method, method)
+        row = {"method": label if correction == NO_CORRECTION else f"{label} + {correction}"}
         for width in sorted(loss["width"].unique()):
             header = f"w{width}" + (" †" if width in flagged else "")
-            row[header] = _pair_cell(means.get((method, width, "train")), means.get((method, width, "test")))
+            cell = [means.get((method, correction, width, split)) for split in ("train", "test")]
+            row[header] = _pair_cell(*cell)
         out.append(row)
     return pd.DataFrame(out)
 
