@@ -276,40 +276,43 @@ def model_dimensions(model, inputs, repeats: int = 3, seed: int = 0, min_ambient
         for done, name in enumerate(spec.names):
             # the same rows as layer-by-layer matching and layer_inputs() use (see incoming_weights)
             w = incoming_weights(spec, name, state, unpermuted, solved=spec.names[:done]).double()
-            matrices = {
-                "pr_weights": w.T @ w,
-                "pr_cov": w @ sigma[name].double() @ w.T,
-                "pr_activations": activations[name],
-            }
-            estimates = {key: participation_ratio(m) for key, m in matrices.items()}
-            points = w.cpu().numpy()
-            estimates.update({f"pca{round(f * 100)}": v for f, v in pca_components(points).items()})
-            estimators = {
-                "two_nn": two_nn_dimension,
-                "mle": lambda p: mle_dimension(p, k=min(20, len(np.unique(p, axis=0)) - 1)),
-                "wasserstein_rate": lambda p: wasserstein_rate_dimension(p, repeats=repeats, seed=seed)["dimension"],
-            }
-            notes = {}
-            for key, estimate in estimators.items():
-                try:
-                    estimates[key] = estimate(points)
-                except ValueError as err:  # too few (distinct) neurons for this estimator: say so in the row
-                    estimates[key], notes[key] = math.nan, str(err)
-            units, fan_in = points.shape
-            for key in estimates:
-                bound = largest_possible(key, units, fan_in)
-                if bound < min_ambient:
-                    estimates[key] = math.nan
-                    notes[key] = (
-                        f"undefined: at most {bound} on a layer of {units} units with {fan_in} incoming weights each, "
-                        f"fewer than dimension.min_ambient = {min_ambient}; it would measure the "
-                        "layer's shape"
-                    )
-            for key, value in estimates.items():
-                if not math.isfinite(value) and key not in notes:
-                    notes[key] = "not finite: the estimator's fit failed (e.g. distances that do not shrink)"
+            estimates, notes = layer_estimates(w, sigma[name].double(), activations[name], repeats, seed, min_ambient)
             rows += [
                 {"layer": name, "estimator": key, "value": float(value), "note": notes.get(key, "")}
                 for key, value in estimates.items()
             ]
     return rows
+
+
+def layer_estimates(w, sigma, activations, repeats: int, seed: int, min_ambient: int) -> tuple[dict, dict]:
+    """Every estimate of one layer from its incoming weights ``w`` ``(units, fan_in)`` float64, the second
+    moment ``sigma`` ``(fan_in, fan_in)`` of its inputs and ``activations`` ``(units, units)`` of its outputs:
+    ``(estimates, notes)``, a note saying why an estimate is NaN (see :func:`model_dimensions`)."""
+    matrices = {"pr_weights": w.T @ w, "pr_cov": w @ sigma @ w.T, "pr_activations": activations}
+    estimates = {key: participation_ratio(m) for key, m in matrices.items()}
+    points = w.cpu().numpy()
+    estimates.update({f"pca{round(f * 100)}": v for f, v in pca_components(points).items()})
+    estimators = {
+        "two_nn": two_nn_dimension,
+        "mle": lambda p: mle_dimension(p, k=min(20, len(np.unique(p, axis=0)) - 1)),
+        "wasserstein_rate": lambda p: wasserstein_rate_dimension(p, repeats=repeats, seed=seed)["dimension"],
+    }
+    notes = {}
+    for key, estimate in estimators.items():
+        try:
+            estimates[key] = estimate(points)
+        except ValueError as err:  # too few (distinct) neurons for this estimator: say so in the row
+            estimates[key], notes[key] = math.nan, str(err)
+    units, fan_in = points.shape
+    for key in estimates:
+        bound = largest_possible(key, units, fan_in)
+        if bound < min_ambient:
+            estimates[key] = math.nan
+            notes[key] = (
+                f"undefined: at most {bound} on a layer of {units} units with {fan_in} incoming weights each, "
+                f"fewer than dimension.min_ambient = {min_ambient}; it would measure the layer's shape"
+            )
+    for key, value in estimates.items():
+        if not math.isfinite(value) and key not in notes:
+            notes[key] = "not finite: the estimator's fit failed (e.g. distances that do not shrink)"
+    return estimates, notes

@@ -309,7 +309,9 @@ def test_align_pairs_gives_one_checked_record_per_pair_and_method(trained_pair, 
         assert r["output_change"] < 1e-4 and set(r["permutations"]) == set(identity)
         assert all(sorted(p) == list(range(len(p))) for p in r["permutations"].values())  # permutations, as lists
         assert (r["permutations"] == identity) == (r["method"] == "identity")
-    for r in records[4:]:  # a shuffled copy of model 3, aligned to it, is model 3 again
+    # a shuffled copy of model 3, aligned to it by weight matching, is model 3 again (activation matching cannot
+    # tell apart units that never vary on the data, so it need not undo the shuffle of those)
+    for r in records[4:5]:
         perms = {k: torch.tensor(v) for k, v in r["permutations"].items()}
         aligned = apply_permutations(spec, perms, shuffled.state_dict())
         assert all(torch.allclose(aligned[k], v) for k, v in state.items()), r["method"]

@@ -130,5 +130,5 @@ def test_the_fine_tuning_recipe_is_the_training_recipe_shortened_without_warm_up
     recipe = {"optimizer": "adam", "epochs": 30, "batch_size": 32, "warmup_epochs": 2, "warmup_steps": 0}
     tuned = fine_tune_recipe(recipe, 0.05, {"epochs": 2, "lr_factor": 0.1})
     assert tuned.lr == pytest.approx(0.005)
-    assert tuned == Recipe(lr=tuned.lr, optimizer="adam", epochs=2, batch_size=32)  # no warm-up
+    assert tuned == Recipe(lr=tuned.lr, optimizer="adam", epochs=2, batch_size=32, warmup_epochs=0)  # no warm-up
     assert fine_tune_recipe(recipe, "0.05", {"epochs": 0, "lr_factor": 1.0}).lr == 0.05
