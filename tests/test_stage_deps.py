@@ -11,6 +11,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from stage_deps import (  # noqa: E402
     code_deps,
+    code_directories,
     fix,
     import_closure,
     imported_modules,
@@ -31,6 +32,11 @@ def test_code_deps_are_the_import_closure(name):
         f"dvc.yaml stage {name!r}: code deps must be the files the stage imports; "
         f"add {missing or 'nothing'}, remove {extra or 'nothing'} (`make deps` rewrites them)"
     )
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_no_stage_depends_on_a_folder_of_code(name):
+    assert not code_directories(STAGES[name]), f"dvc.yaml stage {name!r}: list the modules it imports, not a folder"
 
 
 def test_the_closure_sees_lazy_imports_and_skips_type_checking_ones():

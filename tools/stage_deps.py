@@ -104,13 +104,24 @@ def stage_script(stage: dict) -> Path:
     return ROOT / match[1]
 
 
+def code_directories(stage: dict) -> list[str]:
+    """Deps that are folders holding project code: they would rerun the stage on any change to any module."""
+    found = []
+    for dep in stage_definition(stage)["deps"]:
+        path = ROOT / str(dep).split("$")[0]
+        if path.is_dir() and (path.resolve() == ROOT or any(p.suffix == ".py" for p in path.rglob("*.py"))):
+            found.append(str(dep))
+    return found
+
+
 def disagreements() -> dict[str, tuple[list[str], list[str]]]:
     """Stage name -> (files it imports that dvc.yaml does not list, listed files it does not import)."""
     found = {}
     for name, stage in stages().items():
         closure, listed = import_closure(stage_script(stage)), code_deps(stage)
-        if closure != listed:
-            found[name] = (sorted(map(str, closure - listed)), sorted(map(str, listed - closure)))
+        folders = code_directories(stage)
+        if closure != listed or folders:
+            found[name] = (sorted(map(str, closure - listed)), sorted(map(str, listed - closure)) + folders)
     return found
 
 
