@@ -319,9 +319,11 @@ def test_the_names_params_may_use_are_those_the_science_modules_implement():
     from lmcot.align.methods import METHODS
     from lmcot.data import LOADERS, TORCHVISION_FILES
     from lmcot.models import ARCHITECTURES
+    from lmcot.ot import SOLVERS
     from lmcot.replication import REPLICATIONS
 
     assert tuple(METHODS) == choices.METHODS
+    assert SOLVERS == choices.SOLVERS
     assert tuple(ARCHITECTURES) == choices.ARCHITECTURES
     assert tuple(REPLICATIONS) == choices.REPLICATIONS
     assert set(LOADERS) == set(choices.DATASETS)
