@@ -51,6 +51,14 @@ def with_inferred_spec(model: nn.Module, example_input: torch.Tensor) -> nn.Modu
     return model
 
 
+def with_spec(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+    """``model`` (in eval mode) if it has its own ``permutation_spec()`` (lmcot's architectures), else
+    :func:`with_inferred_spec`."""
+    if callable(getattr(model, "permutation_spec", None)):
+        return model.eval()
+    return with_inferred_spec(model, example_input)
+
+
 def build_architecture(arch: str, num_classes: int | None = None) -> nn.Module:
     """An untrained model of architecture ``arch``: a torchvision model name (``resnet18``; built with
     ``weights=None`` and ``num_classes`` when given) or ``"package.module:function"`` (called with no arguments)."""
@@ -107,6 +115,24 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     return state
 
 
+def read_tensor(path, shape: tuple[int, ...]) -> torch.Tensor:
+    """A float tensor ``(samples, *shape)`` saved with ``torch.save`` at ``path`` (inputs for alignment)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: no such file; give a tensor of inputs saved with torch.save")
+    try:
+        tensor = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # any unpickling failure: not a tensor file
+        tensor = None
+    if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape[1:]) != tuple(shape) or len(tensor) == 0:
+        found = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise DamagedFileError(
+            f"{path}: holds {found}, not a tensor of inputs (samples, {', '.join(map(str, shape))}) "
+            "saved with torch.save"
+        )
+    return tensor.float()
+
+
 def infer_num_classes(state: dict[str, torch.Tensor]) -> int:
     """The rows of the state dict's last matrix: the classifier's outputs in torchvision's models."""
     matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
@@ -148,6 +174,11 @@ def load_network(path_or_module, arch: str | None = None, num_classes: int | Non
     if arch is None:
         from lmcot.model_files import load_model
 
+        if Path(path_or_module).suffix not in (".safetensors", ".json"):
+            raise UnknownArchitectureError(
+                f"{path_or_module}: not an lmcot model file (.safetensors with its .json sidecar); "
+                "for a plain state dict give its arch (a torchvision model name or 'package.module:function')"
+            )
         return load_model(path_or_module)
     state = read_state_dict(path_or_module)
     if num_classes is None and ":" not in arch:

@@ -3,7 +3,11 @@ puts a planted permutation back exactly, keeps a network's function, a network's
 and a plain state dict file loads by architecture name with errors that name the file or the architecture."""
 
 import copy
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +17,8 @@ from lmcot.align.methods import align, output_change, permuted_copy
 from lmcot.any_network import load_network, with_inferred_spec
 from lmcot.barrier import barrier_summary, interpolation_curve
 from lmcot.errors import UserError
+from lmcot.model_files import save_model
+from lmcot.models import build_model
 from lmcot.permutation import apply_permutations, invert_permutations, random_permutations
 
 SHAPE = (3, 32, 32)
@@ -149,3 +155,55 @@ def catch(path, arch, **options) -> Exception | None:
     except Exception as error:  # the test checks its type and message
         return error
     return None
+
+
+def test_the_align_command_writes_b_aligned_to_a(tmp_path, inputs):
+    """``python -m lmcot align`` on two state dict files: the file it writes is B, permuted (B's function)."""
+    model_a, model_b = random_resnet18(6), random_resnet18(7)
+    torch.save(model_a.state_dict(), tmp_path / "a.pt")
+    torch.save(model_b.state_dict(), tmp_path / "b.pt")
+    command = [sys.executable, "-m", "lmcot", "align", "a.pt", "b.pt", "--arch", "resnet18", "--input-shape", "3,32,32"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [*command, "--out", "out/b_aligned.pt"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"out/b_aligned\.pt: B aligned to A by weight_matching; 12 permutations, \d+ of 2880 units "
+                        r"moved; largest output change \S+\n", done.stdout)  # fmt: skip
+    aligned = load_network(tmp_path / "out" / "b_aligned.pt", "resnet18")
+    with torch.no_grad():
+        assert torch.allclose(aligned(inputs), model_b(inputs), atol=1e-4)
+    assert not torch.equal(aligned.state_dict()["conv1.weight"], model_b.state_dict()["conv1.weight"])
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b_aligned.pt"]  # no temporary file left
+    failed = subprocess.run([*command, "--method", "activation_matching", "--out", "x.pt"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert failed.returncode == 1 and not (tmp_path / "x.pt").exists()
+    assert (
+        failed.stderr.startswith("lmcot align: method 'activation_matching' needs --inputs")
+        and failed.stderr.count("\n") == 1
+    )
+
+
+def test_the_align_command_on_lmcot_model_files(tmp_path, capsys):
+    """lmcot's own architectures keep their hand-written spec, so the methods that read activations work too."""
+    from lmcot.__main__ import main
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("cnn", (1, 8, 8), 10, 6, 2)
+        save_model(model, tmp_path / f"m{seed}.safetensors", {"arch": "cnn", "input_shape": [1, 8, 8],
+                   "num_classes": 10, "width": 6, "depth": 2}, {})  # fmt: skip
+        paths.append(str(tmp_path / f"m{seed}.safetensors"))
+    x = torch.randn(64, 1, 8, 8)
+    torch.save(x, tmp_path / "x.pt")
+    main(["align", *paths, "--method", "activation_matching", "--inputs", str(tmp_path / "x.pt"), "--out",
+          str(tmp_path / "out.pt")])  # fmt: skip
+    assert "B aligned to A by activation_matching" in capsys.readouterr().out
+    model_b = load_network(paths[1])
+    aligned = build_model("cnn", (1, 8, 8), 10, 6, 2).eval()
+    aligned.load_state_dict(torch.load(tmp_path / "out.pt", weights_only=True))
+    with torch.no_grad():
+        assert torch.allclose(aligned(x), model_b(x), atol=1e-5)
+    with pytest.raises(SystemExit, match=r"^lmcot align: .*nope\.pt: no such file"):
+        main(["align", str(tmp_path / "nope.pt"), paths[0], "--arch", "resnet18", "--out", str(tmp_path / "o.pt")])
