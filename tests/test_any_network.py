@@ -1,6 +1,7 @@
 """A network with no code of its own (torchvision's ResNet-18) aligns through the inferred spec: weight matching
 puts a planted permutation back exactly, keeps a network's function, a network's path to itself has no barrier,
-and a plain state dict file loads by architecture name with errors that name the file or the architecture."""
+a plain state dict file loads by architecture name with errors that name the file or the architecture, and
+``python -m lmcot align`` aligns two checkpoint files."""
 
 import copy
 import os
@@ -19,7 +20,7 @@ from lmcot.barrier import barrier_summary, interpolation_curve
 from lmcot.errors import UserError
 from lmcot.model_files import save_model
 from lmcot.models import build_model
-from lmcot.permutation import apply_permutations, invert_permutations, random_permutations
+from lmcot.permutation import invert_permutations, random_permutations
 
 SHAPE = (3, 32, 32)
 
@@ -93,11 +94,11 @@ def test_the_path_from_a_network_to_itself_has_no_barrier(model_a):
         values = [r["value"] for r in rows if r["metric"] == metric]
         summary = barrier_summary(alphas, values)
         assert summary["barrier"] == pytest.approx(0.0, abs=1e-6), metric
-    # a permuted copy's state is the same network: the path from A to it, aligned back, has no barrier either
+    # a permuted copy of A is the same network: weight matching puts it back, and the path has no barrier either
     planted = random_permutations(model_a.permutation_spec(), state, generator)
-    permuted = apply_permutations(model_a.permutation_spec(), planted, state)
-    back = apply_permutations(model_a.permutation_spec(), invert_permutations(planted), permuted)
-    rows = interpolation_curve(container, state, back, alphas, {"test": (x, y)})
+    permuted = permuted_copy(model_a, planted)
+    aligned = permuted_copy(permuted, align("weight_matching", model_a, permuted)).state_dict()
+    rows = interpolation_curve(container, state, aligned, alphas, {"test": (x, y)})
     assert barrier_summary(alphas, [r["value"] for r in rows if r["metric"] == "loss"])["barrier"] == pytest.approx(
         0.0, abs=1e-6
     )
