@@ -71,7 +71,12 @@ def build_architecture(arch: str, num_classes: int | None = None) -> nn.Module:
                 f"arch {arch!r}: cannot import {function_name!r} from module {module_name!r} ({error}); "
                 "give an importable 'package.module:function' that returns the model"
             ) from None
-        model = function()
+        try:
+            model = function()
+        except TypeError as error:  # it needs arguments: the user gives a function that takes none
+            raise UnknownArchitectureError(
+                f"arch {arch!r}: calling it with no arguments failed ({error}); give a function that builds the model"
+            ) from None
         if not isinstance(model, nn.Module):
             raise UnknownArchitectureError(f"arch {arch!r}: returned {type(model).__name__}, not a torch.nn.Module")
         return model

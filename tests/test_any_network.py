@@ -137,6 +137,7 @@ def test_load_errors_name_the_file_or_the_architecture(tmp_path):
     cases += [
         ("resnet_18", {}, r"unknown arch 'resnet_18': valid are .*resnet18"),
         ("no_such_module:f", {}, r"arch 'no_such_module:f': cannot import 'f' from module 'no_such_module'"),
+        ("torch.nn:Linear", {}, r"arch 'torch.nn:Linear': calling it with no arguments failed"),
         ("resnet34", {}, r"net\.pt: the state dict does not fit arch 'resnet34' \(\d+ missing: .* and \d+ more"),
         ("resnet18", {"num_classes": 100}, r"net\.pt: .* \(2 wrong shape .*: fc.weight \[10, 512\] vs \[100"),
     ]
