@@ -12,14 +12,18 @@ one class (union-find) the elements that one permutation must act on together:
   biases and running statistics join the normalised axis;
 - pooling keeps the channels; a sum, mean, max or min over an axis drops it (they are symmetric in it);
 - a view, reshape, flatten, squeeze or unsqueeze keeps a permuted axis when it survives intact (global
-  pooling then flatten), and concatenation along an axis that no permutation acts on keeps the others;
+  pooling then flatten); one that merges a permuted axis with the unpermuted axes after it (a flatten of
+  ``C x 7 x 7`` channels into a Linear) gives the merged axis blocks of ``7 * 7`` entries per unit, which the
+  Linear's weight axis 1 then carries (:attr:`~lmcot.permutation.PermutationSpec.blocks`);
+- concatenation along an axis that no permutation acts on keeps the others;
 - the model's input and output are never permuted: their classes are fixed.
 
-Anything else raises :class:`SpecInferenceError` naming the node: an operation it does not know, a view that
-mixes a permuted axis with others (a flatten of ``C x 7 x 7`` channels into a Linear would permute blocks of
-its input, which a PermutationSpec cannot express), a grouped convolution, a GroupNorm of several channels
-per group, a concatenation along a permuted axis, or a model torch.fx cannot trace (data-dependent control
-flow). The model's hand-written ``permutation_spec()`` is then needed.
+Each element has a block size relative to its class's root (a weighted union-find): joined elements must
+carry the same units in the same block size. Anything else raises :class:`SpecInferenceError` naming the node:
+an operation it does not know, a view that splits a permuted axis or merges it with axes before it or with
+other permuted axes, axes of one permutation joined in different block sizes, a grouped convolution, a
+GroupNorm of several channels per group, a concatenation along a permuted axis, or a model torch.fx cannot
+trace (data-dependent control flow). The model's hand-written ``permutation_spec()`` is then needed.
 
 Each class that contains a Linear/Conv output and is not fixed is one permutation, named after that
 module's qualified name, in the order the modules first run (input to output, the order
@@ -47,25 +51,62 @@ class SpecInferenceError(UserError):
     """The graph holds something the inference cannot reason about; the message names the node."""
 
 
+class BlockConflict(ValueError):
+    """Elements joined in one class would carry its units in different block sizes."""
+
+
 class UnionFind:
-    """Classes of elements; :data:`FIXED` is the root of its class, and members keep the order first seen."""
+    """Classes of elements; :data:`FIXED` is the root of its class, and members keep the order first seen.
+
+    Each element also has a block size relative to its parent (``factor``): an element of block size ``b``
+    relative to the root holds each of the root's units as ``b`` contiguous entries. Joined elements have the
+    same block size; a fixed class's block sizes do not matter."""
 
     def __init__(self):
         self.parent: dict[Element, Element] = {FIXED: FIXED}
+        self.factor: dict[Element, int] = {FIXED: 1}
 
     def find(self, element: Element) -> Element:
         self.parent.setdefault(element, element)
+        self.factor.setdefault(element, 1)
+        path = []
         while self.parent[element] != element:
-            self.parent[element] = self.parent[self.parent[element]]
+            path.append(element)
             element = self.parent[element]
+        for e in reversed(path):  # nearest the root first: its parent then already points at the root
+            if self.parent[e] != element:
+                self.factor[e] *= self.factor[self.parent[e]]
+            self.parent[e] = element
         return element
 
+    def block(self, element: Element) -> int:
+        """The element's block size relative to its class's root."""
+        self.find(element)
+        return self.factor[element]
+
+    def attach(self, element: Element, to: Element, block: int) -> None:
+        """Add the new ``element`` to ``to``'s class, with block size ``block`` relative to ``to``."""
+        self.parent[element], self.factor[element] = self.find(to), block * self.block(to)
+
     def union(self, *elements: Element) -> Element:
-        roots = [self.find(e) for e in elements]
-        root = FIXED if FIXED in roots else roots[0]
-        for r in roots:
-            self.parent[r] = root
-        return root
+        """Join the elements' classes (of the same block size); returns the first element."""
+        for other in elements[1:]:
+            self._join(elements[0], other)
+        return elements[0]
+
+    def _join(self, x: Element, y: Element) -> None:
+        (rx, fx), (ry, fy) = (self.find(x), self.block(x)), (self.find(y), self.block(y))
+        if rx == ry:
+            if rx != FIXED and fx != fy:
+                raise BlockConflict(f"it joins {x} and {y}, blocks of {fx} and {fy} entries of the same units")
+        elif FIXED in (rx, ry):
+            self.parent[rx], self.parent[ry] = FIXED, FIXED
+        elif fx % fy == 0:
+            self.parent[ry], self.factor[ry] = rx, fx // fy
+        elif fy % fx == 0:
+            self.parent[rx], self.factor[rx] = ry, fy // fx
+        else:
+            raise BlockConflict(f"it joins {x} and {y}, blocks of {fx} and {fy} entries of units")
 
     def permuted(self, element: Element) -> bool:
         """Whether the class may still be permuted (it is not fixed so far)."""
@@ -137,13 +178,23 @@ class _Inference:
         self.producers: dict[Element, str] = {}  # Linear/Conv weight axis 0 -> module name, in running order
 
     def spec(self) -> PermutationSpec:
-        axes, seen = {}, set()
+        axes, blocks, seen = {}, {}, set()
         for element, name in self.producers.items():
             root = self.classes.find(element)
             if root != FIXED and root not in seen:
                 seen.add(root)
-                axes[name] = tuple(self.classes.members(root))
-        return PermutationSpec(axes)
+                axes[name] = tuple(e for e in self.classes.members(root) if not _merged(e))
+                unit = self.classes.block(element)  # the producer's axis 0 holds one entry per unit
+                for e in axes[name]:
+                    b, rest = divmod(self.classes.block(e), unit)
+                    if rest:
+                        raise SpecInferenceError(
+                            f"cannot infer the permutation spec: {e} holds parts of the units of module {name!r}. "
+                            "Write the model's permutation_spec() by hand."
+                        )
+                    if b > 1:
+                        blocks[e] = b
+        return PermutationSpec(axes, blocks)
 
     def visit(self, node: fx.Node) -> None:
         shape = self.shapes.get(node)
@@ -161,10 +212,14 @@ class _Inference:
             self.axes[node] = [(node.target, a) if own and n > 1 else FIXED for a, n in enumerate(shape)]
         elif node.op == "placeholder" or not tensors:  # the input, or a tensor made from no tensor
             self.axes[node] = [FIXED] * len(shape)
-        elif node.op == "call_module":
-            self.axes[node] = self.module_rule(node, self.module.get_submodule(node.target))
         else:
-            self.axes[node] = self.function_rule(node)
+            try:
+                if node.op == "call_module":
+                    self.axes[node] = self.module_rule(node, self.module.get_submodule(node.target))
+                else:
+                    self.axes[node] = self.function_rule(node)
+            except BlockConflict as conflict:
+                raise self.refusal(node, str(conflict)) from None
 
     # --- the rules -----------------------------------------------------------------------------------------
 
@@ -251,23 +306,38 @@ class _Inference:
 
     def reshape(self, node: fx.Node) -> list[Element]:
         """A permuted axis survives a reshape when the axes before it hold as many entries before and after
-        and its size is unchanged (so it is not split or merged with an axis of size > 1)."""
+        and its size is unchanged (so it is not split or merged with an axis of size > 1). Merged with the
+        unpermuted axes after it into one axis (it outermost), it becomes a block axis: each of its entries
+        is a block of as many entries as those axes hold."""
+        x = self.axes[node.all_input_nodes[0]]
         before, after = self.shapes[node.all_input_nodes[0]], self.shapes[node]
         out = [FIXED] * len(after)
-        for a, element in enumerate(self.axes[node.all_input_nodes[0]]):
+        for a, element in enumerate(x):
             if before[a] == 1 or not self.classes.permuted(element):
                 continue
-            same = [
-                b for b in range(len(after)) if after[b] == before[a] and math.prod(after[:b]) == math.prod(before[:a])
+            start = [b for b in range(len(after)) if math.prod(after[:b]) == math.prod(before[:a])]
+            same = [b for b in start if after[b] == before[a]]
+            if same:
+                out[same[0]] = element
+                continue
+            merged = [  # (axis of the result, the number of axes after a merged into it)
+                (b, k)
+                for b in start
+                for k in range(1, len(before) - a)
+                if after[b] == math.prod(before[a : a + k + 1])
+                and not any(self.classes.permuted(e) for e in x[a + 1 : a + k + 1])
             ]
-            if not same:
+            if not merged:
                 raise self.refusal(
                     node,
                     f"it mixes permuted axis {a} ({before[a]} units) with other axes of size > 1 "
-                    f"({list(before)} -> {list(after)}): a permutation of those units would act on blocks of the "
-                    "result, which a PermutationSpec cannot express",
+                    f"({list(before)} -> {list(after)}) other than by merging it with the unpermuted axes after it: "
+                    "a permutation of those units would act on parts of the result, which a PermutationSpec "
+                    "cannot express",
                 )
-            out[same[0]] = element
+            b, k = merged[0]
+            out[b] = (f"<{node.name}>", b)  # the merged axis: a block of prod(before[a+1 : a+k+1]) per unit
+            self.classes.attach(out[b], element, math.prod(before[a + 1 : a + k + 1]))
         return out
 
     def reduction(self, node: fx.Node) -> list[Element]:
@@ -312,6 +382,11 @@ class _Inference:
             f"cannot infer the permutation spec at {_describe(node, self.module)}: {reason}. "
             "Write the model's permutation_spec() by hand."
         )
+
+
+def _merged(element: Element) -> bool:
+    """Whether ``element`` is a merged axis of an intermediate tensor (no parameter's)."""
+    return element[0].startswith("<")
 
 
 def _argument(node: fx.Node, index: int, name: str, default):

@@ -103,12 +103,74 @@ def test_torchvision_resnet18(generator):
     assert_function_kept(model, spec, x, generator)
 
 
-def test_vgg_flatten_of_a_7x7_map_is_refused():
-    """VGG flattens 512 channels of 7 x 7 into its classifier: a channel permutation would act on blocks of 49
-    inputs of that Linear, which a PermutationSpec cannot express."""
-    model = vgg11_bn(weights=None, num_classes=10).eval()
-    with pytest.raises(SpecInferenceError, match=r"node 'flatten' .*axis 1 \(512 units\).*\[2, 512, 7, 7\]"):
-        infer_spec(model, torch.randn(2, 3, 32, 32))
+def random_vgg11_bn(seed: int = 0) -> nn.Module:
+    """VGG-11 with BatchNorm for 10 classes, random positive BatchNorm statistics (so that they matter), eval mode."""
+    torch.manual_seed(seed)
+    model = vgg11_bn(weights=None, num_classes=10)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def test_torchvision_vgg11_bn_flattens_channels_into_blocks(generator):
+    """VGG flattens 512 channels of 7 x 7 into its classifier: the last convolution's permutation acts on that
+    Linear's input axis in blocks of 49."""
+    model = random_vgg11_bn()
+    spec = infer_spec(model, torch.randn(2, 3, 32, 32))
+    convs = [f"features.{i}" for i in (0, 4, 8, 11, 15, 18, 22, 25)]
+    assert spec.names == [*convs, "classifier.0", "classifier.3"]
+    assert spec.blocks == {("classifier.0.weight", 1): 49}
+    assert ("classifier.0.weight", 1) in spec.axes["features.25"]
+    assert set(spec.axes["features.25"]) == {("features.25.weight", 0), ("features.25.bias", 0)} | {
+        (f"features.26.{p}", 0) for p in ("weight", "bias", "running_mean", "running_var")
+    } | {("classifier.0.weight", 1)}
+    assert spec.sizes(model.state_dict())["features.25"] == 512
+    assert_input_to_output(spec)
+    assert_function_kept(model, spec, torch.randn(2, 3, 32, 32), generator)
+    assert_function_kept(model, spec, torch.randn(2, 3, 64, 64), generator)  # a 2 x 2 map: the 7 x 7 blocks vary
+
+
+class Merges(nn.Module):
+    """Convolutions whose channels are flattened with their positions, as ``op`` says."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+        self.a, self.b, self.head = nn.Conv1d(3, 4, 1), nn.Conv1d(3, 6, 1), nn.Linear(24, 2)
+
+    def forward(self, x):  # x: (batch, 3, 6)
+        h = self.a(x).flatten(1)  # (batch, 4 * 6): blocks of 6
+        if self.op == "conflict":  # (batch, 6 * 4): blocks of 4 of other units
+            h = h + self.b(F.adaptive_avg_pool1d(x, 4)).flatten(1)
+        if self.op == "batch":
+            h = self.a(x).flatten(0, 1).view(x.size(0), -1)
+        return self.head(h)
+
+
+def test_a_merge_of_channels_with_positions_after_them_gives_blocks(generator):
+    model = Merges("plain").eval()
+    x = torch.randn(2, 3, 6)
+    spec = infer_spec(model, x)
+    assert spec.axes == {"a": (("a.weight", 0), ("a.bias", 0), ("head.weight", 1))}
+    assert spec.blocks == {("head.weight", 1): 6}
+    assert_function_kept(model, spec, x, generator)
+
+
+@pytest.mark.parametrize(
+    "op, message",
+    [
+        ("conflict", r"node 'add' \(function add\): it joins .* blocks of 6 and 4 entries"),
+        ("batch", r"node 'flatten_1' \(method .flatten\(\)\): it mixes permuted axis 1 \(4 units\)"),
+    ],
+)
+def test_blocks_of_different_sizes_or_a_merge_with_the_batch_are_refused(op, message):
+    with pytest.raises(SpecInferenceError, match=message):
+        infer_spec(Merges(op).eval(), torch.randn(2, 3, 6))
 
 
 class Mixed(nn.Module):
