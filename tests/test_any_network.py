@@ -1,7 +1,7 @@
-"""A network with no code of its own (torchvision's ResNet-18) aligns through the inferred spec: weight matching
-puts a planted permutation back exactly, keeps a network's function, a network's path to itself has no barrier,
-a plain state dict file loads by architecture name with errors that name the file or the architecture, and
-``python -m lmcot align`` aligns two checkpoint files."""
+"""A network with no code of its own (torchvision's ResNet-18, and VGG-11 whose flatten gives a block axis) aligns
+through the inferred spec: weight matching puts a planted permutation back exactly, keeps a network's function, a
+network's path to itself has no barrier, a plain state dict file loads by architecture name with errors that name
+the file or the architecture, and ``python -m lmcot align`` aligns two checkpoint files."""
 
 import copy
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.models import resnet18
+from torchvision.models import resnet18, vgg11_bn
 
 from lmcot.align.methods import align, output_change, permuted_copy
 from lmcot.any_network import load_network, with_inferred_spec
@@ -28,7 +28,11 @@ SHAPE = (3, 32, 32)
 def random_resnet18(seed: int) -> torch.nn.Module:
     """ResNet-18 for 10 classes with random positive BatchNorm statistics (so that they matter), in eval mode."""
     torch.manual_seed(seed)
-    model = resnet18(weights=None, num_classes=10)
+    return random_statistics(resnet18(weights=None, num_classes=10))
+
+
+def random_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with random positive BatchNorm statistics and affine parameters, in eval mode."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -72,6 +76,23 @@ def test_weight_matching_recovers_a_planted_permutation(model_a, inputs):
     aligned = permuted_copy(model_b, perms)
     with torch.no_grad():
         assert torch.allclose(aligned(inputs), model_a(inputs), atol=1e-4)
+    assert all(torch.equal(v, model_a.state_dict()[k]) for k, v in aligned.state_dict().items())
+
+
+def test_weight_matching_recovers_a_planted_permutation_of_vgg11_bn(inputs):
+    """VGG-11's last convolution permutes its classifier's inputs in blocks of 49 (7 x 7 positions per channel):
+    weight matching scores those units on their whole blocks and puts every unit back."""
+    torch.manual_seed(5)
+    model_a = with_inferred_spec(random_statistics(vgg11_bn(weights=None, num_classes=10)), inputs[:2])
+    spec = model_a.permutation_spec()
+    assert spec.blocks == {("classifier.0.weight", 1): 49}
+    planted = random_permutations(spec, model_a.state_dict(), torch.Generator().manual_seed(6))
+    model_b = permuted_copy(model_a, planted)
+    perms = align("weight_matching", model_a, model_b)
+    truth = invert_permutations(planted)
+    recovered = sum((perms[n] == truth[n]).sum().item() for n in spec.names)
+    assert recovered == sum(len(truth[n]) for n in spec.names) == 10944
+    aligned = permuted_copy(model_b, perms)
     assert all(torch.equal(v, model_a.state_dict()[k]) for k, v in aligned.state_dict().items())
 
 

@@ -148,3 +148,23 @@ def test_the_barycentre_transport_carries_blocks_whole():
     w = block_state()["b.weight"].double()
     carried = transport_tensor(BLOCK_SPEC, {"P": coupling}, "b.weight", w)
     assert torch.equal(carried, permute_tensor(BLOCK_SPEC, {"P": perm}, "b.weight", w))
+
+
+class BlockReader(torch.nn.Module):
+    """One weight whose axis 1 holds 5 units in blocks of 4 (no other tensor tells the units apart)."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.w = torch.nn.Parameter(weight)
+
+    def permutation_spec(self):
+        return PermutationSpec({"P": (("w", 1),)}, blocks={("w", 1): 4})
+
+
+def test_weight_matching_scores_a_unit_on_its_whole_block():
+    from lmcot.align.weight_matching import weight_matching
+
+    model_a = BlockReader(torch.randn(3, 20, generator=torch.Generator().manual_seed(0)))
+    planted = {"P": torch.tensor([3, 0, 4, 1, 2])}
+    model_b = BlockReader(apply_permutations(model_a.permutation_spec(), planted, model_a.state_dict())["w"])
+    assert torch.equal(weight_matching(model_a, model_b)["P"], invert_permutations(planted)["P"])
