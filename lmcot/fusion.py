@@ -118,14 +118,16 @@ def transport_tensor(
     (except the axes in ``skip``) into the target's coordinates: an axis of ``n`` units becomes ``m``,
     by :func:`averaging` on axis 0 (the units' own parameters) and on the others (inputs) by
     ``input_transport`` (:func:`averaging` or :func:`summing`). A permutation's coupling (a permutation
-    matrix / n) gives :func:`~lmcot.permutation.permute_tensor` either way."""
+    matrix / n) gives :func:`~lmcot.permutation.permute_tensor` either way. A block axis (``n*b`` entries)
+    becomes ``m*b``, each unit's block carried whole."""
     input_map = _input_map(input_transport)
     for axis, name in spec.acting_on(param).items():
         if axis in skip or name not in couplings:
             continue
         plan = couplings[name].to(tensor.dtype)
-        moved = tensor.movedim(axis, 0)
-        flat = (averaging(plan) if axis == 0 else input_map(plan)) @ moved.reshape(moved.shape[0], -1)
+        moved = tensor.movedim(axis, 0)  # (n * b, ...): a block axis carries each unit's b entries together
+        units = moved.reshape(moved.shape[0] // spec.block(param, axis), -1)
+        flat = (averaging(plan) if axis == 0 else input_map(plan)) @ units
         tensor = flat.reshape(-1, *moved.shape[1:]).movedim(0, axis)
     return tensor
 

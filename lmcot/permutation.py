@@ -8,6 +8,12 @@ Convention: a permutation ``perm`` of ``n`` units is a ``LongTensor`` of shape `
 to model B along an axis puts B's unit ``perm[i]`` at position ``i``. Matching A to B therefore means
 finding ``perm`` such that B's unit ``perm[i]`` plays the role of A's unit ``i``.
 
+A permutation may act on contiguous *blocks* of an axis: ``blocks[(param, axis)] = b`` says that unit ``j`` of
+``n`` occupies indices ``[j*b, (j+1)*b)`` of that axis, of length ``n*b`` (a Linear reading a flattened
+``C x H x W`` map holds each channel as a block of ``H*W`` inputs). Applying and checking permutations, weight
+matching, layer-by-layer alignment of the units after such an axis and the barycentre's transport handle
+blocks; an axis 0 (the units' own rows) in blocks is refused by :func:`unit_parameters`.
+
 The spec also orders the layers from the input to the output: :func:`unit_parameters` says which tensors
 of a layer's units can be compared once the layers before it are matched. Layer-by-layer alignment
 (:mod:`lmcot.align.layerwise`), the Wasserstein barycentre (:mod:`lmcot.fusion`) and the dimension
@@ -17,7 +23,7 @@ estimates (:mod:`lmcot.dimension`) all walk the layers this way.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -27,9 +33,23 @@ Permutations = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class PermutationSpec:
-    """``axes[name]`` lists the ``(parameter, axis)`` pairs that permutation ``name`` acts on."""
+    """``axes[name]`` lists the ``(parameter, axis)`` pairs that permutation ``name`` acts on; ``blocks`` maps a
+    pair to its block size ``b`` when each unit occupies ``b`` contiguous indices of that axis (absent: 1)."""
 
     axes: Mapping[str, tuple[tuple[str, int], ...]]
+    blocks: Mapping[tuple[str, int], int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        pairs = {pair for pairs in self.axes.values() for pair in pairs}
+        for pair, b in self.blocks.items():
+            if pair not in pairs:
+                raise ValueError(f"block size given for {pair!r}, which no permutation acts on")
+            if not isinstance(b, int) or b < 1:
+                raise ValueError(f"block size of {pair!r} must be a positive integer, not {b!r}")
+
+    def block(self, param: str, axis: int) -> int:
+        """How many contiguous indices of ``param``'s ``axis`` each unit occupies (1: one index per unit)."""
+        return self.blocks.get((param, axis), 1)
 
     @property
     def names(self) -> list[str]:
@@ -40,7 +60,8 @@ class PermutationSpec:
         return {axis: name for name, pairs in self.axes.items() for p, axis in pairs if p == param}
 
     def sizes(self, state: StateDict) -> dict[str, int]:
-        """Number of units of each permutation in ``state``; raises if the spec does not fit it."""
+        """Number of units of each permutation in ``state`` (an axis's length over its block size); raises if
+        the spec does not fit it."""
         sizes = {}
         for name, pairs in self.axes.items():
             if not pairs:
@@ -51,7 +72,13 @@ class PermutationSpec:
                 tensor = state[param]
                 if not -tensor.dim() <= axis < tensor.dim():
                     raise ValueError(f"permutation {name!r}: {param!r} has {tensor.dim()} axes, no axis {axis}")
-                n = tensor.shape[axis]
+                n, b = tensor.shape[axis], self.block(param, axis)
+                if n % b:
+                    raise ValueError(
+                        f"permutation {name!r}: axis {axis} of {param!r} has {n} entries, not a multiple of its "
+                        f"block size {b}"
+                    )
+                n //= b
                 if sizes.setdefault(name, n) != n:
                     raise ValueError(
                         f"permutation {name!r} acts on axes of different sizes ({sizes[name]} and {n} at {param!r})"
@@ -81,11 +108,21 @@ def apply_permutations(spec: PermutationSpec, perms: Mapping[str, torch.Tensor],
 def permute_tensor(
     spec: PermutationSpec, perms: Mapping[str, torch.Tensor], param: str, tensor: torch.Tensor, skip_axis=None
 ) -> torch.Tensor:
-    """Permute every axis of ``tensor`` that the spec names, except ``skip_axis``."""
+    """Permute every axis of ``tensor`` that the spec names, except ``skip_axis``; a block axis moves whole
+    blocks (``perm`` of shape ``(n,)`` on an axis of length ``n*b``). Returns a tensor of ``tensor``'s shape."""
     for axis, name in spec.acting_on(param).items():
         if axis != skip_axis:
-            tensor = tensor.index_select(axis, torch.as_tensor(perms[name], device=tensor.device))
+            tensor = tensor.index_select(axis, block_indices(perms[name], spec.block(param, axis), tensor.device))
     return tensor
+
+
+def block_indices(perm, b: int, device=None) -> torch.Tensor:
+    """The ``(n*b,)`` indices that move block ``perm[i]`` (indices ``[perm[i]*b, (perm[i]+1)*b)``) to block ``i``;
+    ``perm`` itself when ``b`` is 1."""
+    perm = torch.as_tensor(perm, device=device)
+    if b == 1:
+        return perm
+    return (perm[:, None] * b + torch.arange(b, device=perm.device)).flatten()
 
 
 def identity_permutations(spec: PermutationSpec, state: StateDict) -> Permutations:
@@ -129,6 +166,7 @@ def unit_parameters(spec: PermutationSpec, name: str, solved) -> tuple[list[str]
     for param, axis in spec.axes[name]:
         if axis != 0:
             continue
+        _refuse_block_rows(spec, param, "layer-by-layer alignment, the barycentre and the dimension estimates")
         others = {n for a, n in spec.acting_on(param).items() if a != 0}
         if others <= set(solved):
             inputs.append(param)
@@ -148,6 +186,8 @@ def incoming_matrices(spec: PermutationSpec, name: str, state, solved=None, recu
     """
     if solved is None:
         inputs, own = [p for p, axis in spec.axes[name] if axis == 0], []
+        for p in inputs:
+            _refuse_block_rows(spec, p, "incoming_matrices")
     else:
         inputs, own = unit_parameters(spec, name, solved)
     inputs = [p for p in inputs if state[p].dim() >= 2]  # biases and other per-unit vectors are not rows
@@ -166,6 +206,12 @@ def incoming_weights(
     last, permuted by ``perms[name]`` itself."""
     matrices = incoming_matrices(spec, name, state, solved, recurrent)
     return torch.cat([permute_tensor(spec, perms, p, state[p], skip_axis=0).flatten(1) for p in matrices], dim=1)
+
+
+def _refuse_block_rows(spec: PermutationSpec, param: str, method: str) -> None:
+    """``ValueError`` if ``param``'s axis 0 (its units' rows) is a block axis: ``method`` reads one row per unit."""
+    if spec.block(param, 0) != 1:
+        raise ValueError(f"block axes are not supported by {method} yet: axis 0 of {param!r} has blocks")
 
 
 def has_recurrent_weights(spec: PermutationSpec) -> bool:

@@ -53,6 +53,7 @@ def weight_matching(
             n = len(perms[name])
             score = 0
             for param, axis in spec.axes[name]:
+                # (n * b, ...) -> (n, b * ...): on a block axis, a unit's score sums over its block's b entries
                 w_a = state_a[param].movedim(axis, 0).reshape(n, -1)
                 w_b = permute_tensor(spec, perms, param, state_b[param], skip_axis=axis)
                 score = score + w_a @ w_b.movedim(axis, 0).reshape(n, -1).T

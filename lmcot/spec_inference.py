@@ -1,0 +1,452 @@
+"""Infer a model's :class:`~lmcot.permutation.PermutationSpec` from its torch.fx graph.
+
+Every axis of every parameter or buffer is an *element* ``(name, axis)``. One pass over the traced graph
+follows, for each intermediate tensor, which element's permutation each of its axes carries, and joins in
+one class (union-find) the elements that one permutation must act on together:
+
+- a Linear or Conv produces a class: its weight's axis 0 and its bias; the input axis it reads (the last,
+  or the channels) joins its weight's axis 1;
+- elementwise and broadcasting operations (activations, dropout, ``+ - * /``, softmax) join the operands'
+  aligned axes: a residual addition merges the two streams' classes;
+- BatchNorm, LayerNorm and GroupNorm with 1 group or one channel per group keep the axes; their weights,
+  biases and running statistics join the normalised axis;
+- pooling keeps the channels; a sum, mean, max or min over an axis drops it (they are symmetric in it);
+- a view, reshape, flatten, squeeze or unsqueeze keeps a permuted axis when it survives intact (global
+  pooling then flatten); one that merges a permuted axis with the unpermuted axes after it (a flatten of
+  ``C x 7 x 7`` channels into a Linear) gives the merged axis blocks of ``7 * 7`` entries per unit, which the
+  Linear's weight axis 1 then carries (:attr:`~lmcot.permutation.PermutationSpec.blocks`);
+- concatenation along an axis that no permutation acts on keeps the others;
+- the model's input and output are never permuted: their classes are fixed.
+
+Each element has a block size relative to its class's root (a weighted union-find): joined elements must
+carry the same units in the same block size. Anything else raises :class:`SpecInferenceError` naming the node:
+an operation it does not know, a view that splits a permuted axis or merges it with axes before it or with
+other permuted axes, axes of one permutation joined in different block sizes, a grouped convolution, a
+GroupNorm of several channels per group, a concatenation along a permuted axis, or a model torch.fx cannot
+trace (data-dependent control flow). The model's hand-written ``permutation_spec()`` is then needed.
+
+Each class that contains a Linear/Conv output and is not fixed is one permutation, named after that
+module's qualified name, in the order the modules first run (input to output, the order
+:func:`lmcot.permutation.unit_parameters` walks).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.nn import functional as F
+
+from lmcot.errors import UserError
+from lmcot.permutation import PermutationSpec
+
+Element = tuple[str, int]  # (parameter or buffer name, axis)
+FIXED: Element = ("", -1)  # the class of the axes no permutation may touch: the input's, the output's
+
+
+class SpecInferenceError(UserError):
+    """The graph holds something the inference cannot reason about; the message names the node."""
+
+
+class BlockConflict(ValueError):
+    """Elements joined in one class would carry its units in different block sizes."""
+
+
+class UnionFind:
+    """Classes of elements; :data:`FIXED` is the root of its class, and members keep the order first seen.
+
+    Each element also has a block size relative to its parent (``factor``): an element of block size ``b``
+    relative to the root holds each of the root's units as ``b`` contiguous entries. Joined elements have the
+    same block size; a fixed class's block sizes do not matter."""
+
+    def __init__(self):
+        self.parent: dict[Element, Element] = {FIXED: FIXED}
+        self.factor: dict[Element, int] = {FIXED: 1}
+
+    def find(self, element: Element) -> Element:
+        self.parent.setdefault(element, element)
+        self.factor.setdefault(element, 1)
+        path = []
+        while self.parent[element] != element:
+            path.append(element)
+            element = self.parent[element]
+        for e in reversed(path):  # nearest the root first: its parent then already points at the root
+            if self.parent[e] != element:
+                self.factor[e] *= self.factor[self.parent[e]]
+            self.parent[e] = element
+        return element
+
+    def block(self, element: Element) -> int:
+        """The element's block size relative to its class's root."""
+        self.find(element)
+        return self.factor[element]
+
+    def attach(self, element: Element, to: Element, block: int) -> None:
+        """Add the new ``element`` to ``to``'s class, with block size ``block`` relative to ``to``."""
+        self.parent[element], self.factor[element] = self.find(to), block * self.block(to)
+
+    def union(self, *elements: Element) -> Element:
+        """Join the elements' classes (of the same block size); returns the first element."""
+        for other in elements[1:]:
+            self._join(elements[0], other)
+        return elements[0]
+
+    def _join(self, x: Element, y: Element) -> None:
+        (rx, fx), (ry, fy) = (self.find(x), self.block(x)), (self.find(y), self.block(y))
+        if rx == ry:
+            if rx != FIXED and fx != fy:
+                raise BlockConflict(f"it joins {x} and {y}, blocks of {fx} and {fy} entries of the same units")
+        elif FIXED in (rx, ry):
+            self.parent[rx], self.parent[ry] = FIXED, FIXED
+        elif fx % fy == 0:
+            self.parent[ry], self.factor[ry] = rx, fx // fy
+        elif fy % fx == 0:
+            self.parent[rx], self.factor[rx] = ry, fy // fx
+        else:
+            raise BlockConflict(f"it joins {x} and {y}, blocks of {fx} and {fy} entries of units")
+
+    def permuted(self, element: Element) -> bool:
+        """Whether the class may still be permuted (it is not fixed so far)."""
+        return self.find(element) != FIXED
+
+    def members(self, element: Element) -> list[Element]:
+        root = self.find(element)
+        return [e for e in self.parent if e != FIXED and self.find(e) == root]
+
+
+# --- what the pass knows -------------------------------------------------------------------------------------
+
+_ELEMENTWISE_MODULES = (
+    *(nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU, nn.Mish, nn.ELU, nn.SELU, nn.CELU),
+    *(nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Identity),
+    *(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Softmax, nn.LogSoftmax),
+)
+_ELEMENTWISE_FUNCTIONS = {
+    *(operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, operator.iadd, operator.imul),
+    *(torch.add, torch.sub, torch.mul, torch.div, torch.neg, torch.abs, torch.exp, torch.clamp),
+    *(torch.relu, torch.sigmoid, torch.tanh, torch.softmax, torch.log_softmax, torch.maximum, torch.minimum),
+    *(F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.mish, F.elu, F.hardtanh, F.hardswish, F.softplus),
+    *(F.sigmoid, F.tanh, F.dropout, F.softmax, F.log_softmax),
+}
+_ELEMENTWISE_METHODS = {
+    *("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "neg", "abs", "exp", "clamp", "clamp_"),
+    *("relu", "relu_", "sigmoid", "tanh", "softmax", "log_softmax", "contiguous", "clone", "detach"),
+}
+# pooling over the last d axes (d: 1, 2, 3), as a function or a module
+_POOL_FUNCTIONS = {
+    getattr(F, f"{kind}_pool{d}d"): d
+    for kind in ("max", "avg", "adaptive_max", "adaptive_avg", "lp")
+    for d in (1, 2, 3)
+    if hasattr(F, f"{kind}_pool{d}d")
+}
+_POOL_MODULES = {
+    getattr(nn, f"{kind}Pool{d}d"): d
+    for kind in ("Max", "Avg", "AdaptiveMax", "AdaptiveAvg", "LP")
+    for d in (1, 2, 3)
+    if hasattr(nn, f"{kind}Pool{d}d")
+}
+_RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
+_RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
+_REDUCTIONS = {torch.sum, torch.mean, torch.amax, torch.amin, "sum", "mean", "amax", "amin"}
+_CONCATENATIONS = {torch.cat, torch.concat}
+_METADATA = {"size", "dim", getattr, operator.getitem}  # results that are not tensors (shapes, sizes)
+
+
+def infer_spec(model: nn.Module, example_input: torch.Tensor) -> PermutationSpec:
+    """The permutation spec of ``model``, read from its graph traced by torch.fx.
+
+    ``example_input``: a batch ``(batch, *input_shape)`` the model runs on once, in eval mode and without
+    gradients (its training flags are restored), to learn every intermediate tensor's shape."""
+    graph_module = _trace(model)
+    shapes = _shapes(graph_module, example_input)
+    inference = _Inference(graph_module, shapes, set(model.state_dict()))
+    for node in graph_module.graph.nodes:
+        inference.visit(node)
+    return inference.spec()
+
+
+class _Inference:
+    """The one pass: ``axes[node]`` holds one element per axis of the node's tensor (None if not a tensor)."""
+
+    def __init__(self, graph_module: fx.GraphModule, shapes: dict, state: set[str]):
+        self.module, self.shapes, self.state = graph_module, shapes, state
+        self.classes = UnionFind()
+        self.axes: dict[fx.Node, list[Element] | None] = {}
+        self.producers: dict[Element, str] = {}  # Linear/Conv weight axis 0 -> module name, in running order
+
+    def spec(self) -> PermutationSpec:
+        axes, blocks, seen = {}, {}, set()
+        for element, name in self.producers.items():
+            root = self.classes.find(element)
+            if root != FIXED and root not in seen:
+                seen.add(root)
+                axes[name] = tuple(e for e in self.classes.members(root) if not _merged(e))
+                unit = self.classes.block(element)  # the producer's axis 0 holds one entry per unit
+                for e in axes[name]:
+                    b, rest = divmod(self.classes.block(e), unit)
+                    if rest:
+                        raise SpecInferenceError(
+                            f"cannot infer the permutation spec: {e} holds parts of the units of module {name!r}. "
+                            "Write the model's permutation_spec() by hand."
+                        )
+                    if b > 1:
+                        blocks[e] = b
+        return PermutationSpec(axes, blocks)
+
+    def visit(self, node: fx.Node) -> None:
+        shape = self.shapes.get(node)
+        tensors = [n for n in node.all_input_nodes if self.axes.get(n) is not None]
+        if node.op == "output":
+            for n in tensors:
+                self.classes.union(FIXED, *self.axes[n])
+            return
+        if shape is None:  # a size, a shape or a tuple
+            if tensors and node.target not in _METADATA:
+                raise self.refusal(node, "it returns no tensor")
+            self.axes[node] = None
+        elif node.op == "get_attr":  # a parameter or buffer's axes are its own elements; a constant's are fixed
+            own = node.target in self.state
+            self.axes[node] = [(node.target, a) if own and n > 1 else FIXED for a, n in enumerate(shape)]
+        elif node.op == "placeholder" or not tensors:  # the input, or a tensor made from no tensor
+            self.axes[node] = [FIXED] * len(shape)
+        else:
+            try:
+                if node.op == "call_module":
+                    self.axes[node] = self.module_rule(node, self.module.get_submodule(node.target))
+                else:
+                    self.axes[node] = self.function_rule(node)
+            except BlockConflict as conflict:
+                raise self.refusal(node, str(conflict)) from None
+
+    # --- the rules -----------------------------------------------------------------------------------------
+
+    def module_rule(self, node: fx.Node, module: nn.Module) -> list[Element]:
+        x = self.axes[node.all_input_nodes[0]]
+        if isinstance(module, nn.Linear):  # (..., in) -> (..., out)
+            self.classes.union(x[-1], (self.param(node, "weight"), 1))
+            return [*x[:-1], self.produce(node, module)]
+        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):  # ([batch,] in, *spatial) -> (..., out, *spatial)
+            if module.groups != 1:
+                raise self.refusal(node, f"a grouped convolution ({module.groups} groups) permutes within groups")
+            d = len(module.kernel_size)
+            channels = len(x) - d - 1
+            self.require_fixed(node, x, range(channels + 1, len(x)), "a convolution mixes its spatial axes")
+            self.classes.union(x[channels], (self.param(node, "weight"), 1))
+            return [*x[:channels], self.produce(node, module), *[FIXED] * d]
+        if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d | nn.SyncBatchNorm | nn.GroupNorm):
+            if isinstance(module, nn.GroupNorm) and module.num_groups not in (1, module.num_channels):
+                raise self.refusal(
+                    node,
+                    f"GroupNorm of {module.num_channels // module.num_groups} channels per group: a permutation "
+                    "must keep channels within their groups, which a PermutationSpec cannot express",
+                )
+            names = ("weight", "bias", "running_mean", "running_var")  # (batch, channels, ...)
+            self.classes.union(x[1], *[(self.param(node, n), 0) for n in names if getattr(module, n, None) is not None])
+            return x
+        if isinstance(module, nn.LayerNorm):  # normalises the last len(normalized_shape) axes
+            k = len(module.normalized_shape)
+            for i, axis in enumerate(range(len(x) - k, len(x))):
+                own = [(self.param(node, n), i) for n in ("weight", "bias") if getattr(module, n, None) is not None]
+                self.classes.union(x[axis], *own)
+            return x
+        if isinstance(module, nn.PReLU) and module.num_parameters > 1:  # one slope per channel (axis 1)
+            self.classes.union(x[1], (self.param(node, "weight"), 0))
+            return x
+        if isinstance(module, _ELEMENTWISE_MODULES):
+            return self.elementwise(node)
+        if type(module) in _POOL_MODULES:
+            return self.pool(node, _POOL_MODULES[type(module)])
+        if isinstance(module, nn.Flatten | nn.Unflatten):
+            return self.reshape(node)
+        raise self.refusal(node, "a module the inference does not know")
+
+    def function_rule(self, node: fx.Node) -> list[Element]:
+        target = node.target
+        if target in _ELEMENTWISE_FUNCTIONS or target in _ELEMENTWISE_METHODS:
+            return self.elementwise(node)
+        if target in _POOL_FUNCTIONS:
+            return self.pool(node, _POOL_FUNCTIONS[target])
+        if target in _RESHAPE_FUNCTIONS or target in _RESHAPE_METHODS:
+            return self.reshape(node)
+        if target in _REDUCTIONS:
+            return self.reduction(node)
+        if target in _CONCATENATIONS:
+            return self.concatenation(node)
+        raise self.refusal(node, "an operation the inference does not know")
+
+    def produce(self, node: fx.Node, module: nn.Module) -> Element:
+        """A Linear/Conv's output units: its weight's axis 0 and its bias."""
+        element = (self.param(node, "weight"), 0)
+        self.producers.setdefault(element, node.target)
+        bias = [(self.param(node, "bias"), 0)] if module.bias is not None else []
+        self.classes.union(element, *bias)
+        return element
+
+    def elementwise(self, node: fx.Node) -> list[Element]:
+        """Broadcasting: every operand's axis aligned with an output axis (its size not 1) joins that axis."""
+        out: list[Element | None] = [None] * len(self.shapes[node])
+        for operand in node.all_input_nodes:
+            if self.axes[operand] is None:
+                continue
+            offset = len(out) - len(self.shapes[operand])
+            for axis, (size, element) in enumerate(zip(self.shapes[operand], self.axes[operand], strict=True)):
+                if size > 1:
+                    k = axis + offset
+                    out[k] = element if out[k] is None else self.classes.union(out[k], element)
+        return [FIXED if e is None else e for e in out]
+
+    def pool(self, node: fx.Node, d: int) -> list[Element]:
+        """Pooling over the last ``d`` axes keeps the others."""
+        x = self.axes[node.all_input_nodes[0]]
+        self.require_fixed(node, x, range(len(x) - d, len(x)), "pooling mixes the positions it pools")
+        return [*x[: len(x) - d], *[FIXED] * d]
+
+    def reshape(self, node: fx.Node) -> list[Element]:
+        """A permuted axis survives a reshape when the axes before it hold as many entries before and after
+        and its size is unchanged (so it is not split or merged with an axis of size > 1). Merged with the
+        unpermuted axes after it into one axis (it outermost), it becomes a block axis: each of its entries
+        is a block of as many entries as those axes hold."""
+        x = self.axes[node.all_input_nodes[0]]
+        before, after = self.shapes[node.all_input_nodes[0]], self.shapes[node]
+        out = [FIXED] * len(after)
+        for a, element in enumerate(x):
+            if before[a] == 1 or not self.classes.permuted(element):
+                continue
+            start = [b for b in range(len(after)) if math.prod(after[:b]) == math.prod(before[:a])]
+            same = [b for b in start if after[b] == before[a]]
+            if same:
+                out[same[0]] = element
+                continue
+            merged = [  # (axis of the result, the number of axes after a merged into it)
+                (b, k)
+                for b in start
+                for k in range(1, len(before) - a)
+                if after[b] == math.prod(before[a : a + k + 1])
+                and not any(self.classes.permuted(e) for e in x[a + 1 : a + k + 1])
+            ]
+            if not merged:
+                raise self.refusal(
+                    node,
+                    f"it mixes permuted axis {a} ({before[a]} units) with other axes of size > 1 "
+                    f"({list(before)} -> {list(after)}) other than by merging it with the unpermuted axes after it: "
+                    "a permutation of those units would act on parts of the result, which a PermutationSpec "
+                    "cannot express",
+                )
+            b, k = merged[0]
+            out[b] = (f"<{node.name}>", b)  # the merged axis: a block of prod(before[a+1 : a+k+1]) per unit
+            self.classes.attach(out[b], element, math.prod(before[a + 1 : a + k + 1]))
+        return out
+
+    def reduction(self, node: fx.Node) -> list[Element]:
+        """A sum, mean, max or min over some axes is symmetric in them: they drop out (or stay fixed, size 1)."""
+        x = self.axes[node.all_input_nodes[0]]
+        dim = _argument(node, 1, "dim", None)
+        keepdim = _argument(node, 2, "keepdim", False)
+        if dim is None or dim == []:
+            dim = range(len(x))
+        elif isinstance(dim, int):
+            dim = [dim]
+        elif not all(isinstance(d, int) for d in dim):
+            raise self.refusal(node, f"a reduction over {dim!r}")
+        reduced = {d % len(x) for d in dim}
+        return [FIXED if a in reduced else e for a, e in enumerate(x) if keepdim or a not in reduced]
+
+    def concatenation(self, node: fx.Node) -> list[Element]:
+        """Concatenation along an axis no permutation acts on; the operands' other axes join."""
+        operands = _argument(node, 0, "tensors", ())
+        dim = _argument(node, 1, "dim", 0) % len(self.shapes[node])
+        if any(self.classes.permuted(self.axes[n][dim]) for n in operands):
+            raise self.refusal(node, f"a concatenation along permuted axis {dim}")
+        out = [self.classes.union(*[self.axes[n][a] for n in operands]) for a in range(len(self.shapes[node]))]
+        out[dim] = FIXED
+        return out
+
+    # --- helpers -------------------------------------------------------------------------------------------
+
+    def param(self, node: fx.Node, attribute: str) -> str:
+        name = f"{node.target}.{attribute}"
+        if name not in self.state:
+            raise self.refusal(node, f"its {attribute} is not in the state dict (a parametrised module?)")
+        return name
+
+    def require_fixed(self, node: fx.Node, x: list[Element], axes, why: str) -> None:
+        for a in axes:
+            if self.classes.permuted(x[a]):
+                raise self.refusal(node, f"{why}, and axis {a} is permuted")
+
+    def refusal(self, node: fx.Node, reason: str) -> SpecInferenceError:
+        return SpecInferenceError(
+            f"cannot infer the permutation spec at {_describe(node, self.module)}: {reason}. "
+            "Write the model's permutation_spec() by hand."
+        )
+
+
+def _merged(element: Element) -> bool:
+    """Whether ``element`` is a merged axis of an intermediate tensor (no parameter's)."""
+    return element[0].startswith("<")
+
+
+def _argument(node: fx.Node, index: int, name: str, default):
+    """Argument ``index`` of a call (counting the tensor a method is called on), or keyword ``name``."""
+    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
+
+
+def _describe(node: fx.Node, root: nn.Module) -> str:
+    if node.op == "call_module":
+        return f"node {node.name!r} (module {node.target!r}, {type(root.get_submodule(node.target)).__name__})"
+    if node.op == "call_method":
+        return f"node {node.name!r} (method .{node.target}())"
+    if node.op == "call_function":
+        return f"node {node.name!r} (function {getattr(node.target, '__name__', repr(node.target))})"
+    return f"node {node.name!r} ({node.op} {node.target!r})"
+
+
+class _Tracer(fx.Tracer):
+    """A tracer that remembers the last node it recorded, to say where tracing stopped."""
+
+    last: fx.Node | None = None
+
+    def create_node(self, *args, **kwargs) -> fx.Node:
+        self.last = super().create_node(*args, **kwargs)
+        return self.last
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as error:  # any tracing failure: the analysis has no graph to read
+        where = f"past {_describe(tracer.last, model)}" if tracer.last is not None else "at its start"
+        raise SpecInferenceError(
+            f"torch.fx cannot trace the model {where}: {error}. Write the model's permutation_spec() by hand."
+        ) from error
+    return fx.GraphModule(model, graph)
+
+
+def _shapes(graph_module: fx.GraphModule, example_input: torch.Tensor) -> dict[fx.Node, tuple[int, ...] | None]:
+    """Each node's tensor shape on ``example_input`` (None if it is not a tensor)."""
+    shapes = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, node):
+            try:
+                result = super().run_node(node)
+            except Exception as error:
+                raise SpecInferenceError(
+                    f"the model fails on the example input at {_describe(node, graph_module)}: {error}"
+                ) from error
+            shapes[node] = tuple(result.shape) if isinstance(result, torch.Tensor) else None
+            return result
+
+    modes = {m: m.training for m in graph_module.modules()}
+    try:
+        graph_module.eval()
+        with torch.no_grad():
+            Recorder(graph_module).run(example_input)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return shapes
