@@ -8,7 +8,8 @@ checks that the two agree).
 from lmcot.sources import PACKAGES  # standard library only
 
 DEVICES = ("auto", "cpu", "cuda")
-ARCHITECTURES = ("mlp", "cnn", "resnet", "resnet_bn", "rnn", "lstm")
+ARCHITECTURES = ("mlp", "cnn", "resnet", "resnet_bn", "rnn", "lstm", "vit")
+HEADED = ("vit",)  # the architectures with attention heads: named <arch>-d<depth>-w<width>-h<heads>
 TORCHVISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")  # read from their files on disk
 DATASETS = ("mnist1d", "digits", *PACKAGES, *TORCHVISION_DATASETS)
 OPTIMIZERS = ("sgd", "adam")
@@ -32,6 +33,11 @@ PAIRINGS = ("all", "disjoint")
 BIAS_AWARE_UNSUPPORTED = {
     "lstm": "four gates, each with its own incoming weights and bias",
     "resnet_bn": "no bias but a BatchNorm shift after the convolution",
+    "vit": "query/key units read two weight matrices, q's and k's, each with its own bias",
+}
+# Alignment methods that cannot keep an attention head's units together (HEADED architectures): why.
+HEADS_UNSUPPORTED = {
+    "barycenter": "the Wasserstein barycentre couples units one at a time, so it may split a head",
 }
 NORM_CORRECTIONS = ("reset", "repair")
 NO_CORRECTION = "none"  # the correction column of a path evaluated as it is (results/<config>/barriers.csv)

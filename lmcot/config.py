@@ -19,6 +19,8 @@ from lmcot.choices import (
     BIAS_AWARE_UNSUPPORTED,
     DATASETS,
     DEVICES,
+    HEADED,
+    HEADS_UNSUPPORTED,
     INPUT_TRANSPORTS,
     METHODS,
     NORM_CORRECTIONS,
@@ -128,18 +130,26 @@ def list_of(item, min_length=1, unique=True):
     return check
 
 
-MODEL_PATTERN = re.compile(r"^(?P<arch>[a-z0-9_]+)-d(?P<depth>[0-9]+)-w(?P<width>[0-9]+)$")
+MODEL_PATTERN = re.compile(r"^(?P<arch>[a-z0-9_]+)-d(?P<depth>[0-9]+)-w(?P<width>[0-9]+)(-h(?P<heads>[0-9]+))?$")
 
 
 def model_spec(v):
-    """A model of the sweep, ``<arch>-d<depth>-w<width>``: e.g. ``mlp-d2-w128`` or ``lstm-d1-w64``."""
+    """A model of the sweep, ``<arch>-d<depth>-w<width>``: e.g. ``mlp-d2-w128`` or ``lstm-d1-w64``; an
+    architecture with attention heads (``HEADED``) adds ``-h<heads>``: ``vit-d2-w64-h4``."""
     match = MODEL_PATTERN.match(v) if isinstance(v, str) else None
-    example = "write <arch>-d<depth>-w<width>, e.g. mlp-d2-w128"
+    example = "write <arch>-d<depth>-w<width>, e.g. mlp-d2-w128 (with attention heads: vit-d2-w64-h4)"
     if not match:
         raise Invalid(f"is not a model; {example} (archs: {', '.join(ARCHITECTURES)})")
     one_of(tuple(ARCHITECTURES))(match["arch"])
     if int(match["depth"]) < 1 or int(match["width"]) < 1:
         raise Invalid(f"needs depth and width >= 1; {example}")
+    if match["arch"] in HEADED:
+        if match["heads"] is None or int(match["heads"]) < 1:
+            raise Invalid(f"{match['arch']} needs -h<heads> with heads >= 1, e.g. {match['arch']}-d2-w64-h4")
+        if int(match["width"]) % int(match["heads"]):
+            raise Invalid(f"{match['heads']} heads do not divide the width {match['width']}; give heads that do")
+    elif match["heads"] is not None:
+        raise Invalid(f"{match['arch']} has no attention heads: drop -h{match['heads']}")
     return v
 
 
@@ -359,6 +369,14 @@ def _check_rules(params):
             + " / ".join(BIAS_AWARE_UNSUPPORTED[a] for a in archs)
             + ". Leave the method out, or those models"
         )
+    headed = sorted({parse_model(m)[0] for m in params["train"]["sweep"]["models"]} & set(HEADED))
+    refused = [m for m in params["align"]["methods"] if m in HEADS_UNSUPPORTED]
+    if headed and refused:
+        errors.append(
+            f"align.methods lists {', '.join(refused)}, which cannot keep an attention head's units together ("
+            + "; ".join(HEADS_UNSUPPORTED[m] for m in refused)
+            + f"); train.sweep.models has {', '.join(headed)}. Leave the method out, or those models"
+        )
     fuse, seeds = params["fuse"], params["train"]["seeds"]
     if fuse["num_models"] > len(seeds):
         errors.append(f"fuse.num_models = {fuse['num_models']} but train.seeds has only {len(seeds)} seeds")
@@ -401,11 +419,13 @@ class Configuration:
     depth: int
     width: int
     lr: float
+    heads: int | None = None  # attention heads (the architectures of HEADED); None for the others
 
     @property
     def model(self) -> str:
-        """The model as ``train.sweep.models`` writes it: ``<arch>-d<depth>-w<width>``."""
-        return f"{self.arch}-d{self.depth}-w{self.width}"
+        """The model as ``train.sweep.models`` writes it: ``<arch>-d<depth>-w<width>[-h<heads>]``."""
+        heads = f"-h{self.heads}" if self.heads is not None else ""
+        return f"{self.arch}-d{self.depth}-w{self.width}{heads}"
 
     @property
     def name(self) -> str:
@@ -413,16 +433,22 @@ class Configuration:
         return f"{self.dataset}-{self.model}-lr{self.lr}"
 
     def as_dict(self) -> dict:
-        """``{"dataset", "arch", "depth", "width", "lr"}``: the sweep keys, as result tables name their columns."""
-        return asdict(self)
+        """``{"dataset", "arch", "depth", "width", "lr"}`` (and ``"heads"`` where the model has attention heads): the
+        sweep keys, as result tables name their columns."""
+        keys = asdict(self)
+        if self.heads is None:
+            del keys["heads"]
+        return keys
 
 
-def parse_model(spec: str) -> tuple[str, int, int]:
-    """``"mlp-d2-w128"`` -> ``("mlp", 2, 128)`` (arch, depth, width)."""
+def parse_model(spec: str) -> tuple[str, int, int, int | None]:
+    """``"mlp-d2-w128"`` -> ``("mlp", 2, 128, None)``, ``"vit-d2-w64-h4"`` -> ``("vit", 2, 64, 4)`` (arch, depth,
+    width, heads)."""
     match = MODEL_PATTERN.match(spec)
     if not match:
         raise ValueError(f"{spec!r} is not a model; write <arch>-d<depth>-w<width>, e.g. mlp-d2-w128")
-    return match["arch"], int(match["depth"]), int(match["width"])
+    heads = int(match["heads"]) if match["heads"] is not None else None
+    return match["arch"], int(match["depth"]), int(match["width"]), heads
 
 
 def configurations(params: dict) -> list[Configuration]:
@@ -430,7 +456,7 @@ def configurations(params: dict) -> list[Configuration]:
     lists them."""
     sweep = params["train"]["sweep"]
     return [
-        Configuration(dataset, *parse_model(model), lr)
+        Configuration(dataset, *parse_model(model)[:3], lr, parse_model(model)[3])
         for dataset, model, lr in itertools.product(sweep["datasets"], sweep["models"], sweep["lrs"])
     ]
 

@@ -200,6 +200,11 @@ def wasserstein_barycenter(
         raise ValueError("update_target=False needs a model to anchor on (start=<model index>)")
     options = _Options(solver, epsilon, max_iterations, alpha_h, tolerance, input_transport)
     spec = target.permutation_spec()
+    if spec.groups:
+        raise ValueError(
+            f"the Wasserstein barycentre couples units one at a time, so it may split an attention head "
+            f"({', '.join(spec.head_groups())}); align heads with weight_matching or activation_matching instead"
+        )
     states = [{k: v.detach().cpu() for k, v in model.state_dict().items()} for model in models]
     parameters = {name for name, _ in models[0].named_parameters()}
     couplings, iterations, costs = _solve_layers(

@@ -77,7 +77,9 @@ def load_model(path, device="cpu") -> torch.nn.Module:
         raise DamagedFileError(
             f"{weights.with_suffix('.json')}: its config lacks what builds the model; run `dvc repro` to make it again"
         )
-    model = build_model(cfg["arch"], cfg["input_shape"], cfg["num_classes"], cfg["width"], cfg["depth"])
+    model = build_model(
+        cfg["arch"], cfg["input_shape"], cfg["num_classes"], cfg["width"], cfg["depth"], cfg.get("heads")
+    )
     try:
         state = load_file(weights)
         model.load_state_dict(state, strict=True)

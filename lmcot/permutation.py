@@ -14,6 +14,13 @@ A permutation may act on contiguous *blocks* of an axis: ``blocks[(param, axis)]
 matching, layer-by-layer alignment of the units after such an axis and the barycentre's transport handle
 blocks; an axis 0 (the units' own rows) in blocks is refused by :func:`unit_parameters`.
 
+A permutation may also keep *runs* of units together: ``groups[name] = (heads, size)`` says that permutation
+``name`` maps each run of ``size`` consecutive units (an attention head's query/key or value/output dimensions)
+onto a whole run and reorders units only within runs, and that every permutation of the same ``heads`` moves the
+runs alike (the permutation of whole heads). Such a permutation is stored like any other, as the ``(n,)`` index
+map it is; :func:`check_permutations` checks its structure, :func:`random_permutations` draws one, and
+:func:`lmcot.align.assignment.assign` solves the group's permutations together (heads matched as units).
+
 The spec also orders the layers from the input to the output: :func:`unit_parameters` says which tensors
 of a layer's units can be compared once the layers before it are matched. Layer-by-layer alignment
 (:mod:`lmcot.align.layerwise`), the Wasserstein barycentre (:mod:`lmcot.fusion`) and the dimension
@@ -38,9 +45,15 @@ class PermutationSpec:
 
     axes: Mapping[str, tuple[tuple[str, int], ...]]
     blocks: Mapping[tuple[str, int], int] = field(default_factory=dict)
+    groups: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
     def __post_init__(self):
         pairs = {pair for pairs in self.axes.values() for pair in pairs}
+        for name, (heads, size) in self.groups.items():
+            if name not in self.axes:
+                raise ValueError(f"group {heads!r} names permutation {name!r}, which the spec lacks")
+            if not isinstance(size, int) or size < 1:
+                raise ValueError(f"run size of permutation {name!r} must be a positive integer, not {size!r}")
         for pair, b in self.blocks.items():
             if pair not in pairs:
                 raise ValueError(f"block size given for {pair!r}, which no permutation acts on")
@@ -54,6 +67,14 @@ class PermutationSpec:
     @property
     def names(self) -> list[str]:
         return list(self.axes)
+
+    def head_groups(self) -> dict[str, list[str]]:
+        """``{heads: [permutation names, in spec order]}``: the permutations that move whole runs alike."""
+        groups = {}
+        for name in self.names:
+            if name in self.groups:
+                groups.setdefault(self.groups[name][0], []).append(name)
+        return groups
 
     def acting_on(self, param: str) -> dict[int, str]:
         """Map axis -> permutation name for one parameter (axes no permutation touches are absent)."""
@@ -83,6 +104,18 @@ class PermutationSpec:
                     raise ValueError(
                         f"permutation {name!r} acts on axes of different sizes ({sizes[name]} and {n} at {param!r})"
                     )
+        for heads, names in self.head_groups().items():
+            counts = set()
+            for name in names:
+                runs, rest = divmod(sizes[name], self.groups[name][1])
+                if rest:
+                    raise ValueError(
+                        f"permutation {name!r} has {sizes[name]} units, not a multiple of its run size "
+                        f"{self.groups[name][1]}"
+                    )
+                counts.add(runs)
+            if len(counts) > 1:
+                raise ValueError(f"the permutations of group {heads!r} ({', '.join(names)}) have different run counts")
         return sizes
 
 
@@ -97,6 +130,27 @@ def check_permutations(spec: PermutationSpec, perms: Mapping[str, torch.Tensor],
         perm = torch.as_tensor(perms[name])
         if perm.shape != (n,) or not torch.equal(torch.sort(perm).values, torch.arange(n, device=perm.device)):
             raise ValueError(f"permutation {name!r} is not a permutation of {n} units")
+    for heads, names in spec.head_groups().items():
+        moves = [run_permutation(torch.as_tensor(perms[name]), spec.groups[name][1], name) for name in names]
+        if any(not torch.equal(moves[0], move) for move in moves[1:]):
+            raise ValueError(f"the permutations of group {heads!r} ({', '.join(names)}) move the runs differently")
+
+
+def run_permutation(perm: torch.Tensor, size: int, name: str = "the permutation") -> torch.Tensor:
+    """The ``(n // size,)`` permutation of whole runs that ``perm`` (of ``n`` units, runs of ``size``) makes: run
+    ``i`` of the result is ``perm``'s run ``heads[i]``. ``ValueError`` if ``perm`` splits a run."""
+    runs = perm.reshape(-1, size).div(size, rounding_mode="floor")
+    if not torch.equal(runs, runs[:, :1].expand_as(runs)):
+        raise ValueError(f"{name} splits runs of {size} units (an attention head's dimensions)")
+    return runs[:, 0]
+
+
+def compose_runs(heads: torch.Tensor, within: torch.Tensor) -> torch.Tensor:
+    """The ``(h * size,)`` permutation that puts run ``heads[i]`` at run ``i``, its units in the order
+    ``within[i]`` (``(h, size)``, each row a permutation of ``size``): unit ``i*size + j`` <- ``heads[i]*size +
+    within[i, j]``."""
+    size = within.shape[1]
+    return (torch.as_tensor(heads)[:, None] * size + within).flatten()
 
 
 def apply_permutations(spec: PermutationSpec, perms: Mapping[str, torch.Tensor], state: StateDict) -> dict:
@@ -130,7 +184,17 @@ def identity_permutations(spec: PermutationSpec, state: StateDict) -> Permutatio
 
 
 def random_permutations(spec: PermutationSpec, state: StateDict, generator: torch.Generator) -> Permutations:
-    return {name: torch.randperm(n, generator=generator) for name, n in spec.sizes(state).items()}
+    """A uniformly random permutation per name; a group's permutations share one random move of whole runs."""
+    sizes = spec.sizes(state)
+    perms = {name: torch.randperm(n, generator=generator) for name, n in sizes.items() if name not in spec.groups}
+    for names in spec.head_groups().values():
+        runs = sizes[names[0]] // spec.groups[names[0]][1]
+        heads = torch.randperm(runs, generator=generator)
+        for name in names:
+            size = spec.groups[name][1]
+            within = torch.stack([torch.randperm(size, generator=generator) for _ in range(runs)])
+            perms[name] = compose_runs(heads, within)
+    return {name: perms[name] for name in spec.names}
 
 
 def invert_permutations(perms: Mapping[str, torch.Tensor]) -> Permutations:

@@ -233,6 +233,7 @@ def train_models(
     progress: bool = True,
     checkpoint: Checkpoint | None = None,
     desc: str | None = None,
+    heads: int | None = None,
 ) -> tuple[list[torch.nn.Module], list[list[dict]]]:
     """Train one model per seed, all at once; return the models and their histories.
 
@@ -242,12 +243,12 @@ def train_models(
     (a generator seeded with ``s``), so each model is the one :func:`train_model` gives for ``s``
     alone, up to float round-off, and the same arguments give bit-identical weights on one machine.
     Raises :class:`DivergedError` (a ``FloatingPointError``) naming ``desc``, the seed and the first step whose
-    loss is not finite.
+    loss is not finite. ``heads``: the attention heads of a transformer (``lmcot.models.build_model``).
     """
     models = []
     for seed in seeds:
         torch.manual_seed(seed)
-        models.append(build_model(arch, data.input_shape, data.num_classes, width, depth))
+        models.append(build_model(arch, data.input_shape, data.num_classes, width, depth, heads))
     desc = desc or f"{arch} width {width}, {len(seeds)} seeds"
     return fit(models, data, recipe, seeds, device, progress, desc=desc, checkpoint=checkpoint)
 
@@ -438,6 +439,7 @@ def train_configuration(
         device,
         checkpoint=checkpoint,
         desc=config.name,
+        heads=config.heads,
     )
     trained, rows = [], []
     for seed, model, history in zip(seeds, models, histories, strict=True):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lmcot.align.methods import METHODS, align, output_change, permuted_copy
-from lmcot.choices import BIAS_AWARE_UNSUPPORTED
+from lmcot.choices import BIAS_AWARE_UNSUPPORTED, HEADED, HEADS_UNSUPPORTED
 from lmcot.models import ARCHITECTURES, build_model
 from lmcot.permutation import (
     apply_permutations,
@@ -20,10 +20,15 @@ SHAPES = {"mnist1d": (1, 40), "digits": (1, 8, 8)}
 DATA_METHODS = {"activation_matching", "activation_covariance"}
 
 
+def heads(arch):
+    """Two attention heads for the architectures that have heads, None for the others."""
+    return 2 if arch in HEADED else None
+
+
 def make(arch, shape, width=6, depth=2, seed=0):
     """A model with non-trivial weights (and, with BatchNorm, non-trivial running statistics)."""
     torch.manual_seed(seed)
-    model = build_model(arch, shape, 10, width, depth)
+    model = build_model(arch, shape, 10, width, depth, heads(arch))
     model.train()
     with torch.no_grad():
         model(torch.randn(256, *shape))  # fills BatchNorm statistics; other models ignore train mode
@@ -36,7 +41,7 @@ def test_random_permutation_keeps_the_function(arch, shape, generator):
     model = make(arch, shape)
     spec = model.permutation_spec()
     sizes = spec.sizes(model.state_dict())
-    assert sizes and all(n == 6 for n in sizes.values())
+    assert set(sizes.values()) == ({6, 12} if arch in HEADED else {6})  # a transformer's MLP is twice as wide
     perms = random_permutations(spec, model.state_dict(), generator)
     x = torch.randn(32, *shape)
     assert output_change(model, perms, x) < 1e-5
@@ -53,6 +58,10 @@ def test_planted_permutation_is_recovered(arch, shape, method, generator):
     planted = random_permutations(spec, model.state_dict(), generator)
     shuffled = permuted_copy(model, planted)
     x = torch.randn(200, *shape)
+    if method in HEADS_UNSUPPORTED and arch in HEADED:
+        with pytest.raises(ValueError, match="attention head"):
+            align(method, model, shuffled, x)
+        return
     if method == "cov_weight_matching_with_biases" and arch in BIAS_AWARE_UNSUPPORTED:
         # the architectures listed as unsupported (which check_params refuses early) are exactly those that fail
         with pytest.raises(ValueError, match="one incoming weight matrix and one bias"):
@@ -114,10 +123,10 @@ def test_sequences_are_read_step_by_step(shape):
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_every_architecture_trains_reproducibly(arch, digits):
     recipe = Recipe(lr=0.05, epochs=1, batch_size=128)
-    first, history = train_models(digits, arch, 6, 1, recipe, [0, 1], progress=False)
+    first, history = train_models(digits, arch, 6, 1, recipe, [0, 1], progress=False, heads=heads(arch))
     assert len(history) == 2 and all(h[-1]["train_loss"] < 10 for h in history)
-    if arch in ("cnn", "lstm", "resnet_bn"):
-        second, _ = train_models(digits, arch, 6, 1, recipe, [0, 1], progress=False)
+    if arch in ("cnn", "lstm", "resnet_bn", "vit"):
+        second, _ = train_models(digits, arch, 6, 1, recipe, [0, 1], progress=False, heads=heads(arch))
         for a, b in zip(first, second, strict=True):
             assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
         assert any(not torch.equal(first[0].state_dict()[k], v) for k, v in first[1].state_dict().items())

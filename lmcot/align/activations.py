@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from lmcot.ot import solve_lap
+from lmcot.align.assignment import assign
 from lmcot.permutation import Permutations
 
 
@@ -47,11 +47,12 @@ def activation_matching(model_a, model_b, inputs: torch.Tensor, batch_size: int 
     ReLUs) correlate 0 with everything.
     """
     stats = activation_statistics(model_a, model_b, inputs, batch_size)
-    return {name: solve_lap(cov / torch.outer(sa, sb).clamp_min(1e-12)) for name, (cov, sa, sb) in stats.items()}
+    correlations = {name: cov / torch.outer(sa, sb).clamp_min(1e-12) for name, (cov, sa, sb) in stats.items()}
+    return assign(model_a.permutation_spec(), correlations)
 
 
 def activation_covariance(model_a, model_b, inputs: torch.Tensor, batch_size: int = 4096) -> Permutations:
     """Ferbach et al.'s activation matching: one LAP per layer on the centred cross-covariance
     ``E[(a - E a)(b - E b)^T]`` of the two models' post-activation outputs on ``inputs``."""
     stats = activation_statistics(model_a, model_b, inputs, batch_size)
-    return {name: solve_lap(cov) for name, (cov, _, _) in stats.items()}
+    return assign(model_a.permutation_spec(), {name: cov for name, (cov, _, _) in stats.items()})

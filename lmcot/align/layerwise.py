@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from lmcot.ot import solve_lap
+from lmcot.align.assignment import assign, lap
 from lmcot.permutation import Permutations, identity_permutations, incoming_matrices, incoming_weights
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ def layerwise(model_a, model_b, unit_scores, solve=None, recurrent_iterations: i
     ``unit_scores(name, w_a, w_b)`` returns the ``(n, n)`` score to maximise between A's and B's units of
     permutation ``name``, from their incoming weights ``(n, fan_in)`` (B's already aligned at its inputs;
     see :func:`incoming_weights`); ``solve(name, score)`` turns it into a permutation (default
-    :func:`solve_lap`).
+    :func:`lmcot.align.assignment.lap`).
 
     A recurrent layer's units also feed themselves (``weight_hh``: both axes are ``name``), so aligning B's
     recurrent columns needs the permutation being solved: the exact problem is a quadratic assignment
@@ -31,9 +31,10 @@ def layerwise(model_a, model_b, unit_scores, solve=None, recurrent_iterations: i
     recurrent rows. If the iteration cycles or does not settle, it returns, with a logged note, the iterate
     of best self-consistent objective ``sum_i S_p[i, p(i)]`` (``S_p``: the score built with ``p``'s own
     rows) among all iterates, the input-only one included. Layers without recurrent weights are solved
-    once, as before.
+    once, as before. A head group (attention) is solved at its first permutation, every member on the
+    inputs solved before it, by :func:`lmcot.align.assignment.assign`.
     """
-    solve = solve or (lambda name, score: solve_lap(score))
+    solve = solve or lap
     spec = model_a.permutation_spec()
     state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
     state_b = {k: v.detach().float() for k, v in model_b.state_dict().items()}
@@ -41,6 +42,20 @@ def layerwise(model_a, model_b, unit_scores, solve=None, recurrent_iterations: i
     perms = dict(identity_perms)
     for done, name in enumerate(spec.names):
         solved = spec.names[:done]
+        if name in spec.groups:  # a head group is solved at its first permutation, all its members at once
+            members = spec.head_groups()[spec.groups[name][0]]
+            if name == members[0]:
+                solved = [n for n in solved if n not in members]
+                scores = {
+                    m: unit_scores(
+                        m,
+                        incoming_weights(spec, m, state_a, identity_perms, solved),
+                        incoming_weights(spec, m, state_b, perms, solved),
+                    )
+                    for m in members
+                }
+                perms.update(assign(spec, scores, solve))
+            continue
         w_a = incoming_weights(spec, name, state_a, identity_perms, solved)
         w_b = incoming_weights(spec, name, state_b, perms, solved)
         perms[name] = solve(name, unit_scores(name, w_a, w_b))
