@@ -67,6 +67,11 @@ def correction_refusal(model: torch.nn.Module, correction: str) -> str | None:
         return f"unknown normalisation correction {correction!r}; valid: {', '.join(NORM_CORRECTIONS)}"
     if correction == "reset" and not batchnorm_layers(model):
         return f"BN reset recomputes BatchNorm statistics and {type(model).__name__} has no BatchNorm layer"
+    if correction == "repair" and model.permutation_spec().groups:
+        return (
+            f"REPAIR measures each channel's statistics on axis 1, and {type(model).__name__}'s Linear layers act on "
+            "(batch, tokens, channels): a transformer is not corrected"
+        )
     if correction == "repair" and not repair_layers(model):
         return (
             f"REPAIR rescales the channels of BatchNorm layers or of Linear/Conv modules with permuted outputs, and "

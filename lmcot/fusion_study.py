@@ -8,6 +8,10 @@ At the input width the barycentre is also computed from every start (the models'
 ``alpha_h_grid`` weight of the hidden-to-hidden cost (rows ``fused_alpha_h``, 0 ignores it). Models with
 BatchNorm get their running statistics recomputed on the training data once fused (their averaged statistics
 describe none of the models); the inputs and the ensemble keep theirs.
+
+Models with attention heads (``vit``) are not fused by the barycentre, which couples units one at a time and may
+split a head: they are aligned to the first model by weight matching (heads matched as units) and averaged (rows
+``aligned_average``, at the input width), beside vanilla averaging and the ensemble.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm import tqdm
 
+from lmcot.align.methods import align, permuted_copy
 from lmcot.evaluation import batchnorm_layers, ensemble_evaluate, evaluate, reset_batchnorm
 from lmcot.fusion import Fusion, one_shot_fusion, vanilla_average, wasserstein_barycenter
 from lmcot.models import build_model
@@ -87,8 +92,11 @@ def scores(model: torch.nn.Module, data: Dataset) -> dict:
     }
 
 
+COST_COLUMNS = ("target_width", "start", "layer", "iteration", "cost")  # of fusion_costs.csv, after the config's
+
+
 def cost_rows(fusion: Fusion, width: int, label: str) -> list[dict]:
-    """One row per layer and barycentre iteration of ``fusion``."""
+    """One row per layer and barycentre iteration of ``fusion`` (:data:`COST_COLUMNS`)."""
     return [
         {"target_width": width, "start": label, "layer": layer, "iteration": i + 1, "cost": cost}
         for layer, costs in fusion.costs.items()
@@ -107,7 +115,8 @@ class _Fuser:
         self.costs = []
 
     def build(self, width: int) -> torch.nn.Module:
-        return build_model(self.config.arch, self.data.input_shape, self.data.num_classes, width, self.config.depth)
+        shape, classes, config = self.data.input_shape, self.data.num_classes, self.config
+        return build_model(config.arch, shape, classes, width, config.depth, config.heads)
 
     def loaded(self, fusion: Fusion, width: int) -> torch.nn.Module:
         model = self.build(width)
@@ -174,6 +183,20 @@ def _baselines(fuser: _Fuser) -> list[Candidate]:
     return [vanilla, Candidate("one_shot", f"one-shot OT fusion (anchor seed {fuser.seeds[0]})", width, one_shot)]
 
 
+def _aligned_average(fuser: _Fuser) -> tuple[list[Candidate], dict[int, FusedModel]]:
+    """For models with attention heads, which the barycentre would split: every model aligned to the first by
+    weight matching (heads matched as units), then averaged; at the input width only."""
+    width, models = fuser.config.width, fuser.models
+    aligned = [models[0]] + [permuted_copy(m, align("weight_matching", models[0], m)) for m in models[1:]]
+    fused = vanilla_average(aligned, fuser.weights)
+    label = f"weight-matching average (anchor seed {fuser.seeds[0]})"
+    log.info("%s: %s (the barycentre cannot keep attention heads whole)", fuser.config.name, label)
+    sidecar = {"width": width, "fused_seeds": fuser.seeds, "weights": fuser.options["weights"], "ot": None}
+    sidecar |= {"input_shape": list(fuser.data.input_shape), "num_classes": fuser.data.num_classes, "start": None}
+    candidate = Candidate("aligned_average", label, width, fused)
+    return [candidate], {width: FusedModel(deepcopy(fused), sidecar | {"fusion": "weight_matching_average"})}
+
+
 def score_candidates(
     config: Configuration, candidates: list[Candidate], data: Dataset, recipe: Recipe, seed: int, device
 ) -> tuple[list[dict], list[torch.nn.Module]]:
@@ -222,11 +245,17 @@ def fusion_experiment(
     inputs and of the fine-tuned inputs."""
     fuser = _Fuser(config, models, seeds, data, options)
     inputs = [Candidate("input", f"seed {s}", config.width, m) for s, m in zip(seeds, models, strict=True)]
-    probes, by_start = _every_start(fuser)
-    fused, fused_models = _every_width(fuser, by_start, options["width_factors"])
-    if config.arch in RECURRENT:
-        probes += _alpha_h_probes(fuser, options["alpha_h_grid"])
-    candidates = inputs + fused + _baselines(fuser)
+    if models[0].permutation_spec().groups:  # attention heads: no barycentre (it may split a head)
+        probes = []
+        fused, fused_models = _aligned_average(fuser)
+        vanilla = Candidate("vanilla", "vanilla average", config.width, vanilla_average(models, fuser.weights))
+        candidates = inputs + fused + [vanilla]
+    else:
+        probes, by_start = _every_start(fuser)
+        fused, fused_models = _every_width(fuser, by_start, options["width_factors"])
+        if config.arch in RECURRENT:
+            probes += _alpha_h_probes(fuser, options["alpha_h_grid"])
+        candidates = inputs + fused + _baselines(fuser)
     rows, tuned_inputs = score_candidates(config, candidates + probes, data, recipe, seeds[0], device)
     groups = [(False, [m.to(device) for m in models]), (True, tuned_inputs)]
     rows += ensemble_rows(config, groups, data, fuser.weights)

@@ -12,7 +12,7 @@ from common import configuration_stage, fused_dir, prepared_path, results_dir, r
 from common_models import load_seed_models, stage_device
 
 from lmcot.data import Dataset
-from lmcot.fusion_study import fine_tune_recipe, fusion_experiment
+from lmcot.fusion_study import COST_COLUMNS, fine_tune_recipe, fusion_experiment
 from lmcot.io import write_csv
 from lmcot.model_files import save_model
 
@@ -29,7 +29,9 @@ def main():
     for width, fused in result.fused.items():
         save_model(fused.model, fused_dir(config) / f"width{width}.safetensors", config.as_dict() | fused.sidecar, {})
     write_csv(results_dir(config) / "fusion.csv", pd.DataFrame(result.rows))
-    write_csv(results_dir(config) / "fusion_costs.csv", pd.DataFrame(result.costs))
+    # the columns even without rows: a model with attention heads has no barycentre
+    costs = pd.DataFrame(result.costs, columns=[*config.as_dict(), *COST_COLUMNS])
+    write_csv(results_dir(config) / "fusion_costs.csv", costs)
 
 
 if __name__ == "__main__":

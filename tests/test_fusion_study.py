@@ -132,3 +132,25 @@ def test_the_fine_tuning_recipe_is_the_training_recipe_shortened_without_warm_up
     assert tuned.lr == pytest.approx(0.005)
     assert tuned == Recipe(lr=tuned.lr, optimizer="adam", epochs=2, batch_size=32, warmup_epochs=0)  # no warm-up
     assert fine_tune_recipe(recipe, "0.05", {"epochs": 0, "lr_factor": 1.0}).lr == 0.05
+
+
+def test_a_transformer_is_fused_by_weight_matching_and_averaging_at_its_width(digits):
+    """The barycentre could split a head: a ViT gets the weight-matching average of its models, which equals the
+    average of the first model with the others permuted onto it, and no barycentre cost rows."""
+    from lmcot.align.methods import align, permuted_copy
+    from lmcot.fusion import vanilla_average
+
+    config = Configuration("digits", "vit", 1, 8, 0.05, heads=2)
+    models = []
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        models.append(build_model("vit", digits.input_shape, digits.num_classes, 8, 1, 2).eval())
+    result = fusion_experiment(config, models, SEEDS, digits, OPTIONS, Recipe(lr=0.005, epochs=0), "cpu")
+    kinds = {(r["kind"], r["target_width"]) for r in result.rows}
+    assert kinds == {("input", 8), ("aligned_average", 8), ("vanilla", 8), ("ensemble", 8)}
+    assert result.costs == [] and set(result.fused) == {8}
+    assert all(r["heads"] == 2 for r in result.rows)
+    second = permuted_copy(models[1], align("weight_matching", models[0], models[1]))
+    expected = vanilla_average([models[0], second]).state_dict()
+    for key, value in result.fused[8].model.state_dict().items():
+        torch.testing.assert_close(value, expected[key], atol=0, rtol=0)
