@@ -15,19 +15,25 @@ one class (union-find) the elements that one permutation must act on together:
   pooling then flatten); one that merges a permuted axis with the unpermuted axes after it (a flatten of
   ``C x 7 x 7`` channels into a Linear) gives the merged axis blocks of ``7 * 7`` entries per unit, which the
   Linear's weight axis 1 then carries (:attr:`~lmcot.permutation.PermutationSpec.blocks`);
-- concatenation along an axis that no permutation acts on keeps the others;
+- concatenation along an axis that no permutation acts on keeps the others; a transpose or permute of axes
+  moves them;
+- a module with a ``symmetry(prefix)`` method (:class:`lmcot.models.transformer.SelfAttention`) is not traced
+  inside: it states the permutations within it (an attention's query/key and value/output dimensions and its
+  heads, :attr:`~lmcot.permutation.PermutationSpec.groups`), which parameters read its input's last axis and
+  which write its output's last axis;
 - the model's input and output are never permuted: their classes are fixed.
 
 Each element has a block size relative to its class's root (a weighted union-find): joined elements must
 carry the same units in the same block size. Anything else raises :class:`SpecInferenceError` naming the node:
 an operation it does not know, a view that splits a permuted axis or merges it with axes before it or with
 other permuted axes, axes of one permutation joined in different block sizes, a grouped convolution, a
-GroupNorm of several channels per group, a concatenation along a permuted axis, or a model torch.fx cannot
-trace (data-dependent control flow). The model's hand-written ``permutation_spec()`` is then needed.
+GroupNorm of several channels per group, a concatenation along a permuted axis, ``nn.MultiheadAttention`` (its
+packed ``in_proj_weight`` holds q, k and v in one tensor), or a model torch.fx cannot trace (data-dependent control
+flow). The model's hand-written ``permutation_spec()`` is then needed.
 
 Each class that contains a Linear/Conv output and is not fixed is one permutation, named after that
 module's qualified name, in the order the modules first run (input to output, the order
-:func:`lmcot.permutation.unit_parameters` walks).
+:func:`lmcot.permutation.unit_parameters` walks); a module's own permutations come where it runs.
 """
 
 from __future__ import annotations
@@ -152,6 +158,8 @@ _RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsquee
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
 _REDUCTIONS = {torch.sum, torch.mean, torch.amax, torch.amin, "sum", "mean", "amax", "amin"}
 _CONCATENATIONS = {torch.cat, torch.concat}
+_TRANSPOSES = {torch.transpose, torch.swapaxes, torch.movedim, torch.permute, "transpose", "swapaxes", "movedim"}
+_TRANSPOSES |= {"permute"}
 _METADATA = {"size", "dim", getattr, operator.getitem}  # results that are not tensors (shapes, sizes)
 
 
@@ -176,10 +184,15 @@ class _Inference:
         self.classes = UnionFind()
         self.axes: dict[fx.Node, list[Element] | None] = {}
         self.producers: dict[Element, str] = {}  # Linear/Conv weight axis 0 -> module name, in running order
+        self.inner: dict[Element, PermutationSpec] = {}  # a module's own permutations, where it runs
 
     def spec(self) -> PermutationSpec:
-        axes, blocks, seen = {}, {}, set()
+        axes, blocks, groups, seen = {}, {}, {}, set()
         for element, name in self.producers.items():
+            if element in self.inner:
+                axes.update(self.inner[element].axes)
+                groups.update(self.inner[element].groups)
+                continue
             root = self.classes.find(element)
             if root != FIXED and root not in seen:
                 seen.add(root)
@@ -194,7 +207,7 @@ class _Inference:
                         )
                     if b > 1:
                         blocks[e] = b
-        return PermutationSpec(axes, blocks)
+        return PermutationSpec(axes, blocks, groups)
 
     def visit(self, node: fx.Node) -> None:
         shape = self.shapes.get(node)
@@ -203,6 +216,12 @@ class _Inference:
             for n in tensors:
                 self.classes.union(FIXED, *self.axes[n])
             return
+        if node.op == "call_module" and isinstance(self.module.get_submodule(node.target), nn.MultiheadAttention):
+            raise self.refusal(
+                node,
+                "nn.MultiheadAttention packs q, k and v in one in_proj_weight, whose rows no PermutationSpec can split "
+                "into heads; use separate projections with a symmetry() (lmcot.models.transformer.SelfAttention)",
+            )
         if shape is None:  # a size, a shape or a tuple
             if tensors and node.target not in _METADATA:
                 raise self.refusal(node, "it returns no tensor")
@@ -225,6 +244,8 @@ class _Inference:
 
     def module_rule(self, node: fx.Node, module: nn.Module) -> list[Element]:
         x = self.axes[node.all_input_nodes[0]]
+        if _states_symmetry(module):
+            return self.own_symmetry(node, module, x)
         if isinstance(module, nn.Linear):  # (..., in) -> (..., out)
             self.classes.union(x[-1], (self.param(node, "weight"), 1))
             return [*x[:-1], self.produce(node, module)]
@@ -275,7 +296,40 @@ class _Inference:
             return self.reduction(node)
         if target in _CONCATENATIONS:
             return self.concatenation(node)
+        if target in _TRANSPOSES:
+            return self.transpose(node)
         raise self.refusal(node, "an operation the inference does not know")
+
+    def own_symmetry(self, node: fx.Node, module: nn.Module, x: list[Element]) -> list[Element]:
+        """A module that states its symmetry: ``(..., in) -> (..., out)``, its inner permutations kept as stated."""
+        inner, reads, writes = module.symmetry(node.target)
+        for param, _ in (*reads, *writes, *(pair for pairs in inner.axes.values() for pair in pairs)):
+            if param not in self.state:
+                raise self.refusal(node, f"its symmetry names {param!r}, which is not in the state dict")
+        self.classes.union(x[-1], *reads)
+        inside = (f"<{node.name}>", 0)  # where the module's own permutations come in the running order
+        self.producers[inside], self.inner[inside] = node.target, inner
+        self.producers.setdefault(writes[0], node.target)
+        return [*x[:-1], self.classes.union(*writes)]
+
+    def transpose(self, node: fx.Node) -> list[Element]:
+        """A transpose, permute or movedim reorders the axes."""
+        x = self.axes[node.all_input_nodes[0]]
+        n = len(x)
+        if node.target in (torch.permute, "permute"):
+            dims = node.args[1:] if not isinstance(_argument(node, 1, "dims", None), tuple | list) else node.args[1]
+            order = [d % n for d in dims]
+        else:
+            order = list(range(n))
+            source, destination = _argument(node, 1, "dim0", None), _argument(node, 2, "dim1", None)
+            if node.target in (torch.movedim, "movedim"):
+                source, destination = _argument(node, 1, "source", None), _argument(node, 2, "destination", None)
+                if not (isinstance(source, int) and isinstance(destination, int)):
+                    raise self.refusal(node, "a movedim of several axes")
+                order.insert(destination % n, order.pop(source % n))
+            else:
+                order[source % n], order[destination % n] = order[destination % n], order[source % n]
+        return [x[a] for a in order]
 
     def produce(self, node: fx.Node, module: nn.Module) -> Element:
         """A Linear/Conv's output units: its weight's axis 0 and its bias."""
@@ -404,10 +458,19 @@ def _describe(node: fx.Node, root: nn.Module) -> str:
     return f"node {node.name!r} ({node.op} {node.target!r})"
 
 
+def _states_symmetry(module: nn.Module) -> bool:
+    """Whether ``module`` states its own permutation symmetry (a ``symmetry(prefix)`` method): a leaf of the trace."""
+    return callable(getattr(module, "symmetry", None))
+
+
 class _Tracer(fx.Tracer):
-    """A tracer that remembers the last node it recorded, to say where tracing stopped."""
+    """A tracer that remembers the last node it recorded, to say where tracing stopped, and does not enter a module
+    that states its own symmetry."""
 
     last: fx.Node | None = None
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return _states_symmetry(module) or super().is_leaf_module(module, qualified_name)
 
     def create_node(self, *args, **kwargs) -> fx.Node:
         self.last = super().create_node(*args, **kwargs)

@@ -10,20 +10,21 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models import resnet18, vgg11_bn
 
+from lmcot.choices import HEADED
 from lmcot.errors import UserError
 from lmcot.models import ARCHITECTURES, build_model
 from lmcot.permutation import apply_permutations, random_permutations, unit_parameters
 from lmcot.spec_inference import SpecInferenceError, infer_spec
 
 SHAPES = {"mnist1d": (1, 40), "digits": (1, 8, 8)}
-TRACEABLE = ["cnn", "mlp", "resnet", "resnet_bn"]
+TRACEABLE = ["cnn", "mlp", "resnet", "resnet_bn", "vit"]
 UNTRACEABLE = sorted(set(ARCHITECTURES) - set(TRACEABLE))  # the recurrent ones branch on the input's rank
 
 
 def make(arch, shape, width=6, depth=2):
     """A model with non-trivial BatchNorm statistics, in eval mode."""
     torch.manual_seed(0)
-    model = build_model(arch, shape, 10, width, depth).train()
+    model = build_model(arch, shape, 10, width, depth, 2 if arch in HEADED else None).train()
     with torch.no_grad():
         model(torch.randn(256, *shape))
     return model.eval()
@@ -65,6 +66,62 @@ def test_inferred_permutations_keep_the_function(arch, shape, generator):
     model = make(arch, shape)
     spec = infer_spec(model, torch.randn(2, *shape))
     assert_function_kept(model, spec, torch.randn(16, *shape), generator)
+
+
+def test_a_transformer_is_inferred_whole_heads_and_all():
+    """The attention states its own symmetry (a leaf of the trace): the inferred spec is the hand-written one, the
+    same names in the same order, the same head groups, and its permutations (head swaps included) keep the
+    function. The patches' reshape and permute, the position embedding and the mean over tokens are read too."""
+    for shape in SHAPES.values():
+        model = make("vit", shape, width=8)
+        spec, by_hand = infer_spec(model, torch.randn(2, *shape)), model.permutation_spec()
+        assert spec.names == by_hand.names and spec.groups == by_hand.groups
+        assert {k: set(v) for k, v in spec.axes.items()} == {k: set(v) for k, v in by_hand.axes.items()}
+        assert {heads for heads, _ in spec.groups.values()} == {"blocks.0.attn.heads", "blocks.1.attn.heads"}
+
+
+class PackedAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed, self.attn, self.head = (
+            nn.Linear(4, 8),
+            nn.MultiheadAttention(8, 2, batch_first=True),
+            nn.Linear(8, 3),
+        )
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.head(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+def test_packed_attention_is_refused_naming_the_node():
+    with pytest.raises(
+        SpecInferenceError, match=r"node 'attn' \(module 'attn', MultiheadAttention\): .*in_proj_weight"
+    ):
+        infer_spec(PackedAttention(), torch.randn(2, 5, 4))
+
+
+class Transposed(nn.Module):
+    """Channels moved last for a Linear and back: the transposes carry the permuted axis."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.mix, self.out = nn.Conv1d(2, 6, 3), nn.Linear(6, 6), nn.Conv1d(6, 3, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)).transpose(1, 2)  # (batch, positions, 6)
+        h = torch.relu(self.mix(h)).permute(0, 2, 1)  # (batch, 6, positions)
+        return self.out(h).mean(2)
+
+
+def test_transposes_move_the_permuted_axes(generator):
+    model, x = Transposed().eval(), torch.randn(4, 2, 9)
+    spec = infer_spec(model, x)
+    assert groups(spec) == {
+        frozenset({("conv.weight", 0), ("conv.bias", 0), ("mix.weight", 1)}),
+        frozenset({("mix.weight", 0), ("mix.bias", 0), ("out.weight", 1)}),
+    }
+    assert_function_kept(model, spec, x, generator)
 
 
 def test_names_are_the_producing_modules_from_input_to_output():

@@ -107,13 +107,13 @@ class ViT(nn.Module):
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, *input_shape)`` -> ``(batch, tokens, channels * patch ** d)``."""
-        p, (channels, *spatial) = self.patch, self.shape
-        x = x.reshape(len(x), channels, *spatial)
+        p, (channels, *spatial), batch = self.patch, self.shape, x.shape[0]  # not len(x): torch.fx traces this
+        x = x.reshape(batch, channels, *spatial)
         if len(spatial) == 1:
-            return x.reshape(len(x), channels, -1, p).permute(0, 2, 1, 3).flatten(2)
+            return x.reshape(batch, channels, -1, p).permute(0, 2, 1, 3).flatten(2)
         rows, cols = spatial[0] // p, spatial[1] // p
-        x = x.reshape(len(x), channels, rows, p, cols, p).permute(0, 2, 4, 1, 3, 5)
-        return x.reshape(len(x), rows * cols, -1)
+        x = x.reshape(batch, channels, rows, p, cols, p).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(batch, rows * cols, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(self.patches(x)) + self.position
