@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lmcot.config import Configuration, ParamsError, configurations, load_params, main, read_yaml, validate
+from lmcot.config import Configuration, ParamsError, configurations, load_params, main, parse_model, read_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +54,9 @@ def test_default_params_are_valid_and_span_the_promised_study():
         ("train.sweep.models", ["resnet999-d2-w8"], ["train.sweep.models", "resnet999", "valid: mlp, cnn"]),
         ("train.sweep.models", ["mlp-2-128"], ["train.sweep.models", "mlp-2-128", "<arch>-d<depth>-w<width>"]),
         ("train.sweep.models", ["mlp-d2-w0"], ["train.sweep.models", "mlp-d2-w0", ">= 1"]),
+        ("train.sweep.models", ["vit-d2-w64"], ["train.sweep.models", "vit-d2-w64", "needs -h<heads>"]),
+        ("train.sweep.models", ["vit-d2-w64-h5"], ["train.sweep.models", "5 heads do not divide the width 64"]),
+        ("train.sweep.models", ["mlp-d2-w64-h4"], ["train.sweep.models", "mlp has no attention heads: drop -h4"]),
         ("fuse.ot.solver", "greedy", ["fuse.ot.solver", "greedy", "emd, sinkhorn"]),
         ("fuse.weights", "equal", ["fuse.weights", "equal", "uniform"]),
         ("fuse.num_models", 1, ["fuse.num_models", ">= 2"]),
@@ -302,6 +305,18 @@ def test_bias_aware_covariance_matching_is_refused_for_units_it_cannot_score(def
     with pytest.raises(ParamsError, match=r"cov_weight_matching_with_biases.*lstm, resnet_bn.*four gates"):
         validate(methods)
     assert validate(edited(methods, "train.sweep.models", ["mlp-d2-w8", "cnn-d2-w8", "resnet-d1-w8", "rnn-d1-w8"]))
+
+
+def test_a_transformer_names_its_heads_and_refuses_methods_that_would_split_them(default):
+    params = edited(default, "train.sweep.models", ["mlp-d2-w8", "vit-d2-w64-h4"])
+    with pytest.raises(ParamsError, match=r"align.methods lists barycenter, .*split a head.*vit"):
+        validate(params)
+    params = edited(params, "align.methods", ["identity", "weight_matching", "activation_matching"])
+    vit = [c for c in configurations(validate(params)) if c.arch == "vit"]
+    assert [(c.name, c.heads) for c in vit][:1] == [("mnist1d-vit-d2-w64-h4-lr0.001", 4)]
+    assert vit[0].as_dict() == {"dataset": "mnist1d", "arch": "vit", "depth": 2, "width": 64, "lr": 0.001, "heads": 4}
+    assert "heads" not in configurations(validate(params))[0].as_dict()  # the others keep their five keys
+    assert parse_model("vit-d2-w64-h4") == ("vit", 2, 64, 4) and parse_model("mlp-d2-w8") == ("mlp", 2, 8, None)
 
 
 def test_replications_are_named_from_the_known_ones(default):
