@@ -182,13 +182,14 @@ def barrier_command(args) -> str:
             outputs = loaded[0](check).shape[-1]
     except RuntimeError as error:  # the inputs do not fit the network's first layer
         raise UserError(
-            f"network {args.a} cannot read data set {args.data!r}'s inputs of shape "
+            f"network {args.a} cannot read the inputs of data set {args.data!r}, of shape "
             f"{','.join(map(str, data.input_shape))}: {str(error).splitlines()[0]}"
         ) from None
     if outputs < data.num_classes:
         raise UserError(
             f"the networks have {outputs} outputs but data set {args.data!r} has {data.num_classes} classes"
         )
+    model_a, model_b = (with_spec(model, check) for model in loaded)
     state_b = model_b.state_dict()
     if args.align is not None:
         inputs = data.x_train[: params["align"]["num_samples"]]
