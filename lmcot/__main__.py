@@ -149,20 +149,45 @@ def barrier_frame(curves):
     return pd.DataFrame(rows)
 
 
+def check_data_fits(args, network, shape, data) -> None:
+    """A :class:`UserError` naming the value unless ``network`` (A) reads ``data``'s inputs and has an output per
+    class: ``shape`` (``--input-shape`` or the model file's, or None) must be the data's input shape."""
+    import torch
+
+    from lmcot.errors import UserError
+
+    dims = ",".join(map(str, data.input_shape))
+    if shape is not None and tuple(shape) != data.input_shape:
+        given = "--input-shape" if args.input_shape is not None else f"{args.a}'s input shape"
+        raise UserError(
+            f"{given} {','.join(map(str, shape))} does not match data set {args.data!r}, whose inputs are {dims}"
+        )
+    try:
+        with torch.no_grad():
+            outputs = network(data.x_train[:8]).shape[-1]
+    except RuntimeError as error:  # the inputs do not fit the network's first layer
+        first = str(error).splitlines()[0]
+        raise UserError(
+            f"network {args.a} cannot read the inputs of data set {args.data!r}, of shape {dims}: {first}"
+        ) from None
+    if outputs < data.num_classes:
+        raise UserError(
+            f"the networks have {outputs} outputs but data set {args.data!r} has {data.num_classes} classes"
+        )
+
+
 def barrier_command(args) -> str:
     """Run ``barrier``; returns the table it reports."""
     import copy
 
     import numpy as np
     import pandas as pd
-    import torch
 
     from lmcot.any_network import with_spec
     from lmcot.barrier import NonFinitePathError, interpolation_curve
     from lmcot.config import PROJECT_PARAMS, load_params
     from lmcot.data import dataset_source, open_dataset
     from lmcot.design import evaluation_grid
-    from lmcot.errors import UserError
     from lmcot.io import write_csv
     from lmcot.permutation import apply_permutations
 
@@ -170,25 +195,8 @@ def barrier_command(args) -> str:
     params = load_params(PROJECT_PARAMS)
     loaded, shape = load_networks(args)
     data = open_dataset(source, params["prepare"])
-    if shape is not None and tuple(shape) != data.input_shape:
-        given = "--input-shape" if args.input_shape is not None else f"{args.a}'s input shape"
-        raise UserError(
-            f"{given} {','.join(map(str, shape))} does not match data set {args.data!r}, whose inputs are "
-            f"{','.join(map(str, data.input_shape))}"
-        )
+    check_data_fits(args, loaded[0], shape, data)
     check = data.x_train[:64]
-    try:
-        with torch.no_grad():
-            outputs = loaded[0](check).shape[-1]
-    except RuntimeError as error:  # the inputs do not fit the network's first layer
-        raise UserError(
-            f"network {args.a} cannot read the inputs of data set {args.data!r}, of shape "
-            f"{','.join(map(str, data.input_shape))}: {str(error).splitlines()[0]}"
-        ) from None
-    if outputs < data.num_classes:
-        raise UserError(
-            f"the networks have {outputs} outputs but data set {args.data!r} has {data.num_classes} classes"
-        )
     model_a, model_b = (with_spec(model, check) for model in loaded)
     state_b = model_b.state_dict()
     if args.align is not None:

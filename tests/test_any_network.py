@@ -364,14 +364,14 @@ def user_networks(tmp_path, monkeypatch):
 
 
 def tiny_dataset(path: Path, model: torch.nn.Module, shape=SHAPE) -> None:
-    """A prepared data set file (the format the prepare stage writes) of 40 random inputs labelled by ``model``'s
-    predictions (24 train, 16 test), 10 classes."""
+    """A prepared data set file (the format the prepare stage writes) of 20 random inputs labelled by ``model``'s
+    predictions (12 train, 8 test), 10 classes."""
     from lmcot.data import Dataset
 
-    x = torch.randn(40, *shape, generator=torch.Generator().manual_seed(12))
+    x = torch.randn(20, *shape, generator=torch.Generator().manual_seed(12))
     with torch.no_grad():
         y = model(x).argmax(1)
-    Dataset("tiny", x[:24], y[:24], x[24:], y[24:], [str(c) for c in range(10)]).save(path)
+    Dataset("tiny", x[:12], y[:12], x[12:], y[12:], [str(c) for c in range(10)]).save(path)
 
 
 def barriers(path) -> list[float]:
