@@ -30,17 +30,16 @@ def input_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def add_networks(command: argparse.ArgumentParser) -> None:
-    """The arguments naming networks A and B: the files, ``--arch``, ``--num-classes``, ``--input-shape``."""
+def add_networks(command: argparse.ArgumentParser, shape_default: str = "lmcot model files: their own") -> None:
+    """The arguments naming networks A and B: the files, ``--arch``, ``--num-classes``, ``--input-shape`` (whose
+    help ends with ``shape_default``)."""
     command.add_argument("a", help="network A: a state dict file (with --arch) or an lmcot model file")
     command.add_argument("b", help="network B, the one permuted: same kind of file as A")
     command.add_argument(
         "--arch", help="torchvision model name or 'package.module:function'; omit for lmcot model files"
     )
     command.add_argument("--num-classes", type=int, help="a torchvision model's classes (default: from the file)")
-    command.add_argument(
-        "--input-shape", type=input_shape, help="one input's shape, e.g. 3,32,32 (lmcot model files: their own)"
-    )
+    command.add_argument("--input-shape", type=input_shape, help=f"one input's shape, e.g. 3,32,32 ({shape_default})")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
     )
     align.add_argument("--out", required=True, help="where to write B's permuted state dict")
     barrier = commands.add_parser("barrier", help="loss and accuracy barriers on the linear path from A to B")
-    add_networks(barrier)
+    add_networks(barrier, "default: the data's; lmcot model files: their own")
     barrier.add_argument(
         "--data", required=True, help="a prepared data set file (data/prepared/<name>.safetensors) or mnist1d, digits"
     )

@@ -1,7 +1,9 @@
 """A network with no code of its own (torchvision's ResNet-18, and VGG-11 whose flatten gives a block axis) aligns
 through the inferred spec: weight matching puts a planted permutation back exactly, keeps a network's function, a
 network's path to itself has no barrier, a plain state dict file loads by architecture name with errors that name
-the file or the architecture, and ``python -m lmcot align`` aligns two checkpoint files."""
+the file or the architecture, and ``python -m lmcot align`` aligns two checkpoint files. The methods that read data
+see an inferred model's producer outputs and layer inputs (refused where a permutation has several incoming layers),
+and ``python -m lmcot barrier`` reports the barriers of the path between two checkpoint files on a data set."""
 
 import copy
 import os
