@@ -78,11 +78,13 @@ class ProducerOutputs:
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = module_tensors(self.model, self.producers, x, "output")
-        return {name: _channels_last(out) if out.dim() > 2 and self._is_conv(name) else out.reshape(-1, out.shape[-1])
-                for name, out in outputs.items()}  # fmt: skip
+        return {name: self._units_last(self.model.get_submodule(name), out) for name, out in outputs.items()}
 
-    def _is_conv(self, name: str) -> bool:
-        return isinstance(self.model.get_submodule(name), nn.Conv1d | nn.Conv2d | nn.Conv3d)
+    @staticmethod
+    def _units_last(producer: nn.Module, out: torch.Tensor) -> torch.Tensor:
+        if isinstance(producer, nn.Linear):
+            return out.reshape(-1, out.shape[-1])
+        return _channels_last(out)  # a Conv's (batch, channels, *spatial)
 
 
 class LayerInputs:
@@ -132,8 +134,12 @@ def layer_input_modules(model: nn.Module, spec: PermutationSpec) -> tuple[dict[s
         conv = isinstance(layer, nn.Conv2d)
         if not (isinstance(layer, nn.Linear) or conv):
             return None, f"permutation {name!r}: its incoming matrix {matrices[0]!r} is not a Linear or Conv2d weight"
-        if conv and (layer.dilation != (1, 1) or layer.groups != 1 or layer.padding_mode != "zeros"
-                     or isinstance(layer.padding, str)):  # fmt: skip
+        if conv and not (
+            layer.dilation == (1, 1)
+            and layer.groups == 1
+            and layer.padding_mode == "zeros"
+            and isinstance(layer.padding, tuple)
+        ):
             return None, (
                 f"permutation {name!r}: Conv2d {owner!r} has dilation {layer.dilation}, {layer.groups} groups, "
                 f"padding {layer.padding!r} ({layer.padding_mode}); only dilation 1, one group and numeric zero "

@@ -299,6 +299,12 @@ def test_layer_inputs_refuse_the_residual_streams_of_resnet18(model_a, inputs):
         "(layer2.0.conv2.weight, layer2.0.downsample.0.weight), not one layer's: the layers writing to it see "
         "different inputs; use a method that does not read them"
     )
+    nn = torch.nn
+    dilated = nn.Sequential(nn.Conv2d(3, 4, 3, dilation=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(4, 3))  # fmt: skip
+    x = torch.randn(2, 3, 9, 9)
+    with pytest.raises(UserError, match=r"permutation '0': Conv2d '0' has dilation \(2, 2\), 1 groups, padding"):
+        with_inferred_spec(dilated, x).layer_inputs(x)
 
 
 @pytest.mark.parametrize("method", ["activation_matching", "activation_covariance", "cov_weight_matching"])
