@@ -3,7 +3,9 @@
 :func:`with_inferred_spec` gives a model the ``permutation_spec()`` every alignment method, :func:`permuted_copy`
 and the barrier code call, read from its torch.fx graph. It returns a copy with the spec as an instance attribute:
 the user's class is untouched and the state dict keeps the model's own keys, so permutations apply to its state
-as they stand (and to a checkpoint saved from it).
+as they stand (and to a checkpoint saved from it). The copy also gets the ``hidden_activations(x)`` and
+``layer_inputs(x)`` that the methods reading data call (:class:`ProducerOutputs`, :class:`LayerInputs`), read with
+forward hooks on the modules the spec names.
 
 :func:`load_network` builds such a model from a file: a plain PyTorch state dict (``torch.save(model.state_dict())``)
 loaded into an architecture named by ``arch`` (a torchvision model name, or ``"package.module:function"`` that
@@ -21,7 +23,8 @@ import torch
 from torch import nn
 
 from lmcot.errors import DamagedFileError, MissingFileError, UserError
-from lmcot.permutation import PermutationSpec
+from lmcot.models.base import _channels_last
+from lmcot.permutation import PermutationSpec, incoming_matrices
 from lmcot.spec_inference import infer_spec
 
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")  # where training scripts often keep the weights
@@ -41,13 +44,122 @@ class InferredSpec:
         return self.spec
 
 
+@torch.no_grad()
+def module_tensors(model: nn.Module, modules: dict[str, str], x: torch.Tensor, which: str) -> dict[str, torch.Tensor]:
+    """Per key of ``modules`` (key -> a module's qualified name in ``model``), that module's first input
+    (``which="input"``) or its output (``"output"``) in one forward pass of ``model`` on ``x``; a module run
+    several times gives its tensors concatenated along the batch axis."""
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in set(modules.values())}
+
+    def hook(name):
+        return lambda module, inputs, output: seen[name].append(inputs[0] if which == "input" else output)
+
+    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in seen]
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {key: torch.cat(seen[name]) for key, name in modules.items()}
+
+
+class ProducerOutputs:
+    """``hidden_activations(x)`` of a model whose spec was inferred: per permutation, the ``(samples, units)``
+    outputs of its producer, the Linear/Conv it is named after (the first in running order whose weight's axis 0
+    it permutes). A Conv's ``(batch, channels, *spatial)`` outputs count each position as a sample
+    (``(batch * positions, channels)``); a Linear's ``(..., units)``, each leading index.
+
+    These are the producer's own outputs: the pre-activations where an activation (or a BatchNorm) follows,
+    unlike lmcot's architectures, whose ``hidden_activations`` are post-activation. Held by the model as an
+    instance attribute that refers to it, so a deepcopy of the model refers to the copy."""
+
+    def __init__(self, model: nn.Module, names: list[str]):
+        self.model, self.producers = model, {name: name for name in names}
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = module_tensors(self.model, self.producers, x, "output")
+        return {name: self._units_last(self.model.get_submodule(name), out) for name, out in outputs.items()}
+
+    @staticmethod
+    def _units_last(producer: nn.Module, out: torch.Tensor) -> torch.Tensor:
+        if isinstance(producer, nn.Linear):
+            return out.reshape(-1, out.shape[-1])
+        return _channels_last(out)  # a Conv's (batch, channels, *spatial)
+
+
+class LayerInputs:
+    """``layer_inputs(x)`` of a model whose spec was inferred: per permutation, the ``(samples, fan_in)`` inputs of
+    the one Linear or 2-D Conv whose weight is its units' incoming matrix (:func:`layer_input_modules`), columns
+    in the order of ``weight.flatten(1)`` (a Conv's: the unfolded ``(batch * positions, in_channels * kernel)``
+    patches). Where some permutation has no such layer, calling it raises a :class:`UserError` saying which and
+    why."""
+
+    def __init__(self, model: nn.Module, modules: dict[str, str] | None, refusal: str | None = None):
+        self.model, self.modules, self.refusal = model, modules, refusal
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.refusal is not None:
+            raise UserError(
+                f"layer inputs (covariance-aware matching): {self.refusal}; use a method that does not read them"
+            )
+        inputs = module_tensors(self.model, self.modules, x, "input")
+        return {name: self._columns(self.model.get_submodule(self.modules[name]), h) for name, h in inputs.items()}
+
+    @staticmethod
+    def _columns(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        if isinstance(layer, nn.Linear):
+            return h.reshape(-1, h.shape[-1])
+        patches = nn.functional.unfold(h, layer.kernel_size, padding=layer.padding, stride=layer.stride)
+        return patches.transpose(1, 2).flatten(0, 1)
+
+
+def layer_input_modules(model: nn.Module, spec: PermutationSpec) -> tuple[dict[str, str] | None, str | None]:
+    """Per permutation, the qualified name of the module whose weight is the one incoming matrix of its units
+    (:func:`lmcot.permutation.incoming_matrices`, with the permutations before it in spec order solved): a Linear,
+    or a Conv2d of dilation 1, one group, numeric zero padding. Returns ``(names, None)``, or ``(None, why)`` naming
+    the first permutation that has no such layer."""
+    state, modules = model.state_dict(), {}
+    for i, name in enumerate(spec.names):
+        try:
+            matrices = incoming_matrices(spec, name, state, spec.names[:i])
+        except ValueError as error:
+            return None, f"permutation {name!r}: {error}"
+        if len(matrices) != 1:
+            return None, (
+                f"permutation {name!r} has {len(matrices)} incoming weight matrices ({', '.join(matrices)}), "
+                "not one layer's: the layers writing to it see different inputs"
+            )
+        owner, _, attribute = matrices[0].rpartition(".")
+        layer = model.get_submodule(owner) if attribute == "weight" else None
+        conv = isinstance(layer, nn.Conv2d)
+        if not (isinstance(layer, nn.Linear) or conv):
+            return None, f"permutation {name!r}: its incoming matrix {matrices[0]!r} is not a Linear or Conv2d weight"
+        if conv and not (
+            layer.dilation == (1, 1)
+            and layer.groups == 1
+            and layer.padding_mode == "zeros"
+            and isinstance(layer.padding, tuple)
+        ):
+            return None, (
+                f"permutation {name!r}: Conv2d {owner!r} has dilation {layer.dilation}, {layer.groups} groups, "
+                f"padding {layer.padding!r} ({layer.padding_mode}); only dilation 1, one group and numeric zero "
+                "padding are unfolded"
+            )
+        modules[name] = owner
+    return modules, None
+
+
 def with_inferred_spec(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     """A copy of ``model`` (in eval mode) whose ``permutation_spec()`` returns the spec inferred from its graph on
-    ``example_input`` (a batch of inputs). Raises :class:`lmcot.spec_inference.SpecInferenceError` naming the node
-    the inference cannot reason about."""
+    ``example_input`` (a batch of inputs), with ``hidden_activations(x)`` (:class:`ProducerOutputs`) and
+    ``layer_inputs(x)`` (:class:`LayerInputs`). Raises :class:`lmcot.spec_inference.SpecInferenceError` naming
+    the node the inference cannot reason about."""
     model = copy.deepcopy(model).eval()
     spec = infer_spec(model, example_input)
-    model.permutation_spec = InferredSpec(spec)  # an instance attribute: deepcopies (permuted_copy) keep it
+    # instance attributes: deepcopies (permuted_copy) keep them, referring to the copy
+    model.permutation_spec = InferredSpec(spec)
+    model.hidden_activations = ProducerOutputs(model, spec.names)
+    model.layer_inputs = LayerInputs(model, *layer_input_modules(model, spec))
     return model
 
 

@@ -402,6 +402,9 @@ def read_yaml(path):
         raise ParamsError(f"{path} is not valid YAML: {err}") from None
 
 
+PROJECT_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"  # the project's own: the command line's defaults
+
+
 def load_params(path="params.yaml") -> dict:
     """Read and validate the whole params file."""
     return validate(read_yaml(path))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmcot.errors import DamagedFileError, MissingFileError
+from lmcot.errors import DamagedFileError, MissingFileError, UserError
 from lmcot.io import load_dataset, save_dataset
 from lmcot.sources import PACKAGES, NpmPackage, SourceError, read_checked
 
@@ -328,3 +328,33 @@ def prepare(name: str, options: dict, source=None) -> Dataset:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(LOADERS)}")
     ds = LOADERS[name](options, source)
     return standardise(ds) if options.get("standardise", True) else ds
+
+
+# The data sets made with no file of their own, which the command line builds by name (``--data digits``).
+OFFLINE = ("mnist1d", "digits")
+
+
+def dataset_source(text: str) -> str | Path:
+    """What a command line's ``--data`` names: an offline data set (a name of :data:`OFFLINE`) or a prepared data
+    set file (as :meth:`Dataset.save` writes, ``data/prepared/<name>.safetensors``); otherwise a
+    :class:`lmcot.errors.UserError` naming ``text``. Reads nothing."""
+    if text in OFFLINE:
+        return text
+    path = Path(text)
+    if path.is_file():
+        return path
+    names = ", ".join(OFFLINE)
+    if path.suffix or len(path.parts) > 1 or path.exists():  # meant as a file (a folder is not one)
+        raise MissingFileError(
+            f"{path}: no such file; give a prepared data set file (data/prepared/<name>.safetensors, which dvc repro "
+            f"makes) or the name of one made offline: {names}"
+        )
+    raise UserError(f"unknown data set {text!r}; valid names: {names} (or the path of a prepared data set file)")
+
+
+def open_dataset(source: str | Path, prepare_params: dict) -> Dataset:
+    """The data set of :func:`dataset_source`'s ``source``: the file loaded, or the offline set built with its
+    ``prepare.<name>`` group of ``prepare_params`` (params.yaml's ``prepare``)."""
+    if isinstance(source, Path):
+        return Dataset.load(source)
+    return prepare(source, prepare_params[source])

@@ -1,7 +1,9 @@
 """A network with no code of its own (torchvision's ResNet-18, and VGG-11 whose flatten gives a block axis) aligns
 through the inferred spec: weight matching puts a planted permutation back exactly, keeps a network's function, a
 network's path to itself has no barrier, a plain state dict file loads by architecture name with errors that name
-the file or the architecture, and ``python -m lmcot align`` aligns two checkpoint files."""
+the file or the architecture, and ``python -m lmcot align`` aligns two checkpoint files. The methods that read data
+see an inferred model's producer outputs and layer inputs (refused where a permutation has several incoming layers),
+and ``python -m lmcot barrier`` reports the barriers of the path between two checkpoint files on a data set."""
 
 import copy
 import os
@@ -230,3 +232,256 @@ def test_the_align_command_on_lmcot_model_files(tmp_path, capsys):
         assert torch.allclose(aligned(x), model_b(x), atol=1e-5)
     with pytest.raises(SystemExit, match=r"^lmcot align: .*nope\.pt: no such file"):
         main(["align", str(tmp_path / "nope.pt"), paths[0], "--arch", "resnet18", "--out", str(tmp_path / "o.pt")])
+
+
+# --- data methods on inferred models: hidden_activations and layer_inputs read with forward hooks ----------------
+
+
+def small_mlp(seed: int = 0) -> torch.nn.Module:
+    """A Sequential MLP on (3, 4) inputs: permutations '1' (16 units) and '3' (8 units), named after their Linear."""
+    torch.manual_seed(seed)
+    nn = torch.nn
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def small_cnn(seed: int = 0) -> torch.nn.Module:
+    """Convolutions with stride and padding, then global pooling and a Linear: permutations '0' and '2'."""
+    torch.manual_seed(seed)
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 7, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(7, 4),
+    )  # fmt: skip
+
+
+def test_hidden_activations_are_the_producers_outputs(model_a, inputs):
+    acts = model_a.hidden_activations(inputs[:2])
+    spec = model_a.permutation_spec()
+    assert list(acts) == spec.names
+    side = {64: 8, 128: 4, 256: 2, 512: 1}  # channels -> side of the map, after the stem's stride 2 and max pool
+    assert {n: tuple(a.shape) for n, a in acts.items()} == {
+        n: (2 * (16 * 16 if n == "conv1" else side[c] ** 2), c) for n, c in spec.sizes(model_a.state_dict()).items()
+    }
+    with torch.no_grad():
+        conv1 = model_a.conv1(inputs[:2])  # (2, 64, 16, 16), before BatchNorm and ReLU
+    assert torch.equal(acts["conv1"], conv1.permute(0, 2, 3, 1).reshape(-1, 64))  # channels last, positions as samples
+    mlp = with_inferred_spec(small_mlp(), torch.randn(5, 3, 4))
+    x = torch.randn(6, 3, 4)
+    with torch.no_grad():
+        hidden = mlp[1](x.flatten(1))
+        assert torch.equal(mlp.hidden_activations(x)["1"], hidden)  # pre-activation
+        assert torch.equal(mlp.hidden_activations(x)["3"], mlp[3](hidden.relu()))
+    clone = copy.deepcopy(mlp)  # the copy's hooks go on the copy's modules
+    assert clone.hidden_activations.model is clone and clone.layer_inputs.model is clone
+
+
+@pytest.mark.parametrize("build", [small_mlp, small_cnn])
+def test_layer_inputs_are_what_each_layer_multiplies(build):
+    """For every permutation, ``layer_inputs @ weight.flatten(1).T + bias`` is its producer's output, exactly the
+    rows and columns of ``incoming_weights``."""
+    shape = (3, 4) if build is small_mlp else (3, 9, 9)
+    model = with_inferred_spec(build(), torch.randn(2, *shape))
+    x = torch.randn(5, *shape)
+    inputs, acts = model.layer_inputs(x), model.hidden_activations(x)
+    assert list(inputs) == list(acts) == model.permutation_spec().names
+    for name, h in inputs.items():
+        layer = model.get_submodule(name)
+        assert torch.allclose(h @ layer.weight.flatten(1).T + layer.bias, acts[name], atol=1e-5), name
+    if build is small_cnn:  # 3x3 patches of 3 channels at 81 positions, then of 5 channels at 25 (stride 2)
+        assert {n: tuple(h.shape) for n, h in inputs.items()} == {"0": (5 * 81, 27), "2": (5 * 25, 45)}
+
+
+def test_layer_inputs_refuse_the_residual_streams_of_resnet18(model_a, inputs):
+    with pytest.raises(UserError) as refusal:
+        model_a.layer_inputs(inputs)
+    assert str(refusal.value) == (
+        "layer inputs (covariance-aware matching): permutation 'layer2.0.conv2' has 2 incoming weight matrices "
+        "(layer2.0.conv2.weight, layer2.0.downsample.0.weight), not one layer's: the layers writing to it see "
+        "different inputs; use a method that does not read them"
+    )
+    nn = torch.nn
+    dilated = nn.Sequential(nn.Conv2d(3, 4, 3, dilation=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(4, 3))  # fmt: skip
+    x = torch.randn(2, 3, 9, 9)
+    with pytest.raises(UserError, match=r"permutation '0': Conv2d '0' has dilation \(2, 2\), 1 groups, padding"):
+        with_inferred_spec(dilated, x).layer_inputs(x)
+
+
+@pytest.mark.parametrize("method", ["activation_matching", "activation_covariance", "cov_weight_matching"])
+def test_data_methods_recover_a_planted_permutation_of_an_inferred_mlp(method):
+    x = torch.randn(256, 3, 4, generator=torch.Generator().manual_seed(8))
+    model_a = with_inferred_spec(small_mlp(), x[:4])
+    planted = random_permutations(model_a.permutation_spec(), model_a.state_dict(), torch.Generator().manual_seed(9))
+    model_b = permuted_copy(model_a, planted)
+    perms = align(method, model_a, model_b, x)
+    truth = invert_permutations(planted)
+    assert all(torch.equal(perms[n], truth[n]) for n in truth)
+    aligned = permuted_copy(model_b, perms)
+    assert all(torch.equal(v, model_a.state_dict()[k]) for k, v in aligned.state_dict().items())
+
+
+def test_the_align_command_by_activation_matching_on_resnet18(tmp_path, model_a, capsys):
+    """B is a permuted copy of A: activation matching on the producers' outputs puts every unit back, so the file
+    written is A's state dict exactly."""
+    from lmcot.__main__ import main
+
+    planted = random_permutations(model_a.permutation_spec(), model_a.state_dict(), torch.Generator().manual_seed(10))
+    torch.save(model_a.state_dict(), tmp_path / "a.pt")
+    torch.save(permuted_copy(model_a, planted).state_dict(), tmp_path / "b.pt")
+    torch.save(torch.randn(8, *SHAPE, generator=torch.Generator().manual_seed(11)), tmp_path / "x.pt")
+    main([str(tmp_path / f) for f in ("a.pt", "b.pt")][:0] + ["align", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
+          "--arch", "resnet18", "--input-shape", "3,32,32", "--method", "activation_matching", "--inputs",
+          str(tmp_path / "x.pt"), "--out", str(tmp_path / "out.pt")])  # fmt: skip
+    assert "B aligned to A by activation_matching; 12 permutations, " in capsys.readouterr().out
+    written = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert all(torch.equal(v, model_a.state_dict()[k]) for k, v in written.items())
+    with pytest.raises(SystemExit, match=r"^lmcot align: layer inputs \(covariance-aware matching\): permutation "):
+        main(["align", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--arch", "resnet18", "--input-shape",
+              "3,32,32", "--method", "cov_weight_matching", "--inputs", str(tmp_path / "x.pt"), "--out",
+              str(tmp_path / "cov.pt")])  # fmt: skip
+    assert not (tmp_path / "cov.pt").exists()
+
+
+# --- python -m lmcot barrier -------------------------------------------------------------------------------------
+
+BARRIER_COLUMNS = ["split", "loss_barrier", "accuracy_barrier", "loss_a", "loss_b", "accuracy_a", "accuracy_b"]
+
+
+USER_NETWORKS = """from torch import nn
+
+
+def tiny_cnn():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def digits_mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+"""
+
+
+@pytest.fixture
+def user_networks(tmp_path, monkeypatch):
+    """The module ``user_networks`` of the user's own architectures (``--arch user_networks:tiny_cnn``)."""
+    (tmp_path / "user_networks.py").write_text(USER_NETWORKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_networks
+
+    yield user_networks
+    sys.modules.pop("user_networks")
+
+
+def tiny_dataset(path: Path, model: torch.nn.Module, shape=SHAPE) -> None:
+    """A prepared data set file (the format the prepare stage writes) of 20 random inputs labelled by ``model``'s
+    predictions (12 train, 8 test), 10 classes."""
+    from lmcot.data import Dataset
+
+    x = torch.randn(20, *shape, generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    Dataset("tiny", x[:12], y[:12], x[12:], y[12:], [str(c) for c in range(10)]).save(path)
+
+
+def barriers(path) -> list[float]:
+    """The loss and accuracy barriers of both splits in a table the barrier command wrote."""
+    import pandas as pd
+
+    return pd.read_csv(path)[["loss_barrier", "accuracy_barrier"]].to_numpy().flatten().tolist()
+
+
+def test_the_barrier_command_on_a_network_and_itself(tmp_path, model_a, capsys):
+    """From A to A the path is flat: both barriers are 0 (up to the round-off of barrier_summary's chord,
+    ``(1 - a) v + a v``), in the table printed and in the CSV written."""
+    import pandas as pd
+
+    from lmcot.__main__ import main
+    from lmcot.data import Dataset
+    from lmcot.evaluation import evaluate
+
+    tiny_dataset(tmp_path / "tiny.safetensors", model_a)
+    torch.save(model_a.state_dict(), tmp_path / "a.pt")
+    data = str(tmp_path / "tiny.safetensors")
+    main(["barrier", *[str(tmp_path / "a.pt")] * 2, "--arch", "resnet18", "--data", data, "--out",
+          str(tmp_path / "out" / "self.csv")])  # fmt: skip
+    printed = capsys.readouterr().out.splitlines()
+    assert (
+        printed[0]
+        == f"linear path from {tmp_path / 'a.pt'} to {tmp_path / 'a.pt'} (B as it is), 11 points, data {data}:"
+    )
+    assert printed[1].split() == BARRIER_COLUMNS and [line.split()[0] for line in printed[2:]] == ["train", "test"]
+    table = pd.read_csv(tmp_path / "out" / "self.csv")
+    assert list(table.columns) == BARRIER_COLUMNS and list(table["split"]) == ["train", "test"]
+    assert max(abs(b) for b in barriers(tmp_path / "out" / "self.csv")) <= 1e-15
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["self.csv"]  # written atomically: no temporary left
+    loaded = Dataset.load(tmp_path / "tiny.safetensors")
+    test = evaluate(model_a, loaded.x_test, loaded.y_test)
+    assert table.loc[1, "loss_a"] == table.loc[1, "loss_b"] == pytest.approx(test["loss"], rel=1e-5)
+    assert table.loc[1, "accuracy_a"] == test["accuracy"] == 1.0  # the labels are A's predictions
+
+
+def test_the_barrier_command_aligns_b_first(tmp_path, user_networks, capsys):
+    """B is a permuted copy of A: its path from A has barriers, until ``--align weight_matching`` puts it back."""
+    from lmcot.__main__ import main
+
+    torch.manual_seed(14)
+    model_a = with_inferred_spec(user_networks.tiny_cnn(), torch.randn(2, 3, 9, 9))
+    with torch.no_grad():
+        model_a[-1].weight.mul_(30)  # confident predictions: a loss that the permuted path's midpoint raises
+    tiny_dataset(tmp_path / "tiny.safetensors", model_a, (3, 9, 9))
+    planted = random_permutations(model_a.permutation_spec(), model_a.state_dict(), torch.Generator().manual_seed(15))
+    torch.save(model_a.state_dict(), tmp_path / "a.pt")
+    torch.save(permuted_copy(model_a, planted).state_dict(), tmp_path / "b.pt")
+    command = ["barrier", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--arch", "user_networks:tiny_cnn",
+               "--data", str(tmp_path / "tiny.safetensors"), "--input-shape", "3,9,9"]  # fmt: skip
+    main([*command, "--out", str(tmp_path / "permuted.csv")])
+    loss_train, _, loss_test, _ = barriers(tmp_path / "permuted.csv")
+    assert min(loss_train, loss_test) > 0.1
+    main([*command, "--align", "weight_matching", "--out", str(tmp_path / "aligned.csv")])
+    assert "(B aligned to A by weight_matching)" in capsys.readouterr().out.splitlines()[-4]
+    assert max(abs(b) for b in barriers(tmp_path / "aligned.csv")) <= 1e-15
+
+
+def test_the_barrier_command_builds_digits_by_name(tmp_path, user_networks, capsys):
+    """``--data digits`` builds the data set with params.yaml's prepare.digits options (standardised 1x8x8)."""
+    import pandas as pd
+
+    from lmcot.__main__ import main
+    from lmcot.config import PROJECT_PARAMS, load_params
+    from lmcot.data import prepare
+    from lmcot.evaluation import evaluate
+
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        torch.save(user_networks.digits_mlp().state_dict(), tmp_path / f"m{seed}.pt")
+    main(["barrier", str(tmp_path / "m0.pt"), str(tmp_path / "m1.pt"), "--arch", "user_networks:digits_mlp",
+          "--data", "digits", "--align", "activation_matching", "--out", str(tmp_path / "t.csv")])  # fmt: skip
+    assert "(B aligned to A by activation_matching), 11 points, data digits:" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "t.csv")
+    params = load_params(PROJECT_PARAMS)
+    data = prepare("digits", params["prepare"]["digits"])
+    model = load_network(tmp_path / "m0.pt", "user_networks:digits_mlp")
+    for split, row in zip(("train", "test"), table.itertuples(), strict=True):
+        x, y = data.split(split)
+        n = params["barrier"]["train_samples"] if split == "train" else len(x)
+        assert row.split == split
+        assert row.loss_a == pytest.approx(evaluate(model, x[:n], y[:n])["loss"], rel=1e-5)
+
+
+def test_barrier_command_errors_are_one_line_naming_the_value(tmp_path, model_a):
+    from lmcot.__main__ import main
+
+    tiny_dataset(tmp_path / "tiny.safetensors", model_a)
+    torch.save(model_a.state_dict(), tmp_path / "a.pt")
+    networks = ["barrier", str(tmp_path / "a.pt"), str(tmp_path / "a.pt"), "--arch", "resnet18"]
+    cases = [
+        (["--data", "cifar"], r"lmcot barrier: unknown data set 'cifar'; valid names: mnist1d, digits \(or the path"),
+        (["--data", str(tmp_path / "nope.safetensors")], r"lmcot barrier: \S+nope\.safetensors: no such file; "),
+        (["--data", str(tmp_path / "tiny.safetensors"), "--input-shape", "3,16,16"],
+         r"lmcot barrier: --input-shape 3,16,16 does not match data set '\S+tiny\.safetensors', whose inputs are "
+         r"3,32,32$"),
+    ]  # fmt: skip
+    for options, pattern in cases:
+        with pytest.raises(SystemExit) as ended:
+            main([*networks, *options, "--out", str(tmp_path / "t.csv")])
+        assert "\n" not in str(ended.value.code) and re.match(pattern, ended.value.code), (pattern, ended.value.code)
+    assert not (tmp_path / "t.csv").exists()
