@@ -9,6 +9,7 @@ from torch import nn
 
 from lmcot.align.methods import align, output_change, permuted_copy
 from lmcot.barrier import barrier_summary, interpolation_curve
+from lmcot.choices import HEADED
 from lmcot.dimension import model_dimensions
 from lmcot.evaluation import evaluate
 from lmcot.fusion import fuse
@@ -53,7 +54,7 @@ def data():
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_every_registered_architecture_meets_the_protocol(arch):
-    model = build_model(arch, (1, 8, 8), 10, 4, 1)
+    model = build_model(arch, (1, 8, 8), 10, 4, 1, 2 if arch in HEADED else None)
     assert isinstance(model, Architecture)
     assert isinstance(model, Stackable) == (arch in ("mlp", "rnn", "lstm"))
 
