@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from lmcot.align.methods import align
 from lmcot.evaluation import evaluate
 from lmcot.fusion import permutations_from_fusion, wasserstein_barycenter
 from lmcot.permutation import apply_permutations
@@ -119,14 +120,23 @@ class Planes:
 def fusion_planes(model_1, model_2, ot: dict) -> dict[str, tuple[dict, dict, dict]]:
     """The two planes through model 1 and model 2, by name: "permutation" through model 2 permuted onto
     model 1 by the couplings of their Wasserstein barycentre (``ot``: its options), "fusion" through that
-    barycentre. Each is ``(first, second, labels)``: the states beside model 1's and the three points' names."""
-    fusion = wasserstein_barycenter([model_1, model_2], model_1, **ot)
-    perms = permutations_from_fusion(fusion)
+    barycentre. Each is ``(first, second, labels)``: the states beside model 1's and the three points' names.
+
+    A model with attention heads, which the barycentre could split, is permuted by weight matching (heads matched
+    as units) instead, and fused as the mean of model 1 and the permuted model 2 (the ``fuse`` stage's fusion of
+    such models)."""
     state_2 = model_2.state_dict()
-    permuted_2 = apply_permutations(model_2.permutation_spec(), perms, state_2)
+    if model_1.permutation_spec().groups:
+        permuted_2 = apply_permutations(model_2.permutation_spec(), align("weight_matching", model_1, model_2), state_2)
+        fused = {k: (v + permuted_2[k]) / 2 for k, v in model_1.state_dict().items()}
+        fused_label = "weight-matching average"
+    else:
+        fusion = wasserstein_barycenter([model_1, model_2], model_1, **ot)
+        permuted_2 = apply_permutations(model_2.permutation_spec(), permutations_from_fusion(fusion), state_2)
+        fused, fused_label = fusion.state, "fused model"
     return {
         "permutation": (state_2, permuted_2, {"origin": "model 1", "first": "model 2", "second": "permuted model 2"}),
-        "fusion": (state_2, fusion.state, {"origin": "model 1", "first": "model 2", "second": "fused model"}),
+        "fusion": (state_2, fused, {"origin": "model 1", "first": "model 2", "second": fused_label}),
     }
 
 

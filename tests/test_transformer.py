@@ -165,3 +165,22 @@ def test_methods_that_would_split_heads_say_so(method):
     model_a = vit()
     with pytest.raises(ValueError, match="head"):
         align(method, model_a, planted(model_a)[0], None)
+
+
+def test_the_planes_of_a_transformer_use_weight_matching_and_its_average():
+    """The barycentre could split a head: the plane stage permutes model 2 by weight matching (same function) and
+    puts the mean of model 1 and the permuted model 2 where the fused model goes."""
+    from lmcot.plane import fusion_planes
+
+    model_1, model_2 = vit(seed=0), vit(seed=1)
+    planes = fusion_planes(model_1, model_2, ot={})
+    _, permuted, labels = planes["permutation"]
+    moved = vit(seed=2)
+    moved.load_state_dict(permuted)
+    x = torch.randn(16, 1, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(moved(x), model_2(x), atol=1e-5, rtol=1e-5)
+    _, fused, labels = planes["fusion"]
+    assert labels["second"] == "weight-matching average"
+    for key, value in model_1.state_dict().items():
+        torch.testing.assert_close(fused[key], (value + permuted[key]) / 2)
