@@ -201,3 +201,11 @@ def test_alpha_h_ablation_says_whether_the_best_fusion_beats_averaging_and_by_ho
     worse = pd.DataFrame(rows).assign(test_accuracy=lambda t: t["test_accuracy"].where(t["kind"] != "vanilla", 0.3))
     (line,) = alpha_h_verdicts(alpha_h_table(worse))
     assert "does not beat vanilla averaging (0.300) by -0.050" in line
+
+
+def test_plane_figure_names_give_width_and_learning_rate_with_or_without_heads():
+    from lmcot.report.markdown import _width_lr
+
+    assert _width_lr("plane_mnist1d-vit-d2-w64-h4-lr0.001") == (64, 0.001)
+    assert _width_lr("plane_mnist1d-mlp-d2-w512-lr0.05") == (512, 0.05)
+    assert _width_lr("plane_digits-mlp-d2-w8-lr1e-05") == (8, 1e-05)

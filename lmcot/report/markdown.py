@@ -3,6 +3,8 @@ compact table (:mod:`lmcot.report.tables`) and its figures; the full tables are 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -312,7 +314,8 @@ def _planes(plane_figures: dict) -> list[str]:
              {n.rsplit("-w", 1)[0] for n in names}}  # fmt: skip
     parts = [
         "Loss landscape planes. Plane `permutation`: model 1, model 2 and model 2 permuted by the barycentre's "
-        "couplings; plane `fusion`: model 1, model 2 and their barycentre. Model 1 and permuted model 2 in one "
+        "couplings; plane `fusion`: model 1, model 2 and their barycentre (models with attention heads: weight "
+        "matching and the weight-matching average instead). Model 1 and permuted model 2 in one "
         "low-loss region, apart from model 2, is linear mode connectivity after alignment. Every "
         "configuration's: " + ", ".join(f"[{n.removeprefix('plane_')}]({plane_figures[n]})" for n in names) + ".",
         "",
@@ -321,6 +324,6 @@ def _planes(plane_figures: dict) -> list[str]:
 
 
 def _width_lr(name: str) -> tuple[int, float]:
-    """(width, learning rate) of a figure named ``plane_<dataset>-<arch>-d<depth>-w<width>-lr<lr>``."""
-    width, lr = name.rsplit("-w", 1)[1].split("-lr")
-    return int(width), float(lr)
+    """(width, learning rate) of a figure named ``plane_<dataset>-<arch>-d<depth>-w<width>[-h<heads>]-lr<lr>``."""
+    match = re.search(r"-w(\d+)(?:-h\d+)?-lr(.+)$", name)
+    return int(match[1]), float(match[2])
