@@ -81,6 +81,7 @@ def test_weight_matching_recovers_a_planted_permutation(model_a, inputs):
     assert all(torch.equal(v, model_a.state_dict()[k]) for k, v in aligned.state_dict().items())
 
 
+@pytest.mark.slow
 def test_weight_matching_recovers_a_planted_permutation_of_vgg11_bn(inputs):
     """VGG-11's last convolution permutes its classifier's inputs in blocks of 49 (7 x 7 positions per channel):
     weight matching scores those units on their whole blocks and puts every unit back."""
@@ -182,6 +183,7 @@ def catch(path, arch, **options) -> Exception | None:
     return None
 
 
+@pytest.mark.slow
 def test_the_align_command_writes_b_aligned_to_a(tmp_path, inputs):
     """``python -m lmcot align`` on two state dict files: the file it writes is B, permuted (B's function)."""
     model_a, model_b = random_resnet18(6), random_resnet18(7)

@@ -159,6 +159,7 @@ def test_barrier_tables_stop_on_a_path_that_is_not_finite(trained_pair, digits):
         barrier_tables(config, {0: trained_pair[0], 1: broken}, [record(0, 1, "identity", identity)], digits, OPTIONS)
 
 
+@pytest.mark.slow
 def test_the_barrier_stage_writes_the_correction_beside_the_method(tmp_path):
     """The stage as DVC runs it, on untrained MLPs: every path once as it is (correction ``none``) and once after
     REPAIR (an MLP has no BatchNorm to reset), in column ``correction`` right after ``method``, which names the

@@ -350,6 +350,7 @@ def test_the_names_params_may_use_are_those_the_science_modules_implement():
     assert loaded.strip() == "['lmcot.choices', 'lmcot.config', 'lmcot.errors', 'lmcot.sources']"
 
 
+@pytest.mark.slow
 def test_the_report_starts_without_torch():
     """The report stage's imports (its tables, statistics and the study design) leave torch out: a second
     of start-up it does not need."""

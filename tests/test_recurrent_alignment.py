@@ -19,7 +19,9 @@ from lmcot.permutation import (
     random_permutations,
 )
 
-LAYERWISE = ("naive_weight_matching", "cov_weight_matching", "ot_emd", "ot_sinkhorn")
+# Sinkhorn's iterations take seconds on these layers: its cases are in the slow tier
+SINKHORN = pytest.param("ot_sinkhorn", marks=pytest.mark.slow)
+LAYERWISE = ("naive_weight_matching", "cov_weight_matching", "ot_emd", SINKHORN)
 PLANTED = ("naive_weight_matching", "cov_weight_matching", "ot_emd")
 
 

