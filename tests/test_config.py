@@ -392,3 +392,43 @@ def test_the_shipped_recipe_is_the_recipe_default():
 
     defaults = {f.name: f.default for f in dataclasses.fields(Recipe) if f.name != "lr"}
     assert load_params(ROOT / "params.yaml")["train"]["recipe"] == defaults
+
+
+def _message(rule, value) -> str:
+    from lmcot.config import Invalid
+
+    with pytest.raises(Invalid) as refused:
+        rule(value)
+    return str(refused.value)
+
+
+def test_the_validators_say_exactly_what_is_valid():
+    """Each message written out by hand: the range, the multiple, the plural, the alternatives."""
+    from lmcot.config import either, integer, list_of, number, one_of, optional
+
+    assert _message(integer(), 1.5) == "must be an integer"
+    assert _message(integer(2), 1) == "must be an integer >= 2"
+    assert _message(integer(None, 9), 10) == "must be an integer <= 9"
+    assert _message(integer(1, 9), 0) == "must be an integer >= 1 and <= 9"
+    assert _message(integer(1, 9), 10) == "must be an integer >= 1 and <= 9"
+    assert _message(integer(0, None, 4), 6) == "must be an integer >= 0, a multiple of 4"
+    assert integer(0, None, 4)(8) == 8 and integer(1, 9)(9) == 9 and integer(1, 9)(1) == 1
+    with pytest.raises(Exception, match="must be an integer"):
+        integer()(True)  # a bool is not an integer here
+    assert _message(number(0, None, True), 0) == "must be a number > 0"
+    assert _message(number(0, 1), 1.5) == "must be a number >= 0 and <= 1"
+    assert _message(number(), "fast") == "must be a number"
+    assert _message(number(0), float("nan")) == "must be a finite number >= 0"
+    assert number(0, None, True)("1e-4") == 1e-4  # a YAML 1.1 string that is a number
+    assert _message(list_of(integer(), 1), []) == "must list at least 1 value"
+    assert _message(list_of(integer(), 2), [1]) == "must list at least 2 values"
+    assert _message(list_of(integer()), 3) == "must be a list (for one value write [3])"
+    assert _message(list_of(integer()), [1, 1]) == "must not repeat a value"
+    assert list_of(integer(), unique=False)([1, 1]) == [1, 1]
+    assert _message(list_of(integer(1)), [2, 0]) == "item [1] = 0 must be an integer >= 1"
+    assert _message(one_of(("sgd", "adam")), "sgdd") == "is not valid; did you mean 'sgd'? (valid: sgd, adam)"
+    assert _message(one_of(("sgd", "adam")), "zzz") == "is not valid (valid: sgd, adam)"
+    assert (
+        _message(either(integer(1), one_of(("auto",))), "x") == "must be an integer >= 1 or is not valid (valid: auto)"
+    )
+    assert optional(integer(1))(None) is None and optional(integer(1))(3) == 3
