@@ -432,3 +432,25 @@ def test_the_validators_say_exactly_what_is_valid():
         _message(either(integer(1), one_of(("auto",))), "x") == "must be an integer >= 1 or is not valid (valid: auto)"
     )
     assert optional(integer(1))(None) is None and optional(integer(1))(3) == 3
+
+
+def test_params_level_messages_word_for_word(default):
+    """The whole message of three params-level refusals, written out by hand."""
+    top = "device, fetch, prepare, train, align, dimension, fuse, barrier, plane, cluster, report"
+    with pytest.raises(ParamsError) as refused:
+        validate([1])
+    assert str(refused.value) == f"invalid params.yaml:\n  - params must be a mapping with keys {top}; got [1]"
+    with pytest.raises(ParamsError) as refused:
+        validate({**default, "trian": 1})
+    assert str(refused.value) == (
+        f"invalid params.yaml:\n  - unknown key 'trian'; did you mean 'train'? (valid under the top level: {top})"
+    )
+    params = edited(default, "align.methods", ["identity", "cov_weight_matching_with_biases"])
+    with pytest.raises(ParamsError) as refused:
+        validate(edited(params, "train.sweep.models", ["resnet_bn-d2-w16", "lstm-d1-w32"]))
+    assert str(refused.value) == (
+        "invalid params.yaml:\n  - align.methods lists cov_weight_matching_with_biases, which needs one bias per unit "
+        "beside a single incoming weight matrix; train.sweep.models has lstm, resnet_bn, whose units have four gates, "
+        "each with its own incoming weights and bias / no bias but a BatchNorm shift after the convolution. Leave the "
+        "method out, or those models"
+    )
