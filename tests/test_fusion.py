@@ -146,6 +146,21 @@ def test_recurrent_cost_by_hand():
     )
 
 
+def test_recurrent_cost_sums_over_matrices_and_trailing_axes():
+    """Two matrices (an LSTM's gates) and a trailing axis of 2: the cost is the sum of each part's cost, the
+    first part being the hand-computed matrix of the test above."""
+    first_target = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    first = torch.tensor([[0.0, 0.0], [3.0, 4.0]], dtype=torch.float64)
+    second_target, second = torch.stack([first_target, 2 * first_target], -1), torch.stack([first, first], -1)
+    plan = torch.eye(2, dtype=torch.float64) / 2
+    by_hand = torch.tensor([[(1 + 4) / 2, (4 + 4) / 2], [(9 + 16) / 2, 0.0]], dtype=torch.float64)
+    # second_target[..., 1] = 2 H against the same H_i: (j, k) = (0, 0): ((2-0)^2 + (4-0)^2) / 2 = 10
+    doubled = recurrent_cost([2 * first_target], [first], plan)
+    assert doubled.tolist() == [[10.0, ((2 - 3) ** 2 + (4 - 4) ** 2) / 2], [(36 + 64) / 2, ((6 - 3) ** 2 + 16) / 2]]
+    total = recurrent_cost([first_target, second_target], [first, second], plan)
+    assert total.tolist() == (by_hand + by_hand + doubled).tolist()
+
+
 @pytest.mark.parametrize("start", ["mean", "best"])
 def test_a_symmetric_start_gives_the_same_barycentre_for_any_order(start):
     models = [make("mlp", seed=s) for s in range(3)]
