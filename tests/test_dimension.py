@@ -350,3 +350,22 @@ def test_an_estimate_at_the_bound_is_kept_and_a_failed_fit_says_so():
     assert rows["pr_weights"]["value"] == pytest.approx(1.6) and rows["pr_weights"]["note"] == ""
     assert rows["two_nn"]["value"] == float("inf")
     assert rows["two_nn"]["note"] == "not finite: the estimator's fit failed (e.g. distances that do not shrink)"
+
+
+def test_the_rate_fit_is_the_least_squares_line_of_its_data(rate_results):
+    """The slope is the first-degree least-squares fit of log W on log n, computed here from the returned data."""
+    for result in rate_results.values():
+        line = np.polyfit(np.log(result["sizes"]), np.log(result["distances"]), 1)
+        assert result["slope"] == float(line[0])
+        assert result["dimension"] == -1.0 / result["slope"]
+
+
+def test_the_documented_defaults_are_the_ones_used():
+    """mle's k = 20 and the rate's repeats = 5, seed = 0: the default call equals the explicit one, and the next
+    value differs (so the defaults are not dead)."""
+    points = cube(240, 3, 6, seed=1)
+    assert mle_dimension(points) == mle_dimension(points, k=20) != mle_dimension(points, k=21)
+    default = wasserstein_rate_dimension(points, sizes=[16, 32, 64])
+    assert default == wasserstein_rate_dimension(points, sizes=[16, 32, 64], repeats=5, seed=0)
+    assert default["distances"] != wasserstein_rate_dimension(points, sizes=[16, 32, 64], repeats=6)["distances"]
+    assert default["distances"] != wasserstein_rate_dimension(points, sizes=[16, 32, 64], seed=1)["distances"]
