@@ -168,3 +168,44 @@ def test_weight_matching_scores_a_unit_on_its_whole_block():
     planted = {"P": torch.tensor([3, 0, 4, 1, 2])}
     model_b = BlockReader(apply_permutations(model_a.permutation_spec(), planted, model_a.state_dict())["w"])
     assert torch.equal(weight_matching(model_a, model_b)["P"], invert_permutations(planted)["P"])
+
+
+def test_a_spec_that_does_not_fit_the_state_is_named_exactly():
+    """Each way a spec can miss the tensors it names, with its whole message; a negative axis counts from the end."""
+    state = {"w": torch.zeros(3, 4), "v": torch.zeros(5)}
+    assert PermutationSpec({"P": (("w", -2),)}).sizes(state) == {"P": 3}  # -2 is axis 0 of a 2-D tensor
+    assert PermutationSpec({"P": (("w", -1), ("v", -1))}).sizes({"w": torch.zeros(3, 5), "v": torch.zeros(5)}) == {
+        "P": 5
+    }
+    cases = [
+        ({"P": ()}, "permutation 'P' acts on no tensor"),
+        ({"P": (("x", 0),)}, "\"permutation 'P' names parameter 'x', which the model lacks\""),
+        ({"P": (("w", 2),)}, "permutation 'P': 'w' has 2 axes, no axis 2"),
+        ({"P": (("w", -3),)}, "permutation 'P': 'w' has 2 axes, no axis -3"),
+        ({"P": (("w", 1), ("v", 0))}, "permutation 'P' acts on axes of different sizes (4 and 5 at 'v')"),
+    ]
+    for axes, message in cases:
+        with pytest.raises((ValueError, KeyError)) as refused:
+            PermutationSpec(axes).sizes(state)
+        assert str(refused.value) == message
+
+
+def test_a_head_group_that_does_not_fit_is_named_exactly():
+    state = {"q": torch.zeros(6, 2), "v": torch.zeros(8, 2)}
+    axes = {"qk": (("q", 0),), "vo": (("v", 0),)}
+    cases = [
+        ({"qk": ("heads", 4)}, "permutation 'qk' has 6 units, not a multiple of its run size 4"),
+        (
+            {"qk": ("heads", 3), "vo": ("heads", 2)},
+            "the permutations of group 'heads' (qk, vo) have different run counts",
+        ),
+    ]
+    for groups, message in cases:
+        with pytest.raises(ValueError) as refused:
+            PermutationSpec(axes, groups=groups).sizes(state)
+        assert str(refused.value) == message
+    assert PermutationSpec(axes, groups={"qk": ("heads", 3), "vo": ("heads", 4)}).sizes(state) == {"qk": 6, "vo": 8}
+    with pytest.raises(ValueError, match="^group 'heads' names permutation 'ko', which the spec lacks$"):
+        PermutationSpec(axes, groups={"ko": ("heads", 3)})
+    with pytest.raises(ValueError, match="^run size of permutation 'qk' must be a positive integer, not 0$"):
+        PermutationSpec(axes, groups={"qk": ("heads", 0)})
