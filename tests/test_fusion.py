@@ -3,6 +3,7 @@ the recurrent term, and fused models checked against the baselines."""
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -303,3 +304,17 @@ def test_updating_the_target_or_the_hidden_term_change_a_recurrent_fusion():
 def test_an_unknown_input_transport():
     with pytest.raises(ValueError, match="unknown input_transport 'mean'; valid: average, sum"):
         wasserstein_barycenter([make("mlp")], target("mlp", 6), input_transport="mean")
+
+
+def test_the_target_units_start_from_distinct_units_or_every_unit_then_repeats():
+    """Narrower: m distinct units in order; as wide: every unit once; wider (even more than twice): every unit,
+    then repeats."""
+    from lmcot.fusion import _initial_units
+
+    for seed in range(5):
+        generator = np.random.default_rng(seed)
+        narrow = _initial_units(10, 9, generator)
+        assert len(set(narrow.tolist())) == 9 and narrow.tolist() == sorted(narrow.tolist())
+        assert _initial_units(6, 6, generator).tolist() == list(range(6))
+        wide = _initial_units(4, 13, generator)
+        assert wide[:4].tolist() == [0, 1, 2, 3] and len(wide) == 13 and set(wide[4:].tolist()) <= {0, 1, 2, 3}
