@@ -335,3 +335,17 @@ def test_align_pairs_takes_each_methods_options_from_params(trained_pair, monkey
     params = {"align": {"weight_matching": {"max_iter": 7}}}
     align_pairs(dict(enumerate(trained_pair)), [(0, 1)], ["weight_matching"], params, None, torch.zeros(1, 1, 8, 8))
     assert seen == [{"max_iter": 7}]
+
+
+def test_align_pairs_logs_each_pair_and_method_with_its_time(trained_pair, digits, caplog):
+    """The log says which run, which seeds, which method and how long, one line each, in that form."""
+    import logging
+    import re
+
+    models = dict(enumerate(trained_pair))
+    with caplog.at_level(logging.INFO, logger="lmcot.align.methods"):
+        align_pairs(models, [(0, 1)], ["identity", "weight_matching"], {}, None, digits.x_test[:8], desc="run-x")
+    lines = [r.getMessage() for r in caplog.records if r.name == "lmcot.align.methods"]
+    assert len(lines) == 2
+    assert re.fullmatch(r"run-x seeds 0-1 identity: \d+\.\d{3} s", lines[0]), lines
+    assert re.fullmatch(r"run-x seeds 0-1 weight_matching: \d+\.\d{3} s", lines[1]), lines
