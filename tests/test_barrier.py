@@ -130,6 +130,7 @@ def test_barrier_tables_of_every_record_and_applicable_correction(trained_pair, 
     with caplog.at_level(logging.INFO, logger="lmcot.barrier"):
         tables = barrier_tables(config, models, records, digits, OPTIONS)
     assert "no reset paths" in caplog.text  # an MLP has no BatchNorm; REPAIR applies
+    assert f"{config.name}: no reset paths: BN reset recomputes BatchNorm statistics" in caplog.text
     curves, barriers = tables.curves, tables.barriers
     assert list(curves.columns[:5]) == list(config.as_dict())
     assert set(curves["alpha"]) == {0.0, 0.25, 0.5, 0.75, 1.0}
@@ -139,6 +140,9 @@ def test_barrier_tables_of_every_record_and_applicable_correction(trained_pair, 
         (3, 5, "weight_matching", "repair"),
     ]
     assert len(barriers) == 4 * 2 * 2  # paths x splits x metrics
+    # REPAIR changes the interpolated network: its midpoint differs from the path's as it is
+    midpoint = curves.query("seed_b == 5 and alpha == 0.5 and split == 'train' and metric == 'loss'")
+    assert midpoint.set_index("correction")["value"].nunique() == 2
     itself = barriers[barriers["seed_b"] == 3]
     assert itself["barrier"].abs().max() == pytest.approx(0.0, abs=1e-6)  # a model with itself
     train_loss = barriers.query(
