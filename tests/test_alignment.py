@@ -337,15 +337,24 @@ def test_align_pairs_takes_each_methods_options_from_params(trained_pair, monkey
     assert seen == [{"max_iter": 7}]
 
 
-def test_align_pairs_logs_each_pair_and_method_with_its_time(trained_pair, digits, caplog):
-    """The log says which run, which seeds, which method and how long, one line each, in that form."""
+def test_align_pairs_logs_each_pair_and_method_with_its_time(trained_pair, digits, caplog, capsys):
+    """The log says which run, which seeds, which method and how long (at most the call's own wall time), one line
+    each, in that form; the progress bar names the run too, ``alignment`` unless told."""
     import logging
     import re
+    import time
 
     models = dict(enumerate(trained_pair))
     with caplog.at_level(logging.INFO, logger="lmcot.align.methods"):
+        start = time.perf_counter()
         align_pairs(models, [(0, 1)], ["identity", "weight_matching"], {}, None, digits.x_test[:8], desc="run-x")
+        elapsed = time.perf_counter() - start
     lines = [r.getMessage() for r in caplog.records if r.name == "lmcot.align.methods"]
     assert len(lines) == 2
     assert re.fullmatch(r"run-x seeds 0-1 identity: \d+\.\d{3} s", lines[0]), lines
     assert re.fullmatch(r"run-x seeds 0-1 weight_matching: \d+\.\d{3} s", lines[1]), lines
+    logged = [float(line.split(": ")[1].removesuffix(" s")) for line in lines]
+    assert 0 <= sum(logged) <= elapsed + 2e-3  # the time of each alignment, within the call
+    assert "run-x: 100%" in capsys.readouterr().err
+    align_pairs(models, [(0, 1)], ["identity"], {}, None, digits.x_test[:8])
+    assert "alignment: 100%" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import copy
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -121,7 +122,7 @@ def record(seed_a, seed_b, method, perms):
     }
 
 
-def test_barrier_tables_of_every_record_and_applicable_correction(trained_pair, digits, caplog):
+def test_barrier_tables_of_every_record_and_applicable_correction(trained_pair, digits, caplog, capsys):
     config = Configuration("digits", "mlp", 2, 24, 0.05)
     models = dict(zip((3, 5), trained_pair, strict=True))
     identity = identity_permutations(trained_pair[0].permutation_spec(), trained_pair[0].state_dict())
@@ -131,7 +132,14 @@ def test_barrier_tables_of_every_record_and_applicable_correction(trained_pair, 
         tables = barrier_tables(config, models, records, digits, OPTIONS)
     assert "no reset paths" in caplog.text  # an MLP has no BatchNorm; REPAIR applies
     assert f"{config.name}: no reset paths: BN reset recomputes BatchNorm statistics" in caplog.text
+    assert f"{config.name}: 100%" in capsys.readouterr().err  # the progress bar names the configuration
     curves, barriers = tables.curves, tables.barriers
+    # one log line per path: seeds, the path's label padded to 20 characters, its test loss barrier
+    test_loss = barriers.query("split == 'test' and metric == 'loss'")
+    for row in test_loss.itertuples():
+        label = row.method if row.correction == "none" else f"{row.method}+{row.correction}"
+        assert f"seeds {row.seed_a}-{row.seed_b} {label:<20s} test loss barrier {row.barrier:.4f}\n" in caplog.text
+    assert "seeds 3-5 weight_matching+repair test loss barrier " in caplog.text
     assert list(curves.columns[:5]) == list(config.as_dict())
     assert set(curves["alpha"]) == {0.0, 0.25, 0.5, 0.75, 1.0}
     paths = zip(curves["seed_a"], curves["seed_b"], curves["method"], curves["correction"], strict=True)
@@ -159,7 +167,8 @@ def test_barrier_tables_stop_on_a_path_that_is_not_finite(trained_pair, digits):
     with torch.no_grad():
         broken.state_dict()["layers.0.weight"].fill_(float("nan"))
     identity = identity_permutations(broken.permutation_spec(), broken.state_dict())
-    with pytest.raises(NonFinitePathError, match="seed 0 to seed 1 \\(identity\\)"):
+    message = f"{config.name}: the train loss is not finite on the path from seed 0 to seed 1 (identity) at alpha"
+    with pytest.raises(NonFinitePathError, match=re.escape(message)):
         barrier_tables(config, {0: trained_pair[0], 1: broken}, [record(0, 1, "identity", identity)], digits, OPTIONS)
 
 
