@@ -42,7 +42,6 @@ class NonFinitePathError(UserError, FloatingPointError):
     """A loss or error that is not finite on an interpolation path: the models or the alignment are broken."""
 
 
-@torch.no_grad()
 def interpolation_curve(
     model: torch.nn.Module,
     state_a: Mapping[str, torch.Tensor],
@@ -62,40 +61,41 @@ def interpolation_curve(
     every channel of the layers of :func:`repair_layers` to the interpolated endpoint statistics (:func:`repair`).
     A correction that does not apply to ``model`` (see :func:`correction_refusal`) raises ``ValueError``.
     """
-    if correction is not None and (why := correction_refusal(model, correction)):
-        raise ValueError(why)
-    if correction is not None and norm_inputs is None:
-        raise ValueError(f"the {correction!r} correction needs norm_inputs (training samples)")
-    if correction == "repair":
-        layers = repair_layers(model)
-        endpoints = []
-        for state in (state_a, state_b):
-            model.load_state_dict(state)
-            endpoints.append(output_statistics(model, layers, norm_inputs, batch_size))
-    targets = model.state_dict()
-    if set(targets) != set(state_a) or set(targets) != set(state_b):
-        raise ValueError("interpolation_curve: the two states and the model have different tensors")
-    rows = []
-    for alpha in alphas:
-        for name, target in targets.items():
-            a, b = state_a[name], state_b[name]
-            if target.is_floating_point():
-                torch.lerp(a.to(target), b.to(target), float(alpha), out=target)
-            else:  # integer buffers such as BatchNorm's step counter are not interpolated
-                target.copy_(a)
-        if correction == "reset":
-            reset_batchnorm(model, norm_inputs, batch_size)
-        elif correction == "repair":
-            goal = [
-                ((1 - alpha) * mean_a + alpha * mean_b, (1 - alpha) * std_a + alpha * std_b)
-                for (mean_a, std_a), (mean_b, std_b) in zip(*endpoints, strict=True)
-            ]
-            repair(model, goal, norm_inputs, batch_size)
-        for split, (x, y) in splits.items():
-            result = evaluate(model, x, y, batch_size)
-            rows.append({"alpha": float(alpha), "split": split, "metric": "loss", "value": result["loss"]})
-            rows.append({"alpha": float(alpha), "split": split, "metric": "error", "value": 1 - result["accuracy"]})
-    return rows
+    with torch.no_grad():
+        if correction is not None and (why := correction_refusal(model, correction)):
+            raise ValueError(why)
+        if correction is not None and norm_inputs is None:
+            raise ValueError(f"the {correction!r} correction needs norm_inputs (training samples)")
+        if correction == "repair":
+            layers = repair_layers(model)
+            endpoints = []
+            for state in (state_a, state_b):
+                model.load_state_dict(state)
+                endpoints.append(output_statistics(model, layers, norm_inputs, batch_size))
+        targets = model.state_dict()
+        if set(targets) != set(state_a) or set(targets) != set(state_b):
+            raise ValueError("interpolation_curve: the two states and the model have different tensors")
+        rows = []
+        for alpha in alphas:
+            for name, target in targets.items():
+                a, b = state_a[name], state_b[name]
+                if target.is_floating_point():
+                    torch.lerp(a.to(target), b.to(target), float(alpha), out=target)
+                else:  # integer buffers such as BatchNorm's step counter are not interpolated
+                    target.copy_(a)
+            if correction == "reset":
+                reset_batchnorm(model, norm_inputs, batch_size)
+            elif correction == "repair":
+                goal = [
+                    ((1 - alpha) * mean_a + alpha * mean_b, (1 - alpha) * std_a + alpha * std_b)
+                    for (mean_a, std_a), (mean_b, std_b) in zip(*endpoints, strict=True)
+                ]
+                repair(model, goal, norm_inputs, batch_size)
+            for split, (x, y) in splits.items():
+                result = evaluate(model, x, y, batch_size)
+                rows.append({"alpha": float(alpha), "split": split, "metric": "loss", "value": result["loss"]})
+                rows.append({"alpha": float(alpha), "split": split, "metric": "error", "value": 1 - result["accuracy"]})
+        return rows
 
 
 def barrier_summary(alphas: Sequence[float], values: Sequence[float]) -> dict:

@@ -16,33 +16,33 @@ import torch.nn.functional as F
 from lmcot.choices import NORM_CORRECTIONS
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> dict:
     """Mean cross-entropy (nats) and accuracy of ``model`` on ``(x, y)``."""
-    model.eval()
-    loss, correct = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
-        loss += F.cross_entropy(logits, target, reduction="sum").item()
-        correct += (logits.argmax(1) == target).sum().item()
-    return {"loss": loss / len(x), "accuracy": correct / len(x)}
+    with torch.no_grad():
+        model.eval()
+        loss, correct = 0.0, 0
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start : start + batch_size])
+            target = y[start : start + batch_size]
+            loss += F.cross_entropy(logits, target, reduction="sum").item()
+            correct += (logits.argmax(1) == target).sum().item()
+        return {"loss": loss / len(x), "accuracy": correct / len(x)}
 
 
-@torch.no_grad()
 def ensemble_evaluate(models, x: torch.Tensor, y: torch.Tensor, weights=None, batch_size: int = 4096) -> dict:
     """Mean cross-entropy (nats) and accuracy of the output ensemble: the weighted mean of the models'
     predicted class probabilities."""
-    weights = np.full(len(models), 1 / len(models)) if weights is None else np.asarray(weights) / np.sum(weights)
-    loss, correct = 0.0, 0
-    for model in models:
-        model.eval()
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        probs = sum(w * F.softmax(m(xb).double(), 1) for w, m in zip(weights, models, strict=True))
-        loss += F.nll_loss(probs.clamp_min(1e-300).log(), yb, reduction="sum").item()
-        correct += (probs.argmax(1) == yb).sum().item()
-    return {"loss": loss / len(x), "accuracy": correct / len(x)}
+    with torch.no_grad():
+        weights = np.full(len(models), 1 / len(models)) if weights is None else np.asarray(weights) / np.sum(weights)
+        loss, correct = 0.0, 0
+        for model in models:
+            model.eval()
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            probs = sum(w * F.softmax(m(xb).double(), 1) for w, m in zip(weights, models, strict=True))
+            loss += F.nll_loss(probs.clamp_min(1e-300).log(), yb, reduction="sum").item()
+            correct += (probs.argmax(1) == yb).sum().item()
+        return {"loss": loss / len(x), "accuracy": correct / len(x)}
 
 
 def batchnorm_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -80,21 +80,21 @@ def correction_refusal(model: torch.nn.Module, correction: str) -> str | None:
     return None
 
 
-@torch.no_grad()
 def reset_batchnorm(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 4096) -> None:
     """Recompute every BatchNorm layer's running statistics on ``inputs`` ("BN reset"): an interpolated
     network's interpolated statistics describe neither endpoint's activations."""
-    layers = batchnorm_layers(model)
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # a cumulative mean over the batches, not an exponential one
-    model.train()
-    for start in range(0, len(inputs), batch_size):
-        model(inputs[start : start + batch_size])
-    for layer, momentum in zip(layers, momenta, strict=True):
-        layer.momentum = momentum
-    model.eval()
+    with torch.no_grad():
+        layers = batchnorm_layers(model)
+        momenta = [layer.momentum for layer in layers]
+        for layer in layers:
+            layer.reset_running_stats()
+            layer.momentum = None  # a cumulative mean over the batches, not an exponential one
+        model.train()
+        for start in range(0, len(inputs), batch_size):
+            model(inputs[start : start + batch_size])
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+        model.eval()
 
 
 class _Stop(Exception):
@@ -117,32 +117,32 @@ def _mean_std(batches) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, (squares / total).sqrt()
 
 
-@torch.no_grad()
 def output_statistics(
     model, layers, inputs, batch_size: int = 4096, stop: bool = False
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per module of ``layers``, the mean and (population) standard deviation of each channel of its output,
     ``(channels,)`` float64 each, over ``inputs`` and positions, in eval mode. ``stop``: end each forward pass
     after the last of ``layers`` (which must then be the last to run), skipping the rest of the network."""
-    batches = {layer: [] for layer in layers}
+    with torch.no_grad():
+        batches = {layer: [] for layer in layers}
 
-    def record(module, _inputs, out):
-        batches[module].append(_moments(out))
-        if stop and module is layers[-1]:
-            raise _Stop
+        def record(module, _inputs, out):
+            batches[module].append(_moments(out))
+            if stop and module is layers[-1]:
+                raise _Stop
 
-    handles = [layer.register_forward_hook(record) for layer in layers]
-    try:
-        model.eval()
-        for start in range(0, len(inputs), batch_size):
-            try:
-                model(inputs[start : start + batch_size])
-            except _Stop:
-                pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [_mean_std(batches[layer]) for layer in layers]
+        handles = [layer.register_forward_hook(record) for layer in layers]
+        try:
+            model.eval()
+            for start in range(0, len(inputs), batch_size):
+                try:
+                    model(inputs[start : start + batch_size])
+                except _Stop:
+                    pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [_mean_std(batches[layer]) for layer in layers]
 
 
 def batchnorm_statistics(model, inputs, batch_size: int = 4096) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -164,34 +164,34 @@ def _fold(layer, mean, std, goal_mean, goal_std) -> tuple[torch.Tensor, torch.Te
     return scale, shift
 
 
-@torch.no_grad()
 def repair(model, goal, inputs, batch_size: int = 4096) -> None:
     """REPAIR (Jordan et al. 2023): rescale and shift each channel of every layer of :func:`repair_layers`
     (BatchNorm outputs, or permuted Linear/Conv pre-activations) so that its mean and standard deviation on
     ``inputs`` become ``goal[k] = (mean, std)`` of layer ``k`` (the interpolation of the endpoints'
     statistics), the map folded into the layer's weight and bias. Layers are corrected from input to output,
     each measured after the layers before it were corrected."""
-    layers = repair_layers(model)
-    if len(goal) != len(layers):
-        raise ValueError(f"REPAIR: {len(goal)} goal statistics for {len(layers)} layers")
-    model.eval()
-    if len(inputs) > batch_size:  # one pass over the batches per layer, ended right after that layer
-        for layer, (goal_mean, goal_std) in zip(layers, goal, strict=True):
-            ((mean, std),) = output_statistics(model, [layer], inputs, batch_size, stop=True)
-            _fold(layer, mean, std, goal_mean, goal_std)
-        return
-    # one batch: a layer's statistics are complete as soon as its output is, so it is corrected on the spot and
-    # the layers after it see the corrected output; one forward pass in all
-    goals = dict(zip(layers, goal, strict=True))
+    with torch.no_grad():
+        layers = repair_layers(model)
+        if len(goal) != len(layers):
+            raise ValueError(f"REPAIR: {len(goal)} goal statistics for {len(layers)} layers")
+        model.eval()
+        if len(inputs) > batch_size:  # one pass over the batches per layer, ended right after that layer
+            for layer, (goal_mean, goal_std) in zip(layers, goal, strict=True):
+                ((mean, std),) = output_statistics(model, [layer], inputs, batch_size, stop=True)
+                _fold(layer, mean, std, goal_mean, goal_std)
+            return
+        # one batch: a layer's statistics are complete as soon as its output is, so it is corrected on the spot and
+        # the layers after it see the corrected output; one forward pass in all
+        goals = dict(zip(layers, goal, strict=True))
 
-    def correct(module, _inputs, out):
-        scale, shift = _fold(module, *_mean_std([_moments(out)]), *goals[module])
-        view = (-1, *[1] * (out.dim() - 2))
-        return out * scale.to(out).view(view) + shift.to(out).view(view)
+        def correct(module, _inputs, out):
+            scale, shift = _fold(module, *_mean_std([_moments(out)]), *goals[module])
+            view = (-1, *[1] * (out.dim() - 2))
+            return out * scale.to(out).view(view) + shift.to(out).view(view)
 
-    handles = [layer.register_forward_hook(correct) for layer in layers]
-    try:
-        model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+        handles = [layer.register_forward_hook(correct) for layer in layers]
+        try:
+            model(inputs)
+        finally:
+            for handle in handles:
+                handle.remove()

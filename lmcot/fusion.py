@@ -157,7 +157,6 @@ class _Options:
     input_transport: str
 
 
-@torch.no_grad()
 def wasserstein_barycenter(
     models: Sequence[torch.nn.Module],
     target: torch.nn.Module,
@@ -182,36 +181,39 @@ def wasserstein_barycenter(
     ``update_target=False`` keeps the target at model ``start`` (an anchor, as one-shot OT fusion does).
     Returns the fused state (load it into ``target``), the couplings and the cost per iteration.
     """
-    weights = _normalised_weights(weights, len(models))
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown OT solver {solver!r}; valid: {', '.join(SOLVERS)}")
-    _input_map(input_transport)
-    start = 0 if start == "first" else start
-    if start == "best":
-        if not update_target:
-            raise ValueError("start='best' needs update_target=True")
-        options = dict(solver=solver, epsilon=epsilon, max_iterations=max_iterations, alpha_h=alpha_h)
-        return _best_start(
-            models, target, weights, **options, input_transport=input_transport, tolerance=tolerance, seed=seed
+    with torch.no_grad():
+        weights = _normalised_weights(weights, len(models))
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown OT solver {solver!r}; valid: {', '.join(SOLVERS)}")
+        _input_map(input_transport)
+        start = 0 if start == "first" else start
+        if start == "best":
+            if not update_target:
+                raise ValueError("start='best' needs update_target=True")
+            options = dict(solver=solver, epsilon=epsilon, max_iterations=max_iterations, alpha_h=alpha_h)
+            return _best_start(
+                models, target, weights, **options, input_transport=input_transport, tolerance=tolerance, seed=seed
+            )
+        if not (start == "mean" or (isinstance(start, int | np.integer) and 0 <= start < len(models))):
+            raise ValueError(
+                f"unknown start {start!r}; valid: {', '.join(STARTS)} or a model index below {len(models)}"
+            )
+        if not update_target and start == "mean":
+            raise ValueError("update_target=False needs a model to anchor on (start=<model index>)")
+        options = _Options(solver, epsilon, max_iterations, alpha_h, tolerance, input_transport)
+        spec = target.permutation_spec()
+        if spec.groups:
+            raise ValueError(
+                f"the Wasserstein barycentre couples units one at a time, so it may split an attention head "
+                f"({', '.join(spec.head_groups())}); align heads with weight_matching or activation_matching instead"
+            )
+        states = [{k: v.detach().cpu() for k, v in model.state_dict().items()} for model in models]
+        parameters = {name for name, _ in models[0].named_parameters()}
+        couplings, iterations, costs = _solve_layers(
+            spec, spec.sizes(target.state_dict()), states, parameters, weights, start, options, update_target, seed
         )
-    if not (start == "mean" or (isinstance(start, int | np.integer) and 0 <= start < len(models))):
-        raise ValueError(f"unknown start {start!r}; valid: {', '.join(STARTS)} or a model index below {len(models)}")
-    if not update_target and start == "mean":
-        raise ValueError("update_target=False needs a model to anchor on (start=<model index>)")
-    options = _Options(solver, epsilon, max_iterations, alpha_h, tolerance, input_transport)
-    spec = target.permutation_spec()
-    if spec.groups:
-        raise ValueError(
-            f"the Wasserstein barycentre couples units one at a time, so it may split an attention head "
-            f"({', '.join(spec.head_groups())}); align heads with weight_matching or activation_matching instead"
-        )
-    states = [{k: v.detach().cpu() for k, v in model.state_dict().items()} for model in models]
-    parameters = {name for name, _ in models[0].named_parameters()}
-    couplings, iterations, costs = _solve_layers(
-        spec, spec.sizes(target.state_dict()), states, parameters, weights, start, options, update_target, seed
-    )
-    fused = _carried_mean(spec, couplings, states, weights, input_transport)
-    return Fusion(fused, couplings, iterations, costs, "mean" if start == "mean" else f"model {start}")
+        fused = _carried_mean(spec, couplings, states, weights, input_transport)
+        return Fusion(fused, couplings, iterations, costs, "mean" if start == "mean" else f"model {start}")
 
 
 def _best_start(models, target, weights, **options) -> Fusion:

@@ -56,3 +56,19 @@ def test_the_committed_list_is_well_formed_and_names_the_mutated_modules():
     modules = set(mutation.modules_to_mutate())
     outside = [n for n in survivors if n.rsplit(".", 1)[0].replace(".", "/") + ".py" not in modules]
     assert not outside, f"survivors of modules that are not mutated: {outside[:3]}"
+
+
+def test_no_computing_function_of_a_mutated_module_is_decorated():
+    """mutmut 3.8.1 leaves decorated functions unmutated, so a ``@torch.no_grad()`` on a science function would drop
+    it from the score without a word: such functions open a ``with torch.no_grad():`` block instead. Properties
+    (one-line derived fields: a name, a total) are left as they are: a trampoline cannot replace them."""
+    import ast
+
+    decorated = []
+    for path in mutation.modules_to_mutate():
+        for node in ast.walk(ast.parse((ROOT / path).read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                names = [ast.unparse(d) for d in node.decorator_list]
+                if names and names != ["property"]:
+                    decorated.append(f"{path}: {node.name} (@{', @'.join(names)})")
+    assert not decorated, f"decorated functions mutmut would skip: {decorated}"

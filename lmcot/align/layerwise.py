@@ -13,7 +13,6 @@ from lmcot.permutation import Permutations, identity_permutations, incoming_matr
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def layerwise(model_a, model_b, unit_scores, solve=None, recurrent_iterations: int = 20) -> Permutations:
     """Solve the permutations one at a time in the spec's order (input to output).
 
@@ -34,42 +33,43 @@ def layerwise(model_a, model_b, unit_scores, solve=None, recurrent_iterations: i
     once, as before. A head group (attention) is solved at its first permutation, every member on the
     inputs solved before it, by :func:`lmcot.align.assignment.assign`.
     """
-    solve = solve or lap
-    spec = model_a.permutation_spec()
-    state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
-    state_b = {k: v.detach().float() for k, v in model_b.state_dict().items()}
-    identity_perms = identity_permutations(spec, state_a)
-    perms = dict(identity_perms)
-    for done, name in enumerate(spec.names):
-        solved = spec.names[:done]
-        if name in spec.groups:  # a head group is solved at its first permutation, all its members at once
-            members = spec.head_groups()[spec.groups[name][0]]
-            if name == members[0]:
-                solved = [n for n in solved if n not in members]
-                scores = {
-                    m: unit_scores(
-                        m,
-                        incoming_weights(spec, m, state_a, identity_perms, solved),
-                        incoming_weights(spec, m, state_b, perms, solved),
-                    )
-                    for m in members
-                }
-                perms.update(assign(spec, scores, solve))
-            continue
-        w_a = incoming_weights(spec, name, state_a, identity_perms, solved)
-        w_b = incoming_weights(spec, name, state_b, perms, solved)
-        perms[name] = solve(name, unit_scores(name, w_a, w_b))
-        with_own = incoming_matrices(spec, name, state_a, solved, recurrent=True)
-        if recurrent_iterations <= 0 or len(with_own) == len(incoming_matrices(spec, name, state_a, solved)):
-            continue  # no recurrent weights: solved once
-        w_a = incoming_weights(spec, name, state_a, identity_perms, solved, recurrent=True)
+    with torch.no_grad():
+        solve = solve or lap
+        spec = model_a.permutation_spec()
+        state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
+        state_b = {k: v.detach().float() for k, v in model_b.state_dict().items()}
+        identity_perms = identity_permutations(spec, state_a)
+        perms = dict(identity_perms)
+        for done, name in enumerate(spec.names):
+            solved = spec.names[:done]
+            if name in spec.groups:  # a head group is solved at its first permutation, all its members at once
+                members = spec.head_groups()[spec.groups[name][0]]
+                if name == members[0]:
+                    solved = [n for n in solved if n not in members]
+                    scores = {
+                        m: unit_scores(
+                            m,
+                            incoming_weights(spec, m, state_a, identity_perms, solved),
+                            incoming_weights(spec, m, state_b, perms, solved),
+                        )
+                        for m in members
+                    }
+                    perms.update(assign(spec, scores, solve))
+                continue
+            w_a = incoming_weights(spec, name, state_a, identity_perms, solved)
+            w_b = incoming_weights(spec, name, state_b, perms, solved)
+            perms[name] = solve(name, unit_scores(name, w_a, w_b))
+            with_own = incoming_matrices(spec, name, state_a, solved, recurrent=True)
+            if recurrent_iterations <= 0 or len(with_own) == len(incoming_matrices(spec, name, state_a, solved)):
+                continue  # no recurrent weights: solved once
+            w_a = incoming_weights(spec, name, state_a, identity_perms, solved, recurrent=True)
 
-        def score_of(perm, name=name, solved=solved, w_a=w_a):
-            rows_b = incoming_weights(spec, name, state_b, {**perms, name: perm}, solved, recurrent=True)
-            return unit_scores(name, w_a, rows_b)
+            def score_of(perm, name=name, solved=solved, w_a=w_a):
+                rows_b = incoming_weights(spec, name, state_b, {**perms, name: perm}, solved, recurrent=True)
+                return unit_scores(name, w_a, rows_b)
 
-        perms[name] = _fixed_point(name, perms[name], score_of, solve, recurrent_iterations)
-    return perms
+            perms[name] = _fixed_point(name, perms[name], score_of, solve, recurrent_iterations)
+        return perms
 
 
 def _fixed_point(name: str, perm: torch.Tensor, score_of, solve, max_iterations: int) -> torch.Tensor:

@@ -90,14 +90,14 @@ def permuted_copy(model: torch.nn.Module, perms: Permutations) -> torch.nn.Modul
     return copy
 
 
-@torch.no_grad()
 def output_change(model: torch.nn.Module, perms: Permutations, inputs: torch.Tensor) -> float:
     """Largest absolute change of ``model``'s outputs on ``inputs`` caused by permuting it.
 
     A correct permutation gives float round-off only (about 1e-6 of the outputs' scale).
     """
-    model.eval()
-    return (permuted_copy(model, perms).eval()(inputs) - model(inputs)).abs().max().item()
+    with torch.no_grad():
+        model.eval()
+        return (permuted_copy(model, perms).eval()(inputs) - model(inputs)).abs().max().item()
 
 
 def align_pairs(

@@ -18,7 +18,6 @@ def is_bias(param: str) -> bool:
     return param.rsplit(".", 1)[-1].startswith("bias")
 
 
-@torch.no_grad()
 def weight_matching(
     model_a, model_b, inputs=None, max_sweeps: int = 100, seed: int = 0, biases: bool = True
 ) -> Permutations:
@@ -31,45 +30,48 @@ def weight_matching(
     changed, and the descent stops when none has. Scores are computed in float32 on the models' device;
     the LAPs are solved on the CPU.
     """
-    spec = model_a.permutation_spec()
-    if not biases:
-        spec = PermutationSpec(
-            {name: tuple(p for p in pairs if not is_bias(p[0])) for name, pairs in spec.axes.items()},
-            spec.blocks,
-            spec.groups,
-        )
-    state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
-    state_b = {k: v.detach().float().to(next(iter(state_a.values())).device) for k, v in model_b.state_dict().items()}
-    perms = identity_permutations(spec, state_a)
-    # one step solves one permutation, or a head group's permutations together
-    steps = [(name,) for name in spec.names if name not in spec.groups] + [
-        tuple(names) for names in spec.head_groups().values()
-    ]
-    neighbours = {
-        name: {other for param, _ in pairs for other in spec.acting_on(param).values() if other != name}
-        for name, pairs in spec.axes.items()
-    }
-    rng = np.random.default_rng(seed)
-    stale = set(spec.names)  # permutations whose score may have changed since they were last solved
-    for sweep in range(max_sweeps):
-        for step in rng.permutation(len(steps)):
-            names = steps[step]
-            if not stale & set(names):
-                continue
-            stale -= set(names)
-            scores = {name: _score(spec, name, state_a, state_b, perms) for name in names}
-            new = assign(spec, scores)
-            rows = {name: torch.arange(len(perms[name])) for name in names}
-            gain = sum(scores[n][rows[n], new[n]].sum() - scores[n][rows[n], perms[n]].sum() for n in names)
-            if gain > 1e-6 * max(score.abs().max() for score in scores.values()):
-                perms.update(new)
-                stale |= set().union(*(neighbours[name] for name in names)) - set(names)
-        if not stale:
-            log.debug("weight matching converged after %d sweeps", sweep + 1)
-            break
-    else:
-        log.warning("weight matching stopped at max_sweeps=%d before converging", max_sweeps)
-    return perms
+    with torch.no_grad():
+        spec = model_a.permutation_spec()
+        if not biases:
+            spec = PermutationSpec(
+                {name: tuple(p for p in pairs if not is_bias(p[0])) for name, pairs in spec.axes.items()},
+                spec.blocks,
+                spec.groups,
+            )
+        state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
+        state_b = {
+            k: v.detach().float().to(next(iter(state_a.values())).device) for k, v in model_b.state_dict().items()
+        }
+        perms = identity_permutations(spec, state_a)
+        # one step solves one permutation, or a head group's permutations together
+        steps = [(name,) for name in spec.names if name not in spec.groups] + [
+            tuple(names) for names in spec.head_groups().values()
+        ]
+        neighbours = {
+            name: {other for param, _ in pairs for other in spec.acting_on(param).values() if other != name}
+            for name, pairs in spec.axes.items()
+        }
+        rng = np.random.default_rng(seed)
+        stale = set(spec.names)  # permutations whose score may have changed since they were last solved
+        for sweep in range(max_sweeps):
+            for step in rng.permutation(len(steps)):
+                names = steps[step]
+                if not stale & set(names):
+                    continue
+                stale -= set(names)
+                scores = {name: _score(spec, name, state_a, state_b, perms) for name in names}
+                new = assign(spec, scores)
+                rows = {name: torch.arange(len(perms[name])) for name in names}
+                gain = sum(scores[n][rows[n], new[n]].sum() - scores[n][rows[n], perms[n]].sum() for n in names)
+                if gain > 1e-6 * max(score.abs().max() for score in scores.values()):
+                    perms.update(new)
+                    stale |= set().union(*(neighbours[name] for name in names)) - set(names)
+            if not stale:
+                log.debug("weight matching converged after %d sweeps", sweep + 1)
+                break
+        else:
+            log.warning("weight matching stopped at max_sweeps=%d before converging", max_sweeps)
+        return perms
 
 
 def _score(spec: PermutationSpec, name: str, state_a, state_b, perms) -> torch.Tensor:
