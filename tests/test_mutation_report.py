@@ -68,7 +68,8 @@ def test_no_computing_function_of_a_mutated_module_is_decorated():
     for path in mutation.modules_to_mutate():
         for node in ast.walk(ast.parse((ROOT / path).read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                names = [ast.unparse(d) for d in node.decorator_list]
+                # mutmut's own trampolines are what its mutated copies (where this test also runs) add
+                names = [ast.unparse(d) for d in node.decorator_list if "_mutmut" not in ast.unparse(d)]
                 if names and names != ["property"]:
                     decorated.append(f"{path}: {node.name} (@{', @'.join(names)})")
     assert not decorated, f"decorated functions mutmut would skip: {decorated}"
