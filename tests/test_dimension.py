@@ -1,5 +1,7 @@
 """Dimension estimates: exact values on known matrices, and recovery of known dimensions on synthetic point clouds."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -299,6 +301,8 @@ def test_default_sizes_by_hand():
     assert default_sizes(2000) == [16, 37, 84, 191, 437, 1000]
     assert default_sizes(11) == [2, 3, 4, 5]
     assert default_sizes(4) == [1, 2]
+    # 58 points: from 29 // 2 = 14 (a whole number of points) to 29, ratio (29 / 14)^(1/5) = 1.1568
+    assert default_sizes(58) == [14, 16, 19, 22, 25, 29]
     with pytest.raises(ValueError, match="need at least 4 points for a grid of subsample sizes, got 3"):
         default_sizes(3)
 
@@ -369,3 +373,51 @@ def test_the_documented_defaults_are_the_ones_used():
     assert default == wasserstein_rate_dimension(points, sizes=[16, 32, 64], repeats=5, seed=0)
     assert default["distances"] != wasserstein_rate_dimension(points, sizes=[16, 32, 64], repeats=6)["distances"]
     assert default["distances"] != wasserstein_rate_dimension(points, sizes=[16, 32, 64], seed=1)["distances"]
+
+
+@pytest.mark.parametrize(("distance", "slope"), [(lambda n: 1.0, 0.0), (lambda n: n**0.5, 0.5)])
+def test_a_rate_that_does_not_shrink_gives_an_infinite_dimension(monkeypatch, distance, slope):
+    """Distances constant in ``n`` (slope exactly 0) or growing as ``sqrt(n)`` (slope 1/2): no finite ``d`` has
+    ``W ~ n^(-1/d)``, so the dimension is infinite, not ``-1 / slope``."""
+    import lmcot.dimension
+
+    monkeypatch.setattr(lmcot.dimension, "wasserstein_distance", lambda a, b: distance(len(a)))
+    result = wasserstein_rate_dimension(cube(200, 2, 5, seed=4), sizes=[16, 32, 64], repeats=1)
+    assert result["slope"] == pytest.approx(slope, abs=1e-12)
+    assert result["dimension"] == math.inf
+
+
+def test_activation_second_moments_pass_their_batch_size_on():
+    """The batch size bounds memory: the model sees batches of at most that many samples."""
+    from lmcot.dimension import activation_second_moments
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def hidden_activations(self, x):
+            seen.append(len(x))
+            return {"P0": x}
+
+    x = torch.arange(20.0).reshape(10, 2)
+    moments = activation_second_moments(Recorder(), x, batch_size=4)
+    assert seen == [4, 4, 2]
+    assert torch.allclose(moments["P0"], (x.T @ x).double() / 10)
+
+
+def test_model_dimensions_default_to_three_repeats_from_seed_zero():
+    """The documented defaults; the Wasserstein rate of 40 neurons depends on both (other values give other
+    estimates), so a changed default shows."""
+    from lmcot.dimension import model_dimensions
+    from lmcot.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mlp", (12,), 3, 40, 1).eval()
+    x = torch.randn(150, 12)
+
+    def rate(**options):
+        rows = model_dimensions(model, x, min_ambient=1, **options)
+        return next(r["value"] for r in rows if r["estimator"] == "wasserstein_rate")
+
+    default = rate()
+    assert default == rate(repeats=3, seed=0)
+    assert default != rate(repeats=4, seed=0) and default != rate(repeats=3, seed=1)
