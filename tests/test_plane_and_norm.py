@@ -191,3 +191,16 @@ def test_unknown_correction_is_named():
     with pytest.raises(ValueError, match="'renorm'.*reset, repair"):
         interpolation_curve(model, model.state_dict(), model.state_dict(), [0], {}, correction="renorm",
                             norm_inputs=torch.zeros(1, 1, 8, 8))  # fmt: skip
+
+
+def test_batchnorm_statistics_pass_their_batch_size_on(bn_models, digits):
+    """The batch size bounds memory: the network sees batches of at most that many samples (the statistics are
+    the same either way)."""
+    model = copy.deepcopy(bn_models[0])
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    inputs = digits.x_train[:10]
+    batched = batchnorm_statistics(model, inputs, batch_size=4)
+    assert seen == [4, 4, 2]
+    for (mean, std), (whole_mean, whole_std) in zip(batched, batchnorm_statistics(model, inputs), strict=True):
+        assert torch.allclose(mean, whole_mean) and torch.allclose(std, whole_std)
