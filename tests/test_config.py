@@ -231,16 +231,16 @@ def test_the_command_line_check_counts_the_study_or_lists_the_problems(tmp_path,
 def test_the_command_line_check_reads_its_argument_or_params_yaml(tmp_path, default, capsys, monkeypatch):
     """With no argument it checks ``params.yaml`` of the working directory; called as a program it takes the
     file from ``sys.argv``."""
-    good = edited(edited(default, "train.sweep.models", ["mlp-d2-w8"]), "train.seeds", [0, 1, 2])
+    good = edited(edited(default, "train.sweep.models", ["mlp-d2-w8"]), "train.seeds", [0, 1, 2, 3])
     good = edited(edited(good, "train.sweep.datasets", ["digits"]), "train.sweep.lrs", [0.1])
     (tmp_path / "params.yaml").write_text(yaml_text(good))
-    (tmp_path / "other.yaml").write_text(yaml_text(edited(good, "train.seeds", [0, 1, 2, 3])))
+    (tmp_path / "other.yaml").write_text(yaml_text(edited(good, "train.seeds", [0, 1, 2, 3, 4, 5])))
     monkeypatch.chdir(tmp_path)
     assert main([]) == 0
-    assert capsys.readouterr().out == "params.yaml: valid; 1 configuration(s) x 3 seeds\n"
+    assert capsys.readouterr().out == "params.yaml: valid; 1 configuration(s) x 4 seeds\n"
     monkeypatch.setattr("sys.argv", ["python -m lmcot.config", "other.yaml"])
     assert main() == 0
-    assert capsys.readouterr().out == "other.yaml: valid; 1 configuration(s) x 4 seeds\n"
+    assert capsys.readouterr().out == "other.yaml: valid; 1 configuration(s) x 6 seeds\n"
 
 
 def yaml_text(params) -> str:
