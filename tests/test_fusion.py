@@ -318,3 +318,18 @@ def test_the_target_units_start_from_distinct_units_or_every_unit_then_repeats()
         assert _initial_units(6, 6, generator).tolist() == list(range(6))
         wide = _initial_units(4, 13, generator)
         assert wide[:4].tolist() == [0, 1, 2, 3] and len(wide) == 13 and set(wide[4:].tolist()) <= {0, 1, 2, 3}
+
+
+def test_ensemble_weights_are_normalised_checked_and_summed_over_batches(digits):
+    """Weights 1 and 3 are weights 1/4 and 3/4; a weight per model or a ValueError; batches add up to the whole."""
+    models = [make("mlp"), make("mlp")]
+    with torch.no_grad():
+        models[1].layers[0].weight.mul_(3)  # a different model
+    x, y = digits.x_test[:100], digits.y_test[:100]
+    quarter = ensemble_evaluate(models, x, y, weights=[0.25, 0.75])
+    assert ensemble_evaluate(models, x, y, weights=[1, 3]) == pytest.approx(quarter, rel=1e-12)
+    assert ensemble_evaluate(models, x, y)["loss"] != pytest.approx(quarter["loss"], rel=1e-6)
+    batched = ensemble_evaluate(models, x, y, weights=[1, 3], batch_size=30)
+    assert batched["accuracy"] == quarter["accuracy"] and batched["loss"] == pytest.approx(quarter["loss"], rel=1e-9)
+    with pytest.raises(ValueError, match="zip"):
+        ensemble_evaluate(models, x, y, weights=[1.0])

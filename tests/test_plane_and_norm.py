@@ -204,3 +204,31 @@ def test_batchnorm_statistics_pass_their_batch_size_on(bn_models, digits):
     assert seen == [4, 4, 2]
     for (mean, std), (whole_mean, whole_std) in zip(batched, batchnorm_statistics(model, inputs), strict=True):
         assert torch.allclose(mean, whole_mean) and torch.allclose(std, whole_std)
+
+
+def test_bn_reset_averages_over_batches_and_restores_the_momentum(bn_models):
+    """Running statistics after a reset are the cumulative mean over batches (momentum None while it runs), the
+    layers' own momentum is back afterwards, and the default batch is 4096 samples (5000 inputs: two batches)."""
+    inputs = torch.randn(5000, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    default, explicit, other = (copy.deepcopy(bn_models[0]) for _ in range(3))
+    momenta = [layer.momentum for layer in batchnorm_layers(default)]
+    reset_batchnorm(default, inputs)
+    reset_batchnorm(explicit, inputs, batch_size=4096)
+    reset_batchnorm(other, inputs, batch_size=2500)
+    assert [layer.momentum for layer in batchnorm_layers(default)] == momenta
+    for a, b, c in zip(*(batchnorm_layers(m) for m in (default, explicit, other)), strict=True):
+        assert torch.equal(a.running_mean, b.running_mean) and torch.equal(a.running_var, b.running_var)
+        assert not torch.allclose(a.running_var, c.running_var, rtol=1e-6, atol=0)  # batches weigh alike
+
+
+def test_output_statistics_that_stop_after_the_last_layer_measure_every_layer(bn_models, digits):
+    """``stop=True`` ends each pass after the last of the layers; the earlier layers are still measured."""
+    from lmcot.evaluation import output_statistics
+
+    model = bn_models[0]
+    layers = batchnorm_layers(model)[:2]
+    inputs = digits.x_train[:50]
+    stopped = output_statistics(model, layers, inputs, batch_size=20, stop=True)
+    full = output_statistics(model, layers, inputs, batch_size=20)
+    for (mean, std), (full_mean, full_std) in zip(stopped, full, strict=True):
+        assert torch.equal(mean, full_mean) and torch.equal(std, full_std)

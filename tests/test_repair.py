@@ -153,3 +153,28 @@ def test_a_reset_without_batchnorm_is_refused_naming_the_model():
         "BN reset recomputes BatchNorm statistics and MLP has no BatchNorm layer"
     )
     assert correction_refusal(build_model("resnet_bn", (1, 8, 8), 2, 4, 1), "reset") is None
+
+
+def test_repair_is_refused_for_a_transformer_and_only_repair():
+    """A ViT's Linear layers act on (batch, tokens, channels), not on channels at axis 1: REPAIR is refused in
+    those words; BN reset is refused for it as for any network without BatchNorm."""
+    vit = build_model("vit", (1, 8, 8), 10, 8, 1, 2)
+    assert correction_refusal(vit, "repair") == (
+        "REPAIR measures each channel's statistics on axis 1, and ViT's Linear layers act on "
+        "(batch, tokens, channels): a transformer is not corrected"
+    )
+    assert correction_refusal(vit, "reset") == (
+        "BN reset recomputes BatchNorm statistics and ViT has no BatchNorm layer"
+    )
+
+
+def test_repair_checks_the_goal_count_and_passes_its_batch_size_on(digits, trained_pair):
+    model = copy.deepcopy(trained_pair[0])  # an MLP of 2 hidden layers of 24 units
+    inputs = digits.x_train[:10]
+    goal = [(torch.zeros(24, dtype=torch.float64), torch.ones(24, dtype=torch.float64))]
+    with pytest.raises(ValueError, match=r"^REPAIR: 1 goal statistics for 2 layers$"):
+        repair(model, goal, inputs)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    repair(model, goal * 2, inputs, batch_size=4)
+    assert seen and max(seen) == 4  # every pass in batches of at most 4
