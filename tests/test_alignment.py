@@ -358,3 +358,18 @@ def test_align_pairs_logs_each_pair_and_method_with_its_time(trained_pair, digit
     assert "run-x: 100%" in capsys.readouterr().err
     align_pairs(models, [(0, 1)], ["identity"], {}, None, digits.x_test[:8])
     assert "alignment: 100%" in capsys.readouterr().err
+
+
+def test_ot_emd_stopped_early_names_the_layer_and_the_fix():
+    """An iteration cap too low for the network simplex leaves a plan that is not a permutation: refused, naming
+    the permutation and the option to raise."""
+    import warnings
+
+    from lmcot.align.transport import ot_emd
+
+    torch.manual_seed(0)
+    model_a, model_b = (build_model("mlp", (6,), 3, 8, 1) for _ in range(2))
+    with warnings.catch_warnings(), pytest.raises(RuntimeError) as error:
+        warnings.simplefilter("ignore")  # POT warns that it stopped at the cap
+        ot_emd(model_a, model_b, num_iter_max=1)
+    assert str(error.value) == "ot.emd returned a plan that is not a permutation at P0; raise num_iter_max"

@@ -234,3 +234,63 @@ def test_mle_with_two_neighbours_by_hand():
         mle_dimension(np.array([[0.0], [1.0], [1.0]]), k=2)
     with pytest.raises(ValueError, match=r"points must be a 2-d array \(n_points, n_features\), got shape \(3,\)"):
         mle_dimension(np.array([0.0, 1.0, 3.0]), k=2)
+
+
+# --- activation statistics ----------------------------------------------------------------------------------------
+
+
+class FixedActivations(torch.nn.Module):
+    """A stand-in model whose hidden activations are a fixed linear map of its inputs; records batch sizes."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight, self.batches = torch.as_tensor(weight, dtype=torch.float32), []
+
+    def hidden_activations(self, x):
+        self.batches.append(len(x))
+        return {"P0": x @ self.weight}
+
+
+def test_activation_statistics_pooled_over_uneven_batches_by_hand():
+    """Population cross-covariance and standard deviations of 10 samples read in batches of 3, 3, 3 and 1,
+    against numpy on the whole set at once."""
+    from lmcot.align.activations import activation_statistics
+
+    x = torch.tensor(np.random.default_rng(0).normal(size=(10, 3)) + [1.0, -2.0, 0.5], dtype=torch.float32)
+    model_a = FixedActivations([[1.0, 0.0], [2.0, 1.0], [0.0, -1.0]])
+    model_b = FixedActivations([[0.5, 1.0, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 1.0]])
+    ((name, (cov, std_a, std_b)),) = activation_statistics(model_a, model_b, x, batch_size=3).items()
+    assert name == "P0" and model_a.batches == model_b.batches == [3, 3, 3, 1]
+    a, b = ((x.double() @ m.weight.double()).numpy() for m in (model_a, model_b))
+    expected = (a - a.mean(0)).T @ (b - b.mean(0)) / 10
+    assert cov.shape == (2, 3) and cov.dtype == torch.float64
+    np.testing.assert_allclose(cov.numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std_a.numpy(), a.std(0), rtol=1e-5)
+    np.testing.assert_allclose(std_b.numpy(), b.std(0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["activation_matching", "activation_covariance"])
+def test_activation_methods_pass_their_batch_size_on(method, monkeypatch):
+    from lmcot.align import activations
+
+    asked = []
+    stats = {"P0": (torch.eye(2, dtype=torch.float64), torch.ones(2).double(), torch.ones(2).double())}
+    monkeypatch.setattr(
+        activations, "activation_statistics", lambda a, b, x, batch_size: asked.append(batch_size) or stats
+    )
+    model = build_model("mlp", (3,), 2, 2, 1)
+    getattr(activations, method)(model, model, torch.zeros(7, 3), batch_size=4)
+    getattr(activations, method)(model, model, torch.zeros(7, 3))
+    assert asked == [4, 4096]
+
+
+def test_activation_matching_scores_correlation_not_covariance(monkeypatch):
+    """Units of very different scales: correlation ``cov / (std_a std_b)`` keeps the identity (0.11 against 0.009),
+    where covariance times the scales would swap the two units (11 against 90)."""
+    from lmcot.align import activations
+
+    cov = torch.tensor([[1.0, 0.0], [0.9, 0.1]], dtype=torch.float64)
+    stats = {"P0": (cov, torch.tensor([1.0, 10.0]).double(), torch.tensor([10.0, 1.0]).double())}
+    monkeypatch.setattr(activations, "activation_statistics", lambda *args: stats)
+    model = build_model("mlp", (3,), 2, 2, 1)
+    assert activations.activation_matching(model, model, torch.zeros(1, 3))["P0"].tolist() == [0, 1]
