@@ -373,3 +373,34 @@ def test_ot_emd_stopped_early_names_the_layer_and_the_fix():
         warnings.simplefilter("ignore")  # POT warns that it stopped at the cap
         ot_emd(model_a, model_b, num_iter_max=1)
     assert str(error.value) == "ot.emd returned a plan that is not a permutation at P0; raise num_iter_max"
+
+
+def test_weight_matching_logs_its_sweeps_and_warns_at_the_cap(trained_pair, caplog):
+    """The debug log says how many sweeps the descent took; as many sweeps as a cap converges without a word,
+    one fewer stops at the cap with a warning. Zero weights converge at once (no gain is a gain of 0)."""
+    import logging
+    import re
+
+    from lmcot.align.weight_matching import weight_matching
+
+    with caplog.at_level(logging.DEBUG, logger="lmcot.align.weight_matching"):
+        found = weight_matching(*trained_pair)
+    (line,) = [r.getMessage() for r in caplog.records]
+    sweeps = int(re.fullmatch(r"weight matching converged after (\d+) sweeps", line).group(1))
+    assert sweeps >= 2  # the first sweep changes the identity; a second finds nothing left to change
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="lmcot.align.weight_matching"):
+        capped = weight_matching(*trained_pair, max_sweeps=sweeps)
+        assert [r.getMessage() for r in caplog.records] == [f"weight matching converged after {sweeps} sweeps"]
+        caplog.clear()
+        weight_matching(*trained_pair, max_sweeps=sweeps - 1)
+    assert all(torch.equal(found[k], capped[k]) for k in found)
+    warnings = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [("WARNING", f"weight matching stopped at max_sweeps={sweeps - 1} before converging")]
+    zeros = build_model("mlp", (6,), 3, 8, 2)
+    for p in zeros.parameters():
+        p.data.zero_()
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="lmcot.align.weight_matching"):
+        weight_matching(zeros, zeros)
+    assert [r.getMessage() for r in caplog.records] == ["weight matching converged after 1 sweeps"]

@@ -186,3 +186,14 @@ def test_the_planes_of_a_transformer_use_weight_matching_and_its_average():
     assert labels["second"] == "weight-matching average"
     for key, value in model_1.state_dict().items():
         torch.testing.assert_close(fused[key], (value + permuted[key]) / 2)
+
+
+@pytest.mark.parametrize("biases", [True, False])
+def test_weight_matching_of_unrelated_transformers_moves_whole_heads(biases):
+    """Two independently initialised ViTs share no planted answer, so only the head groups keep the result from
+    splitting a head: with or without the bias terms, every head moves whole."""
+    from lmcot.align.weight_matching import weight_matching
+
+    model_a, model_b = vit(seed=0), vit(seed=1)
+    perms = weight_matching(model_a, model_b, biases=biases)
+    check_permutations(model_a.permutation_spec(), perms, model_a.state_dict())
