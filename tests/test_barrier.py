@@ -219,3 +219,42 @@ def test_the_barrier_stage_writes_the_correction_beside_the_method(tmp_path):
     # the correction changes the path, not its endpoints: the same models at alpha = 0 and 1
     ends = barriers.set_index(["method", "correction", "split", "metric"])[["value_a", "value_b"]]
     assert np.allclose(ends.xs("repair", level="correction"), ends.xs("none", level="correction"), atol=1e-5)
+
+
+def test_either_state_that_misses_a_tensor_is_refused_and_a_correction_needs_inputs(trained_pair, digits):
+    model_a, model_b = trained_pair
+    container = copy.deepcopy(model_a)
+    short = {k: v for k, v in model_b.state_dict().items() if k != "layers.0.bias"}
+    for state_a, state_b in ((model_a.state_dict(), short), (short, model_a.state_dict())):
+        with pytest.raises(ValueError) as error:
+            interpolation_curve(container, state_a, state_b, [0.0, 1.0], {"test": digits.split("test")})
+        assert str(error.value) == "interpolation_curve: the two states and the model have different tensors"
+    with pytest.raises(ValueError) as error:
+        interpolation_curve(container, model_a.state_dict(), model_b.state_dict(), [0.5], {}, correction="repair")
+    assert str(error.value) == "the 'repair' correction needs norm_inputs (training samples)"
+
+
+def test_double_precision_states_give_the_float_curve(trained_pair, digits):
+    """States are cast to the container's tensors before interpolating (a float64 checkpoint is fine)."""
+    model_a, model_b = trained_pair
+    container = copy.deepcopy(model_a)
+    split = {"test": digits.split("test")}
+    as_float = interpolation_curve(container, model_a.state_dict(), model_b.state_dict(), [0.5], split)
+    states = [{k: v.double() for k, v in m.state_dict().items()} for m in trained_pair]
+    assert interpolation_curve(container, *states, [0.5], split) == as_float
+
+
+@pytest.mark.parametrize("correction", [None, "repair"])
+def test_a_path_evaluates_and_corrects_in_batches_of_its_batch_size(trained_pair, digits, correction):
+    """Memory stays bounded by ``batch_size``: every forward pass of the path, the correction's included, sees at
+    most that many samples."""
+    model_a, model_b = trained_pair
+    container = copy.deepcopy(model_a)
+    seen = []
+    container.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    x, y = digits.split("test")
+    interpolation_curve(
+        container, model_a.state_dict(), model_b.state_dict(), [0.5], {"test": (x[:40], y[:40])}, batch_size=16,
+        correction=correction, norm_inputs=digits.x_train[:40],
+    )  # fmt: skip
+    assert seen and max(seen) == 16

@@ -232,3 +232,14 @@ def test_output_statistics_that_stop_after_the_last_layer_measure_every_layer(bn
     full = output_statistics(model, layers, inputs, batch_size=20)
     for (mean, std), (full_mean, full_std) in zip(stopped, full, strict=True):
         assert torch.equal(mean, full_mean) and torch.equal(std, full_std)
+
+
+def test_a_reset_path_recomputes_statistics_in_batches_of_its_batch_size(bn_models, digits):
+    container = copy.deepcopy(bn_models[0])
+    seen = []
+    container.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    states = [model.state_dict() for model in bn_models]
+    x, y = digits.split("test")
+    split = {"test": (x[:40], y[:40])}
+    interpolation_curve(container, *states, [0.5], split, batch_size=16, correction="reset", norm_inputs=x[:40])
+    assert seen and max(seen) == 16
