@@ -294,3 +294,24 @@ def test_activation_matching_scores_correlation_not_covariance(monkeypatch):
     monkeypatch.setattr(activations, "activation_statistics", lambda *args: stats)
     model = build_model("mlp", (3,), 2, 2, 1)
     assert activations.activation_matching(model, model, torch.zeros(1, 3))["P0"].tolist() == [0, 1]
+
+
+def test_second_moments_over_uneven_batches_by_hand():
+    """``E[f f^T]`` uncentred over 5 samples read in batches of 2, 2 and 1: rows (1, 0), (0, 2), (1, 1), (2, 0),
+    (0, 1) give sums 1 + 1 + 4 = 6, 1 * 1 = 1 and 4 + 1 + 1 = 6, divided by 5."""
+    from lmcot.moments import input_second_moments, second_moments
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [2.0, 0.0], [0.0, 1.0]])
+    batches = []
+
+    def features(batch):
+        batches.append(len(batch))
+        return {"P0": batch}
+
+    moments = second_moments(features, x, batch_size=2)
+    assert batches == [2, 2, 1] and moments["P0"].dtype == torch.float64
+    assert moments["P0"].tolist() == [[6 / 5, 1 / 5], [1 / 5, 6 / 5]]
+    batches.clear()
+    sigma = input_second_moments(None, x, batch_size=2, features=features)
+    assert batches == [2, 2, 1] and sigma["P0"].dtype == torch.float32
+    assert torch.allclose(sigma["P0"], torch.tensor([[1.2, 0.2], [0.2, 1.2]]))

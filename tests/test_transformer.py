@@ -197,3 +197,24 @@ def test_weight_matching_of_unrelated_transformers_moves_whole_heads(biases):
     model_a, model_b = vit(seed=0), vit(seed=1)
     perms = weight_matching(model_a, model_b, biases=biases)
     check_permutations(model_a.permutation_spec(), perms, model_a.state_dict())
+
+
+def test_runs_of_one_unit_and_the_default_name_of_a_split_run():
+    assert run_permutation(torch.tensor([2, 0, 1]), 1).tolist() == [2, 0, 1]  # every unit is its own run
+    with pytest.raises(ValueError) as error:
+        run_permutation(torch.tensor([0, 2, 1, 3]), 2)  # units 0 and 2 in one run: run 0 is split
+    assert str(error.value) == "the permutation splits runs of 2 units (an attention head's dimensions)"
+
+
+def test_a_head_group_is_assigned_on_the_sum_over_its_members():
+    """Two heads of one unit each. Member ``qk`` gains 20 by swapping the heads, member ``vo`` 2 by keeping them:
+    the group swaps (20 > 2), though ``vo`` alone would not."""
+    from lmcot.align.assignment import assign_heads
+
+    scores = {
+        "qk": (torch.tensor([[0.0, 10.0], [10.0, 0.0]]), 1),
+        "vo": (torch.tensor([[1.0, 0.0], [0.0, 1.0]]), 1),
+    }
+    perms = assign_heads(scores)
+    assert perms["qk"].tolist() == perms["vo"].tolist() == [1, 0]
+    assert assign_heads({"vo": scores["vo"]})["vo"].tolist() == [0, 1]
