@@ -1,5 +1,7 @@
 """lmcot.ot: assignments and plans on cases small enough to solve by hand."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -77,3 +79,22 @@ def test_uniform_plan_defaults_and_an_unknown_solver():
     )
     with pytest.raises(ValueError, match="unknown OT solver 'hungarian'; valid: emd, sinkhorn"):
         uniform_plan(torch.rand(3, 3), "hungarian")
+
+
+def test_sinkhorn_on_two_points_by_hand():
+    """Cost ``[[0, c], [c, 0]]`` with uniform marginals: by symmetry the scalings are constant, so the plan is the
+    Gibbs kernel ``[[1, k], [k, 1]]`` over ``2 (1 + k)``, ``k = exp(-(c / max cost) / epsilon) = exp(-2)`` at
+    ``epsilon = 0.5``, whatever the cost's scale (here c = 0.5, below 1)."""
+    k = math.exp(-2.0)
+    expected = np.array([[1.0, k], [k, 1.0]]) / (2 * (1 + k))
+    cost = np.array([[0.0, 0.5], [0.5, 0.0]])
+    np.testing.assert_allclose(entropic_plan(uniform(2), uniform(2), cost, epsilon=0.5), expected, atol=1e-12)
+    np.testing.assert_allclose(np.exp(entropic_log_plan(cost, epsilon=0.5)), expected, atol=1e-12)
+
+
+def test_sinkhorn_works_in_the_log_domain_where_the_kernel_underflows():
+    """At ``epsilon = 1e-3`` every entry of ``exp(-M / epsilon)`` for costs 0.9 and 1 underflows to 0; the
+    log-domain iterations still give the plan of the cheaper diagonal."""
+    cost = np.array([[0.9, 1.0], [1.0, 0.9]])
+    plan = entropic_plan(uniform(2), uniform(2), cost, epsilon=1e-3)
+    np.testing.assert_allclose(plan, [[0.5, 0.0], [0.0, 0.5]], atol=1e-12)
