@@ -98,3 +98,11 @@ def test_sinkhorn_works_in_the_log_domain_where_the_kernel_underflows():
     cost = np.array([[0.9, 1.0], [1.0, 0.9]])
     plan = entropic_plan(uniform(2), uniform(2), cost, epsilon=1e-3)
     np.testing.assert_allclose(plan, [[0.5, 0.0], [0.0, 0.5]], atol=1e-12)
+
+
+def test_the_exact_plan_follows_unequal_marginals_by_hand():
+    """Masses (3/4, 1/4) to (1/4, 3/4) at cost 0 on the diagonal and 1 off it: 1/4 stays on each diagonal entry
+    and the remaining 1/2 of the first point moves to the second target."""
+    cost = np.array([[0.0, 1.0], [1.0, 0.0]])
+    plan = exact_plan(np.array([0.75, 0.25]), np.array([0.25, 0.75]), cost)
+    np.testing.assert_allclose(plan, [[0.25, 0.5], [0.0, 0.25]], atol=1e-15)
