@@ -469,3 +469,12 @@ def test_params_level_messages_word_for_word(default):
         "each with its own incoming weights and bias / no bias but a BatchNorm shift after the convolution. Leave the "
         "method out, or those models"
     )
+
+
+def test_params_are_read_by_the_safe_loader(tmp_path):
+    """A tag that would name Python objects is refused as YAML (the round-trip loader would keep it as a tagged
+    value and let it reach the validator)."""
+    path = tmp_path / "params.yaml"
+    path.write_text("device: !!python/name:os.system\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml is not valid YAML: could not determine a constructor"):
+        read_yaml(path)
