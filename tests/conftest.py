@@ -57,3 +57,10 @@ def trained_pair(digits):
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(1234)
+
+
+def batch_sizes(model: torch.nn.Module) -> list[int]:
+    """The list that every later forward pass of ``model`` appends its batch size to (a forward pre-hook)."""
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    return seen

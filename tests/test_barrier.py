@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import batch_sizes
 
 from lmcot.align.methods import align
 from lmcot.barrier import NonFinitePathError, barrier_summary, barrier_tables, interpolation_curve
@@ -250,8 +251,7 @@ def test_a_path_evaluates_and_corrects_in_batches_of_its_batch_size(trained_pair
     most that many samples."""
     model_a, model_b = trained_pair
     container = copy.deepcopy(model_a)
-    seen = []
-    container.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    seen = batch_sizes(container)
     x, y = digits.split("test")
     interpolation_curve(
         container, model_a.state_dict(), model_b.state_dict(), [0.5], {"test": (x[:40], y[:40])}, batch_size=16,

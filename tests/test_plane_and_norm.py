@@ -6,7 +6,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import trained_models
+from conftest import batch_sizes, trained_models
 
 from lmcot.barrier import interpolation_curve
 from lmcot.config import Configuration
@@ -197,8 +197,7 @@ def test_batchnorm_statistics_pass_their_batch_size_on(bn_models, digits):
     """The batch size bounds memory: the network sees batches of at most that many samples (the statistics are
     the same either way)."""
     model = copy.deepcopy(bn_models[0])
-    seen = []
-    model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    seen = batch_sizes(model)
     inputs = digits.x_train[:10]
     batched = batchnorm_statistics(model, inputs, batch_size=4)
     assert seen == [4, 4, 2]
@@ -236,8 +235,7 @@ def test_output_statistics_that_stop_after_the_last_layer_measure_every_layer(bn
 
 def test_a_reset_path_recomputes_statistics_in_batches_of_its_batch_size(bn_models, digits):
     container = copy.deepcopy(bn_models[0])
-    seen = []
-    container.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    seen = batch_sizes(container)
     states = [model.state_dict() for model in bn_models]
     x, y = digits.split("test")
     split = {"test": (x[:40], y[:40])}

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from conftest import trained_models
+from conftest import batch_sizes, trained_models
 
 from lmcot.align.methods import align, permuted_copy
 from lmcot.barrier import interpolation_curve
@@ -174,7 +174,6 @@ def test_repair_checks_the_goal_count_and_passes_its_batch_size_on(digits, train
     goal = [(torch.zeros(24, dtype=torch.float64), torch.ones(24, dtype=torch.float64))]
     with pytest.raises(ValueError, match=r"^REPAIR: 1 goal statistics for 2 layers$"):
         repair(model, goal, inputs)
-    seen = []
-    model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    seen = batch_sizes(model)
     repair(model, goal * 2, inputs, batch_size=4)
     assert seen and max(seen) == 4  # every pass in batches of at most 4
