@@ -73,3 +73,39 @@ def test_no_computing_function_of_a_mutated_module_is_decorated():
                 if names and names != ["property"]:
                     decorated.append(f"{path}: {node.name} (@{', @'.join(names)})")
     assert not decorated, f"decorated functions mutmut would skip: {decorated}"
+
+
+def test_verdicts_are_carried_to_a_fresh_clone_with_their_functions_code(tmp_path):
+    done, fresh = tmp_path / "done", tmp_path / "fresh"
+    codes = {"lmcot.a.x_f__mutmut_1": 1, "lmcot.a.x_f__mutmut_2": 0, "lmcot.a.x_f__mutmut_3": None}
+    codes |= {"lmcot.a.xǁCǁg__mutmut_1": -9, "lmcot.a.xǁCǁg__mutmut_2": 33}  # -9: interrupted by a kill
+    write_meta(done, "lmcot/a.py", codes)
+    meta = done / "lmcot/a.py.meta"
+    meta.write_text(json.dumps(json.loads(meta.read_text()) | {"hash_by_function_name": {"x_f": "h1", "xǁCǁg": "h2"}}))
+    results = tmp_path / "results.json"
+    assert mutation.save_results(["lmcot/a.py"], done, results) == 3  # the not-run and the interrupted left out
+    assert json.loads(results.read_text()) == {
+        "lmcot/a.py": {
+            "x_f": {"hash": "h1", "exit_codes": {"1": 1, "2": 0}},
+            "xǁCǁg": {"hash": "h2", "exit_codes": {"2": 33}},
+        }
+    }
+    seeded = mutation.seed_results(["lmcot/a.py", "lmcot/b.py"], fresh, results)
+    assert seeded == {"lmcot.a.x_f__mutmut_1", "lmcot.a.x_f__mutmut_2", "lmcot.a.xǁCǁg__mutmut_2"}
+    written = json.loads((fresh / "lmcot/a.py.meta").read_text())
+    assert written["hash_by_function_name"] == {"x_f": "h1", "xǁCǁg": "h2"}
+    assert written["exit_code_by_key"] == {k: v for k, v in codes.items() if k in seeded}
+    assert not (fresh / "lmcot/b.py.meta").exists()  # a module without results is left to mutmut
+    # A module that has its own results in mutants/ keeps them: they are newer than the committed ones.
+    (fresh / "lmcot/a.py.meta").write_text("{}")
+    assert mutation.seed_results(["lmcot/a.py"], fresh, results) == set()
+    assert (fresh / "lmcot/a.py.meta").read_text() == "{}"
+    assert mutation.seed_results(["lmcot/a.py"], tmp_path / "other", tmp_path / "absent.json") == set()
+
+
+def test_the_committed_results_name_only_mutated_modules_and_final_verdicts():
+    results = json.loads(mutation.RESULTS.read_text())
+    assert set(results) <= set(mutation.modules_to_mutate())
+    for functions in results.values():
+        for entry in functions.values():
+            assert set(entry["exit_codes"].values()) <= mutation.FINAL_CODES and len(entry["hash"]) == 12
