@@ -13,7 +13,7 @@ from lmcot.align.methods import align
 from lmcot.barrier import NonFinitePathError, barrier_summary, barrier_tables, interpolation_curve
 from lmcot.config import Configuration
 from lmcot.design import evaluation_grid
-from lmcot.evaluation import evaluate
+from lmcot.evaluation import correction_refusal, evaluate
 from lmcot.permutation import identity_permutations
 
 
@@ -133,6 +133,7 @@ def test_barrier_tables_of_every_record_and_applicable_correction(trained_pair, 
         tables = barrier_tables(config, models, records, digits, OPTIONS)
     assert "no reset paths" in caplog.text  # an MLP has no BatchNorm; REPAIR applies
     assert f"{config.name}: no reset paths: BN reset recomputes BatchNorm statistics" in caplog.text
+    assert f"{config.name}: no reset paths: {correction_refusal(trained_pair[0], 'reset')}" in caplog.messages
     assert f"{config.name}: 100%" in capsys.readouterr().err  # the progress bar names the configuration
     curves, barriers = tables.curves, tables.barriers
     # one log line per path: seeds, the path's label padded to 20 characters, its test loss barrier
