@@ -109,3 +109,23 @@ def test_the_committed_results_name_only_mutated_modules_and_final_verdicts():
     for functions in results.values():
         for entry in functions.values():
             assert set(entry["exit_codes"].values()) <= mutation.FINAL_CODES and len(entry["hash"]) == 12
+
+
+def test_every_module_the_fork_server_preloads_exists():
+    """mutmut skips a preload it cannot import without a word: a misspelt name would cost speed silently."""
+    lines = (ROOT / "benchmarks" / "mutation_preload.txt").read_text().splitlines()
+    names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+    def found(name):
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            return False
+
+    sys.path.insert(0, str(ROOT))  # mutmut runs from the project root: benchmarks/ is importable there
+    try:
+        assert [name for name in names if not found(name)] == []
+        assert not found("sklearn.datasetz") and not found("sklearnz.datasets")  # the check can fail
+    finally:
+        sys.path.remove(str(ROOT))
+    assert names[-1] == "benchmarks.mutation_freeze"  # after every import, or it freezes too little
