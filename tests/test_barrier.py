@@ -10,7 +10,7 @@ import torch
 from conftest import batch_sizes
 
 from lmcot.align.methods import align
-from lmcot.barrier import NonFinitePathError, barrier_summary, barrier_tables, interpolation_curve
+from lmcot.barrier import NonFinitePathError, barrier_summary, barrier_table, barrier_tables, interpolation_curve
 from lmcot.config import Configuration
 from lmcot.design import evaluation_grid
 from lmcot.evaluation import correction_refusal, evaluate
@@ -44,6 +44,31 @@ def test_bump_above_the_chord_is_the_barrier():
 def test_unsorted_input_is_sorted_first():
     alphas = np.array([1.0, 0.0, 0.5])
     assert barrier_summary(alphas, [3.0, 1.0, 4.0])["barrier"] == pytest.approx(2.0)
+
+
+def test_the_barrier_table_keeps_the_curves_order_and_summarises_each():
+    import pandas as pd
+
+    paths = [
+        ("weight_matching", "train", [1.0, 1.5, 1.0]),  # barrier 0.5
+        ("identity", "train", [1.0, 4.0, 3.0]),  # chord 2 at the midpoint: barrier 2
+        ("weight_matching", "test", [2.0, 2.0, 2.0]),
+    ]
+    rows = [
+        {"method": method, "split": split, "alpha": alpha, "value": value}
+        for method, split, values in paths
+        for alpha, value in zip([0.0, 0.5, 1.0], values, strict=True)
+    ]
+    curves = pd.DataFrame(rows)
+    table = barrier_table(curves, ["method", "split"])
+    # in the order the curves come (not sorted by method): rows follow the paths as the stage made them
+    assert list(zip(table["method"], table["split"], strict=True)) == [
+        ("weight_matching", "train"),
+        ("identity", "train"),
+        ("weight_matching", "test"),
+    ]
+    assert table["barrier"].tolist() == [0.5, 2.0, 0.0]
+    assert table["midpoint"].tolist() == [1.5, 4.0, 2.0]
 
 
 @pytest.mark.parametrize(
