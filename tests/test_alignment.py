@@ -2,6 +2,7 @@
 the matching objective over no alignment."""
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -282,6 +283,66 @@ def test_method_options_come_from_each_records_params_group():
     assert method_options("barycenter", params) == {"solver": "emd", "start": "best"}
     assert method_options("ot_sinkhorn", params) == {}  # no group in params: the function's defaults
     assert method_options("identity", params) == {}
+
+
+def test_a_method_called_without_options_does_what_the_default_params_do():
+    """A user calling a method from Python gets the pipeline's default study: each keyword default is the value
+    that params.yaml's defaults give it, and every recurrent refinement stops after the same 20 iterations."""
+    import inspect
+
+    from lmcot.align.layerwise import layerwise
+    from lmcot.config import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    recurrent_caps = {}
+    for name, record in METHODS.items():
+        defaults = {
+            key: parameter.default
+            for key, parameter in inspect.signature(record.function).parameters.items()
+            if parameter.default is not inspect.Parameter.empty
+        }
+        for key, value in method_options(name, params).items():
+            assert defaults[key] == value, (name, key)
+        if "recurrent_iterations" in defaults:
+            recurrent_caps[name] = defaults["recurrent_iterations"]
+    # no params key sets this cap: the pipeline runs on the default, the same for every method
+    assert set(recurrent_caps) >= {"naive_weight_matching", "cov_weight_matching", "ot_emd", "ot_sinkhorn"}
+    assert set(recurrent_caps.values()) == {inspect.signature(layerwise).parameters["recurrent_iterations"].default}
+    assert set(recurrent_caps.values()) == {20}
+
+
+def test_defaults_reach_the_solvers_unchanged(monkeypatch):
+    """The same promise, watched where the values are used: a method called without options hands its
+    solver params.yaml's default values (signatures alone could hide a default that the body overrides)."""
+    from lmcot import fusion
+    from lmcot.align import covariance, layerwise, transport
+    from lmcot.config import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    seen = {}
+
+    def spy(module, attr, keep):
+        original = getattr(module, attr)
+
+        def wrapper(*args, **kwargs):
+            seen.setdefault(attr, set()).add(keep(*args, **kwargs))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, attr, wrapper)
+
+    spy(fusion, "barycenter_permutations", lambda a, b, **options: tuple(sorted(options.items())))
+    spy(transport, "exact_permutation", lambda cost, num_iter_max, where: num_iter_max)
+    spy(transport, "entropic_log_plan", lambda cost, *options: options)
+    for module in (transport, covariance, layerwise):  # each method's call into the layer-by-layer solver
+        spy(module, "layerwise", lambda a, b, score, solve=None, recurrent_iterations=None: recurrent_iterations)
+    a, b = build_model("mlp", (6,), 3, 5, 2), build_model("mlp", (6,), 3, 5, 2)
+    for name in ("barycenter", "ot_emd", "ot_sinkhorn", "naive_weight_matching", "cov_weight_matching"):
+        align(name, a, b, torch.randn(16, 6))
+    assert seen["barycenter_permutations"] == {tuple(sorted(method_options("barycenter", params).items()))}
+    assert seen["exact_permutation"] == {params["align"]["ot_emd"]["num_iter_max"]}
+    sinkhorn = params["align"]["ot_sinkhorn"]
+    assert seen["entropic_log_plan"] == {(sinkhorn["epsilon"], sinkhorn["num_iter_max"], sinkhorn["stop_threshold"])}
+    assert seen["layerwise"] == {20}  # ot_emd, ot_sinkhorn, naive and covariance matching alike
 
 
 def test_only_methods_that_need_data_see_it():

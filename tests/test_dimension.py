@@ -135,12 +135,24 @@ def test_duplicate_points_do_not_change_the_estimates():
 
 
 def test_nearest_neighbour_estimators_reject_too_few_points():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^need at least 3 distinct points, got 1$"):
         two_nn_dimension(np.ones((50, 3)))  # 50 copies of one point: a single distinct point
     with pytest.raises(ValueError):
         mle_dimension(cube(15, 2, 5, seed=0), k=20)
     with pytest.raises(ValueError):
         mle_dimension(cube(100, 2, 5, seed=0), k=1)
+
+
+def test_single_precision_points_are_estimated_in_double_precision():
+    """float32 weights (as torch stores them) are widened before any distance: the estimate is the one of the
+    same values in float64, to the last bit."""
+    points = cube(500, 3, 10, seed=4).astype(np.float32)
+    wide = points.astype(np.float64)
+    assert two_nn_dimension(points) == two_nn_dimension(wide)
+    assert mle_dimension(points) == mle_dimension(wide)
+    assert two_nn_dimension(torch.from_numpy(points)) == two_nn_dimension(wide)
+    covariance = np.cov(points.T).astype(np.float32)
+    assert participation_ratio(covariance) == participation_ratio(covariance.astype(np.float64))
 
 
 # --- Wasserstein rate ------------------------------------------------------------------------------------------------
