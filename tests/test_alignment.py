@@ -343,6 +343,10 @@ def test_defaults_reach_the_solvers_unchanged(monkeypatch):
     sinkhorn = params["align"]["ot_sinkhorn"]
     assert seen["entropic_log_plan"] == {(sinkhorn["epsilon"], sinkhorn["num_iter_max"], sinkhorn["stop_threshold"])}
     assert seen["layerwise"] == {20}  # ot_emd, ot_sinkhorn, naive and covariance matching alike
+    seen.clear()  # and a cap that is given reaches the solver as given
+    for name in ("ot_emd", "ot_sinkhorn", "naive_weight_matching", "cov_weight_matching"):
+        align(name, a, b, torch.randn(16, 6), recurrent_iterations=3)
+    assert seen["layerwise"] == {3}
 
 
 def test_only_methods_that_need_data_see_it():
