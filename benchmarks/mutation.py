@@ -1,4 +1,4 @@
-"""Mutation score of the science modules: ``make mutate`` (about 3.5 hours on 2 cores; not part of CI).
+"""Mutation score of the science modules: ``make mutate`` (not part of CI).
 
 mutmut (PyPI) plants one small change at a time in the modules that ``[tool.mutmut] only_mutate`` of
 pyproject.toml names (an operator, a constant, an argument, a return value...) and runs the fast tests that
