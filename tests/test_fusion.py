@@ -320,6 +320,22 @@ def test_the_target_units_start_from_distinct_units_or_every_unit_then_repeats()
         assert wide[:4].tolist() == [0, 1, 2, 3] and len(wide) == 13 and set(wide[4:].tolist()) <= {0, 1, 2, 3}
 
 
+def test_evaluation_adds_up_every_batch(digits):
+    """Loss and accuracy in batches of 30 (the last one of 10) are those of the whole set at once, by hand."""
+    model = make("mlp")
+    x, y = digits.x_test[:100], digits.y_test[:100]
+    with torch.no_grad():
+        logits = model.eval()(x)
+    by_hand = {
+        "loss": torch.nn.functional.cross_entropy(logits, y).item(),
+        "accuracy": (logits.argmax(1) == y).sum().item() / len(y),
+    }
+    batched = evaluate(model, x, y, batch_size=30)
+    assert batched["loss"] == pytest.approx(by_hand["loss"], rel=1e-6)
+    assert batched["accuracy"] == by_hand["accuracy"]
+    assert 0.0 < batched["accuracy"] < 1.0  # some right and some wrong: a count that was reset would show
+
+
 def test_ensemble_weights_are_normalised_checked_and_summed_over_batches(digits):
     """Weights 1 and 3 are weights 1/4 and 3/4; a weight per model or a ValueError; batches add up to the whole."""
     models = [make("mlp"), make("mlp")]
