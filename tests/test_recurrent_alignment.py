@@ -255,3 +255,19 @@ def test_a_cycle_of_equally_good_iterates_keeps_the_first(caplog):
     with caplog.at_level(logging.INFO, logger="lmcot.align.layerwise"):
         assert torch.equal(_fixed_point("P0", start, score_of, solve, max_iterations=20), start)
     assert caplog.messages == ["recurrent fixed point at P0 cycles; keeping the iterate of best objective"]
+
+
+def test_layerwise_called_directly_caps_the_recurrent_iteration_at_20(monkeypatch):
+    """``layerwise``'s own default cap (a caller that passes none, e.g. a new method) is the documented 20."""
+    import lmcot.align.layerwise as layerwise_module
+
+    caps = []
+    fixed_point = layerwise_module._fixed_point
+
+    def spy(name, perm, score_of, solve, max_iterations):
+        caps.append(max_iterations)
+        return fixed_point(name, perm, score_of, solve, max_iterations)
+
+    monkeypatch.setattr(layerwise_module, "_fixed_point", spy)
+    layerwise_module.layerwise(make("rnn", seed=0), make("rnn", seed=1), lambda name, w_a, w_b: w_a @ w_b.T)
+    assert caps and set(caps) == {20}

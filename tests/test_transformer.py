@@ -218,3 +218,31 @@ def test_a_head_group_is_assigned_on_the_sum_over_its_members():
     perms = assign_heads(scores)
     assert perms["qk"].tolist() == perms["vo"].tolist() == [1, 0]
     assert assign_heads({"vo": scores["vo"]})["vo"].tolist() == [0, 1]
+
+
+class RunsMLP(torch.nn.Module):
+    """``3 -> 4 -> 2`` whose hidden units move in runs of 2: a head group of one permutation."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+    def permutation_spec(self):
+        axes = {"hidden": (("fc1.weight", 0), ("fc1.bias", 0), ("fc2.weight", 1))}
+        return PermutationSpec(axes, groups={"hidden": ("runs", 2)})
+
+
+def test_a_head_group_of_one_permutation_is_solved_layer_by_layer():
+    """A group may have a single member (units that move in runs): layer-by-layer matching solves it too,
+    and undoes a planted swap of the two runs."""
+    from lmcot.align.layerwise import naive_weight_matching
+
+    torch.manual_seed(0)
+    model_a = RunsMLP()
+    plant = {"hidden": torch.tensor([2, 3, 0, 1])}  # the runs swap; units stay in order within them
+    model_b = permuted_copy(model_a, plant)
+    found = naive_weight_matching(model_a, model_b)
+    assert found["hidden"].tolist() == invert_permutations(plant)["hidden"].tolist() == [2, 3, 0, 1]
