@@ -192,6 +192,16 @@ def test_covariance_matching_finds_the_brute_force_optimum_with_and_without_bias
     assert {name: perm.tolist() for name, perm in found.items()} == without
 
 
+@pytest.mark.parametrize("method", ["cov_weight_matching", "cov_weight_matching_with_biases"])
+def test_covariance_matching_of_double_precision_models(width4_pair, method):
+    """A float64 model's second moments are float64 while the compared rows are float32: the score casts them,
+    and the answer is the brute-force optimum as for the float32 models."""
+    model_a, model_b, x = width4_pair
+    expected = covariance_scores_by_hand(model_a, model_b, x, biases=method.endswith("biases"))
+    found = align(method, model_a.double(), model_b.double(), x.double())
+    assert {name: perm.tolist() for name, perm in found.items()} == expected
+
+
 def test_weight_matching_without_biases_ignores_them(trained_pair, digits, generator):
     model = trained_pair[0]
     spec = model.permutation_spec()

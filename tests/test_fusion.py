@@ -349,3 +349,14 @@ def test_ensemble_weights_are_normalised_checked_and_summed_over_batches(digits)
     assert batched["accuracy"] == quarter["accuracy"] and batched["loss"] == pytest.approx(quarter["loss"], rel=1e-9)
     with pytest.raises(ValueError, match="zip"):
         ensemble_evaluate(models, x, y, weights=[1.0])
+
+
+def test_a_recurrent_matrix_merged_into_one_unit_by_hand():
+    """Two units merged into one (plan ``[[1/2, 1/2]]``): ``H = [[1, 2], [3, 4]]`` becomes the mean of its four
+    entries, 2.5, when both axes are averaged (the default, the Gromov-Wasserstein update), and 5 when the
+    input axis sums (each unit's contribution kept)."""
+    from lmcot.fusion import _transport_square
+
+    plan, h = torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert _transport_square(plan, h).tolist() == [[2.5]]
+    assert _transport_square(plan, h[..., None], "sum").tolist() == [[[5.0]]]
