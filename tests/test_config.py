@@ -116,7 +116,7 @@ BOUNDS = [
     ("fuse.width_factors", [[16], [0.5]], [[0], [16.5]]),
     ("fuse.fine_tune.epochs", [0], [-1]),
     ("fuse.fine_tune.lr_factor", [1e-9], [0]),
-    ("barrier.alphas", [[0, 0.5, 1]], [[0, 0.5, 1.5], [-0.5, 0, 0.5, 1]]),
+    ("barrier.alphas", [[0, 0.5, 1], [0, 1]], [[0, 0.5, 1.5], [-0.5, 0, 0.5, 1], [0.5]]),
     ("barrier.splits", [["train"], ["test"], ["train", "test"]], [["val"], []]),
     ("barrier.batch_size", [1], [0]),
     ("barrier.train_samples", [1], [0]),
@@ -478,3 +478,30 @@ def test_params_are_read_by_the_safe_loader(tmp_path):
     path.write_text("device: !!python/name:os.system\n")
     with pytest.raises(ParamsError, match=r"params\.yaml is not valid YAML: could not determine a constructor"):
         read_yaml(path)
+
+
+def test_the_validators_edges_word_for_word(default):
+    """The edges the first list leaves out: a multiple of 2, a bound after a non-number string or an
+    infinity, the largest magnitude accepted, a model that is not a string, the smallest model, and an unknown
+    key with no close match."""
+    from lmcot.config import integer, model_spec, number
+
+    assert _message(integer(0, None, 2), 3) == "must be an integer >= 0, a multiple of 2"
+    assert _message(number(0, None, True), "fast") == "must be a number > 0"
+    assert _message(number(0, 1), float("inf")) == "must be a finite number >= 0 and <= 1"
+    assert _message(number(0, None, True), float("-inf")) == "must be a finite number > 0"
+    assert _message(number(0, 1), "fast") == "must be a number >= 0 and <= 1"
+    assert number()(1e300) == 1e300 and number()(-1e300) == -1e300
+    assert _message(number(), 2e300) == "must be a finite number"
+    example = "write <arch>-d<depth>-w<width>, e.g. mlp-d2-w128 (with attention heads: vit-d2-w64-h4)"
+    assert _message(model_spec, 5) == f"is not a model; {example} (archs: mlp, cnn, resnet, resnet_bn, rnn, lstm, vit)"
+    assert _message(model_spec, "mlp-d0-w8") == f"needs depth and width >= 1; {example}"
+    assert model_spec("mlp-d1-w1") == "mlp-d1-w1"
+    top = "device, fetch, prepare, train, align, dimension, fuse, barrier, plane, cluster, report"
+    with pytest.raises(ParamsError) as refused:
+        validate({**default, "zzzz": 1})
+    assert str(refused.value) == f"invalid params.yaml:\n  - unknown key 'zzzz' (valid under the top level: {top})"
+    steps = edited(edited(default, "train.recipe.warmup_epochs", 0), "train.recipe.warmup_steps", -1)
+    with pytest.raises(ParamsError) as refused:
+        validate(steps)
+    assert str(refused.value) == "invalid params.yaml:\n  - train.recipe.warmup_steps = -1: must be an integer >= 0"
