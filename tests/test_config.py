@@ -505,3 +505,22 @@ def test_the_validators_edges_word_for_word(default):
     with pytest.raises(ParamsError) as refused:
         validate(steps)
     assert str(refused.value) == "invalid params.yaml:\n  - train.recipe.warmup_steps = -1: must be an integer >= 0"
+
+
+def test_the_remaining_messages_word_for_word():
+    """A Slurm time, an empty string, a model name outside params, and two problems of a schema given by the
+    caller under a prefix: one line each, in order."""
+    from lmcot.config import integer, slurm_time, text
+
+    assert _message(slurm_time, "1h") == (
+        'must be a Slurm time limit in quotes: "MM", "HH:MM:SS" or "D-HH:MM:SS", e.g. "04:00:00"'
+    )
+    assert _message(text, "") == "must be a non-empty string"
+    with pytest.raises(ValueError) as refused:
+        parse_model("mlp")
+    assert str(refused.value) == "'mlp' is not a model; write <arch>-d<depth>-w<width>, e.g. mlp-d2-w128"
+    with pytest.raises(ParamsError) as refused:
+        validate({"a": "x", "b": -1}, schema={"a": integer(), "b": integer(0)}, where="train")
+    assert str(refused.value) == (
+        "invalid params.yaml:\n  - train.a = 'x': must be an integer\n  - train.b = -1: must be an integer >= 0"
+    )
