@@ -479,3 +479,24 @@ def test_weight_matching_logs_its_sweeps_and_warns_at_the_cap(trained_pair, capl
     with caplog.at_level(logging.DEBUG, logger="lmcot.align.weight_matching"):
         weight_matching(zeros, zeros)
     assert [r.getMessage() for r in caplog.records] == ["weight matching converged after 1 sweeps"]
+
+
+def test_weight_matching_orders_its_sweeps_from_seed_0_by_default(monkeypatch):
+    """The sweep order is drawn from ``numpy.random.default_rng(seed)``; without a seed it is seed 0, as the
+    params' default (the same call gives the same permutations on every run)."""
+    import numpy as np
+
+    from lmcot.align import weight_matching as weight_matching_module
+
+    seeds, default_rng = [], np.random.default_rng
+
+    def spy(seed=None):
+        seeds.append(seed)
+        return default_rng(seed)
+
+    monkeypatch.setattr(weight_matching_module.np.random, "default_rng", spy)
+    torch.manual_seed(0)
+    model_a, model_b = (build_model("mlp", (1, 3), 2, 4, 2) for _ in range(2))
+    weight_matching_module.weight_matching(model_a, model_b)
+    weight_matching_module.weight_matching(model_a, model_b, seed=7)
+    assert seeds == [0, 7]

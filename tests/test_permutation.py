@@ -209,3 +209,20 @@ def test_a_head_group_that_does_not_fit_is_named_exactly():
         PermutationSpec(axes, groups={"ko": ("heads", 3)})
     with pytest.raises(ValueError, match="^run size of permutation 'qk' must be a positive integer, not 0$"):
         PermutationSpec(axes, groups={"qk": ("heads", 0)})
+
+
+def test_a_random_group_move_uses_each_members_run_size_and_only_the_given_generator():
+    """Three heads of 3 query/key and 4 value/output dimensions: both members move the same whole heads, each
+    within its own runs; the draw depends on the generator alone, not on torch's global seed."""
+    state = {"q": torch.zeros(9, 2), "v": torch.zeros(12, 2)}
+    spec = PermutationSpec({"qk": (("q", 0),), "vo": (("v", 0),)}, groups={"qk": ("heads", 3), "vo": ("heads", 4)})
+    draws = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        draws.append(random_permutations(spec, state, torch.Generator().manual_seed(5)))
+    assert {n: p.tolist() for n, p in draws[0].items()} == {n: p.tolist() for n, p in draws[1].items()}
+    perms = draws[0]
+    check_permutations(spec, perms, state)
+    qk_heads = [perms["qk"][3 * h].item() // 3 for h in range(3)]
+    vo_heads = [perms["vo"][4 * h].item() // 4 for h in range(3)]
+    assert sorted(qk_heads) == [0, 1, 2] and qk_heads == vo_heads

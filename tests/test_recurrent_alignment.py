@@ -269,5 +269,27 @@ def test_layerwise_called_directly_caps_the_recurrent_iteration_at_20(monkeypatc
         return fixed_point(name, perm, score_of, solve, max_iterations)
 
     monkeypatch.setattr(layerwise_module, "_fixed_point", spy)
-    layerwise_module.layerwise(make("rnn", seed=0), make("rnn", seed=1), lambda name, w_a, w_b: w_a @ w_b.T)
-    assert caps and set(caps) == {20}
+    model_a, model_b = make("rnn", seed=0), make("rnn", seed=1)
+    layerwise_module.layerwise(model_a, model_b, lambda name, w_a, w_b: w_a @ w_b.T)
+    assert caps == [20, 20]  # both recurrent layers
+    caps.clear()
+    layerwise_module.layerwise(model_a, model_b, lambda name, w_a, w_b: w_a @ w_b.T, recurrent_iterations=1)
+    assert caps == [1, 1]  # one refinement is still a refinement
+
+
+def test_a_spec_that_lists_the_recurrent_weights_first_gives_the_same_matching(x):
+    """The recurrent columns follow the input columns whatever order the spec lists a layer's matrices in, in
+    A's rows and in B's alike: reversing each layer's listing changes nothing."""
+    from lmcot.align.layerwise import layerwise
+    from lmcot.permutation import PermutationSpec
+
+    model_a, model_b = make("rnn", seed=0), make("rnn", seed=1)
+    score = lambda name, w_a, w_b: w_a @ w_b.T  # noqa: E731
+    expected = layerwise(model_a, model_b, score)
+    spec = model_a.permutation_spec()
+    reordered = PermutationSpec({name: tuple(reversed(pairs)) for name, pairs in spec.axes.items()})
+    assert [p for p, axis in reordered.axes["P0"] if axis == 0][0] == "layers.0.weight_hh"
+    model_a.permutation_spec = lambda: reordered
+    found = layerwise(model_a, model_b, score)
+    assert {n: p.tolist() for n, p in found.items()} == {n: p.tolist() for n, p in expected.items()}
+    assert any(not torch.equal(p, torch.arange(len(p))) for p in found.values())

@@ -246,3 +246,24 @@ def test_a_head_group_of_one_permutation_is_solved_layer_by_layer():
     model_b = permuted_copy(model_a, plant)
     found = naive_weight_matching(model_a, model_b)
     assert found["hidden"].tolist() == invert_permutations(plant)["hidden"].tolist() == [2, 3, 0, 1]
+
+
+def test_the_solver_is_told_every_member_of_a_head_group():
+    """Layer by layer, a head group is solved by the caller's ``solve`` too (an OT method's rounding), which is
+    told each member's name."""
+    from lmcot.align.layerwise import layerwise
+    from lmcot.ot import solve_lap
+
+    names = []
+
+    def solve(name, score):
+        names.append(name)
+        return solve_lap(score)
+
+    model_a = vit(width=8, depth=1, heads=2)
+    layerwise(model_a, planted(model_a)[0], lambda name, w_a, w_b: w_a @ w_b.T, solve)
+    assert (
+        set(names)
+        == set(model_a.permutation_spec().names)
+        == {"embed", "blocks.0.attn.qk", "blocks.0.attn.vo", "blocks.0.fc1"}
+    )
