@@ -360,3 +360,50 @@ def test_a_recurrent_matrix_merged_into_one_unit_by_hand():
     plan, h = torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     assert _transport_square(plan, h).tolist() == [[2.5]]
     assert _transport_square(plan, h[..., None], "sum").tolist() == [[[5.0]]]
+
+
+# Two units that only their recurrent matrices tell apart: no input cost, and B's H is A's with the units swapped,
+# plus 1 on its last entry.
+H_TARGET = torch.tensor([[1.0, 5.0], [0.0, -2.0]], dtype=torch.float64)
+H_MODEL = torch.tensor([[-2.0, 0.0], [5.0, 2.0]], dtype=torch.float64)
+SWAP, IDENTITY = torch.tensor([[0.0, 0.5], [0.5, 0.0]]).double(), torch.eye(2).double() / 2
+
+
+def couple(previous=None, solver="emd", epsilon=1e-3, **cap):
+    from lmcot.fusion import _couple, _Options
+
+    options = _Options(solver, epsilon, max_iterations=1, alpha_h=1.0, tolerance=0.0, input_transport="average")
+    zeros = torch.zeros(2, 3, dtype=torch.float64)
+    return _couple(zeros, [H_TARGET], zeros, [H_MODEL], previous, options, **cap)  # cap: fixed_point
+
+
+def test_the_recurrent_coupling_by_hand():
+    """From the identity, the Gromov-Wasserstein cost ``sum_j' (H[j,j'] - H_B[k,j'])^2 / 2`` is
+    ``[[17, 12.5], [4, 20.5]]``: the swap is cheaper (16.5 < 37.5), and at the swap the cost is
+    ``[[25, 0.5], [0, 26.5]]``, so the swap stays: the coupling is the swap and its cost ``(0.5 + 0) / 2``."""
+    plan, cost = couple()
+    assert plan.tolist() == SWAP.tolist()
+    assert cost == pytest.approx(0.25, abs=1e-12)
+    # with no refinement, the coupling given is kept and costed as it is: (17 + 20.5) / 2
+    plan, cost = couple(previous=IDENTITY, fixed_point=0)
+    assert plan.tolist() == IDENTITY.tolist() and cost == pytest.approx(18.75, abs=1e-12)
+
+
+def test_the_recurrent_fixed_point_stops_when_the_coupling_repeats_or_after_20_solves(monkeypatch):
+    """Each solve gets the caller's solver and epsilon; a repeated coupling ends the loop at once, and one that
+    keeps changing is re-solved 20 times after the first."""
+    import lmcot.fusion as fusion_module
+
+    calls = []
+
+    def alternating(cost, solver, epsilon):
+        calls.append((solver, epsilon))
+        return (SWAP, IDENTITY)[len(calls) % 2]
+
+    monkeypatch.setattr(fusion_module, "uniform_plan", alternating)
+    couple(solver="sinkhorn", epsilon=0.37)
+    assert calls == [("sinkhorn", 0.37)] * 21
+    calls.clear()
+    monkeypatch.setattr(fusion_module, "uniform_plan", lambda cost, solver, epsilon: calls.append(1) or SWAP)
+    couple()
+    assert len(calls) == 2  # the start, then one solve that repeats it
