@@ -407,3 +407,59 @@ def test_the_recurrent_fixed_point_stops_when_the_coupling_repeats_or_after_20_s
     monkeypatch.setattr(fusion_module, "uniform_plan", lambda cost, solver, epsilon: calls.append(1) or SWAP)
     couple()
     assert len(calls) == 2  # the start, then one solve that repeats it
+
+
+def test_a_layers_units_carry_their_inputs_by_the_chosen_transport():
+    """Layer P1's units, after P0's two units were merged into one (plan ``[[1/2, 1/2]]``): each row of
+    ``layers.1.weight`` becomes the sum of its two entries (``sum``) or their mean (``average``), beside its bias."""
+    from lmcot.fusion import _units
+
+    model = build_model("mlp", (2,), 2, 2, 2)
+    state = {k: v.double() for k, v in model.state_dict().items()}
+    w, b = state["layers.1.weight"], state["layers.1.bias"]
+    plan = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    spec = model.permutation_spec()
+    for transport, columns in (("sum", w.sum(1)), ("average", w.mean(1))):
+        points, recurrent = _units(spec, "P1", state, {"P0": plan}, set(state), ["P0"], transport)
+        torch.testing.assert_close(points, torch.stack([columns, b], 1))
+        assert recurrent == []
+
+
+def test_a_narrower_target_draws_its_starting_units_from_the_seed_alone():
+    """Fusing into fewer units starts from a random subset chosen by ``seed``: the same seed gives the same
+    fused weights whatever numpy's global state, and another seed may start elsewhere."""
+    models = [make("mlp", seed=s) for s in range(2)]
+    fused = []
+    for global_seed in (0, 1):
+        np.random.seed(global_seed)
+        fused.append(wasserstein_barycenter(models, target("mlp", 4), start=0, max_iterations=1, seed=3).state)
+    for key in fused[0]:
+        assert torch.equal(fused[0][key], fused[1][key])
+    assert any(
+        not torch.equal(wasserstein_barycenter(models, target("mlp", 4), start=0, max_iterations=1, seed=s).state[k], v)
+        for s in range(4, 8)
+        for k, v in fused[0].items()
+    )
+
+
+class UnreadLayer(torch.nn.Module):
+    """A spec with a permutation ``Q`` that acts on no tensor's units (only on ``fc2``'s inputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+
+    def permutation_spec(self):
+        from lmcot.permutation import PermutationSpec
+
+        return PermutationSpec({"P0": (("fc1.weight", 0), ("fc1.bias", 0)), "Q": (("fc2.weight", 1),)})
+
+
+def test_the_barycentres_refusals_word_for_word():
+    with pytest.raises(ValueError) as refused:
+        wasserstein_barycenter([UnreadLayer(), UnreadLayer()], UnreadLayer(), start="mean")
+    assert str(refused.value) == "layer 'Q' has no incoming weights whose inputs are solved before it"
+    models = [make("mlp", seed=s) for s in range(2)]
+    with pytest.raises(ValueError) as refused:
+        wasserstein_barycenter(models, target("mlp", 4), start=0, update_target=False)
+    assert str(refused.value) == "one-shot fusion needs the target as wide as model 0 at 'P0' (4 != 6)"

@@ -5,7 +5,7 @@ head swaps included, back exactly."""
 import pytest
 import torch
 
-from lmcot.align.assignment import assign, assign_heads
+from lmcot.align.assignment import assign, assign_heads, lap
 from lmcot.align.methods import METHODS, align, permuted_copy
 from lmcot.choices import HEADS_UNSUPPORTED
 from lmcot.models import build_model
@@ -267,3 +267,41 @@ def test_the_solver_is_told_every_member_of_a_head_group():
         == set(model_a.permutation_spec().names)
         == {"embed", "blocks.0.attn.qk", "blocks.0.attn.vo", "blocks.0.fc1"}
     )
+
+
+def test_assign_tells_the_solver_each_name_and_names_every_missing_member():
+    """A plain permutation and each member of a group reach ``solve`` by name; a group given only in part is
+    refused with all its missing members named."""
+    axes = {"P0": (("a", 0),), "qk": (("q", 0),), "vo": (("v", 0),), "ff": (("f", 0),)}
+    spec = PermutationSpec(axes, groups={"qk": ("heads", 1), "vo": ("heads", 1), "ff": ("heads", 1)})
+    names = []
+
+    def solve(name, score):
+        names.append(name)
+        return lap(name, score)
+
+    score = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    found = assign(spec, {"P0": score, "qk": score, "vo": score, "ff": score}, solve)
+    assert set(names) == {"P0", "qk", "vo", "ff"} and found["P0"].tolist() == [1, 0]
+    with pytest.raises(ValueError) as refused:
+        assign(spec, {"qk": score}, solve)
+    assert str(refused.value) == "group 'heads' must be solved together; no scores for vo, ff"
+
+
+def test_a_group_that_splits_a_head_or_moves_its_members_apart_is_named_exactly():
+    state = {"q": torch.zeros(4, 2), "v": torch.zeros(4, 2)}
+    spec = PermutationSpec({"qk": (("q", 0),), "vo": (("v", 0),)}, groups={"qk": ("heads", 2), "vo": ("heads", 2)})
+    cases = [
+        (
+            {"qk": torch.tensor([0, 2, 1, 3]), "vo": torch.arange(4)},
+            "qk splits runs of 2 units (an attention head's dimensions)",
+        ),
+        (
+            {"qk": torch.tensor([2, 3, 0, 1]), "vo": torch.arange(4)},
+            "the permutations of group 'heads' (qk, vo) move the runs differently",
+        ),
+    ]
+    for perms, message in cases:
+        with pytest.raises(ValueError) as refused:
+            check_permutations(spec, perms, state)
+        assert str(refused.value) == message
