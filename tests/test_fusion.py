@@ -463,3 +463,15 @@ def test_the_barycentres_refusals_word_for_word():
     with pytest.raises(ValueError) as refused:
         wasserstein_barycenter(models, target("mlp", 4), start=0, update_target=False)
     assert str(refused.value) == "one-shot fusion needs the target as wide as model 0 at 'P0' (4 != 6)"
+
+
+def test_each_layers_barycentre_is_logged_with_its_iterations_and_cost(caplog):
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="lmcot.fusion"):
+        fusion = wasserstein_barycenter([two_unit_mlp()], build_model("mlp", (2,), 2, 1, 1), start="mean")
+    assert fusion.iterations == {"P0": 2}  # one update of the merged unit, then no change
+    cost = fusion.costs["P0"][-1]
+    assert [r.getMessage() for r in caplog.records if r.name == "lmcot.fusion"] == [
+        f"layer P0: 2 barycentre iterations, cost {cost:.6g}"
+    ]
