@@ -475,3 +475,17 @@ def test_each_layers_barycentre_is_logged_with_its_iterations_and_cost(caplog):
     assert [r.getMessage() for r in caplog.records if r.name == "lmcot.fusion"] == [
         f"layer P0: 2 barycentre iterations, cost {cost:.6g}"
     ]
+
+
+def test_a_wider_target_starts_from_the_same_width_barycentre_by_hand():
+    """Two models of two 1-d units, A = (0, 10) and B = (10, 1); their mean (5, 5.5) is coupled to A as is
+    (25 + 20.25 < 25 + 30.25) and to B swapped (16 + 20.25 < 25 + 20.25), so the barycentre's units are
+    ((0 + 1) / 2, (10 + 10) / 2) = (0.5, 10), a fixed point. A target of three units starts from both of them
+    and one repeat, not from the mean."""
+    from lmcot.fusion import _Options, _start_units
+
+    points = [torch.tensor([[0.0], [10.0]], dtype=torch.float64), torch.tensor([[10.0], [1.0]], dtype=torch.float64)]
+    options = _Options("emd", 1e-3, max_iterations=20, alpha_h=0.0, tolerance=1e-9, input_transport="average")
+    start, start_self = _start_units(points, [[], []], [0.5, 0.5], "mean", 3, options, np.random.default_rng(0))
+    assert start[:2].tolist() == [[0.5], [10.0]] and start[2].tolist() in ([0.5], [10.0])
+    assert start_self == []
