@@ -31,8 +31,8 @@ check-params: setup
 run: setup check-params
 	dvc repro
 
-test: setup
-	python -m pytest
+test: setup  # one worker per core (pytest-xdist), each test file on one worker; the slowest tests listed
+	python -m pytest -n logical --dist loadfile --no-loadscope-reorder --durations=15
 
 submit: setup  # make submit ARGS="-S 'train.sweep.lrs=[0.01,0.1]' --partition gpu --gpus 1" (README: Slurm)
 	python -m lmcot.cluster submit $(ARGS)

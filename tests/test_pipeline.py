@@ -181,7 +181,8 @@ def test_a_mistake_in_the_sweep_keys_stops_dvc_before_any_stage_and_check_params
 def test_sweep_as_a_dvc_experiment(project):
     """`dvc exp run -S` sweeps a list from params.yaml; the experiment runs in DVC's own copy of the repo."""
     project, _ = project
-    set_params(project, {"train.sweep.models": ["mlp-d2-w4", "mlp-d2-w8"], "train.recipe.epochs": 2})
+    # one model, so that the experiment's second learning rate adds one configuration
+    set_params(project, {"train.sweep.models": ["mlp-d2-w8"], "train.recipe.epochs": 2})
     dvc(project, "repro")  # back to the committed state's outputs
     commit_all(project, "tiny sweep")
     result = dvc(project, "exp", "run", "--temp", "-n", "two-lrs", "-S", "train.sweep.lrs=[0.05,0.1]")

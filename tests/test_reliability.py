@@ -3,6 +3,7 @@ uninterrupted run; a diverging configuration stops with its name, seed and step,
 in a model stops the barrier stage instead of becoming a barrier."""
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -18,23 +19,41 @@ pytestmark = pytest.mark.slow
 
 CONFIG = "digits-mlp-d2-w64-lr0.05"
 STAGE = "train@digits-mlp-d2-w64-0.05"
+EPOCHS = 6
 SLOW_ENOUGH_TO_KILL = {
     "train.sweep.datasets": ["digits"],
     "train.sweep.models": ["mlp-d2-w64"],
     "train.sweep.lrs": [0.05],
     "train.seeds": [0, 1],
+    "train.recipe.epochs": EPOCHS,
+    "train.recipe.batch_size": 8,  # many small steps: about a second an epoch
+    # the stages after training at their smallest: these tests are about training and failures
+    "align.methods": ["identity"],
+    "align.num_samples": 200,
+    "dimension.num_samples": 200,
+    "barrier.alphas": [0.0, 0.5, 1.0],
     "fuse.num_models": 2,
-    "train.recipe.epochs": 12,
-    "train.recipe.batch_size": 4,  # many small steps: a few seconds of training
+    "fuse.width_factors": [1],
+    "fuse.fine_tune.epochs": 0,
+    "plane.grid_size": 3,
+    "plane.num_samples": 100,
 }
 
 
-@pytest.fixture
-def project(tmp_path):
-    project = copy_project(tmp_path / "project")
+@pytest.fixture(scope="module")
+def prepared_project(tmp_path_factory):
+    """The project with these params and its data set prepared, once for the module's tests."""
+    project = copy_project(tmp_path_factory.mktemp("prepared") / "project")
     set_params(project, SLOW_ENOUGH_TO_KILL)
     dvc(project, "repro", "prepare@digits")
     return project
+
+
+@pytest.fixture
+def project(prepared_project, tmp_path):
+    """A copy of ``prepared_project`` (workspace, Git repository and DVC cache) for one test."""
+    dvc_state = lambda folder, names: ["tmp"] if folder.endswith(".dvc") else []  # noqa: E731 - locks, indexes
+    return Path(shutil.copytree(prepared_project, tmp_path / "project", symlinks=True, ignore=dvc_state))
 
 
 def weights(project: Path) -> dict[str, str]:
@@ -58,7 +77,7 @@ def test_killed_train_stage_resumes_to_the_same_weights(project):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     saved_epoch = torch.load(checkpoint, weights_only=True)["epoch"]
-    assert 1 <= saved_epoch < 12, "the stage must be killed midway"
+    assert 1 <= saved_epoch < EPOCHS, "the stage must be killed midway"
     assert not (project / "models" / CONFIG / "seed0.safetensors").exists()
 
     resumed = dvc(project, "repro", STAGE)
