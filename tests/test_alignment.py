@@ -93,8 +93,12 @@ def test_identity_is_the_identity(trained_pair):
 
 
 def test_unknown_method_names_the_valid_ones(trained_pair):
-    with pytest.raises(ValueError, match="weight_matching"):
+    from lmcot.align.methods import METHODS
+
+    with pytest.raises(ValueError) as refused:
         align("weight_matchin", *trained_pair)
+    assert str(refused.value) == f"unknown alignment method 'weight_matchin'; valid: {', '.join(METHODS)}"
+    assert "weight_matching, " in str(refused.value)
 
 
 def test_ot_emd_is_the_assignment_on_uniform_weights(trained_pair):

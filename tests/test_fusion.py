@@ -463,6 +463,69 @@ def test_the_barycentres_refusals_word_for_word():
     with pytest.raises(ValueError) as refused:
         wasserstein_barycenter(models, target("mlp", 4), start=0, update_target=False)
     assert str(refused.value) == "one-shot fusion needs the target as wide as model 0 at 'P0' (4 != 6)"
+    refusals = {
+        "wasserstein_barycenter needs at least one model": dict(models=[]),
+        "weights must be 2 non-negative numbers, not all 0; got [0.0, 0.0]": dict(weights=[0, 0]),
+        "unknown OT solver 'hungarian'; valid: emd, sinkhorn": dict(solver="hungarian"),
+        "start='best' needs update_target=True": dict(update_target=False),
+        "unknown start 2; valid: mean, best, first or a model index below 2": dict(start=2),
+        "unknown start -1; valid: mean, best, first or a model index below 2": dict(start=-1),
+        "update_target=False needs a model to anchor on (start=<model index>)": dict(start="mean", update_target=False),
+    }
+    for message, arguments in refusals.items():
+        arguments = {"models": models, "target": target("mlp", 6), **arguments}
+        with pytest.raises(ValueError) as refused:
+            wasserstein_barycenter(**arguments)
+        assert str(refused.value) == message
+
+
+def test_a_transformers_heads_are_refused_by_name():
+    vits = [build_model("vit", SHAPE, 10, 8, 2, heads=2) for _ in range(2)]
+    heads = ", ".join(vits[0].permutation_spec().head_groups())
+    assert heads.count(",") >= 1  # the separator shows
+    with pytest.raises(ValueError) as refused:
+        wasserstein_barycenter(vits, build_model("vit", SHAPE, 10, 8, 2, heads=2), start=0)
+    assert str(refused.value) == (
+        f"the Wasserstein barycentre couples units one at a time, so it may split an attention head ({heads}); "
+        "align heads with weight_matching or activation_matching instead"
+    )
+
+
+def test_the_best_start_runs_every_start_with_the_callers_options():
+    """``start="best"`` is the lowest-cost one of the runs from each start with the same solver, epsilon,
+    iteration cap, tolerance and seed (a narrower target, so that the seed matters)."""
+    models = [make("mlp", seed=s) for s in range(2)]
+    options = dict(solver="sinkhorn", epsilon=0.05, max_iterations=3, tolerance=0.5, seed=3)
+    best = wasserstein_barycenter(models, target("mlp", 4), start="best", **options)
+    tried = {
+        f.start: f
+        for f in (wasserstein_barycenter(models, target("mlp", 4), start=s, **options) for s in ["mean", 0, 1])
+    }
+    assert best.start_costs == {name: fusion.cost for name, fusion in tried.items()}
+    same = tried[best.start]
+    assert best.iterations == same.iterations and best.costs == same.costs
+    assert all(torch.equal(best.state[k], v) for k, v in same.state.items())
+    # the iteration cap reaches every start too
+    capped = wasserstein_barycenter(models, target("mlp", 4), start="best", max_iterations=1)
+    assert set(capped.iterations.values()) == {1}
+    # the options matter here: the defaults (exact OT, 20 iterations, tolerance 1e-6, seed 0) give other costs
+    assert wasserstein_barycenter(models, target("mlp", 4), start="best").start_costs != best.start_costs
+
+
+def test_the_default_seed_is_0():
+    models = [make("mlp", seed=s) for s in range(2)]
+    default = wasserstein_barycenter(models, target("mlp", 4), start=0, max_iterations=1).state
+    seed_0 = wasserstein_barycenter(models, target("mlp", 4), start=0, max_iterations=1, seed=0).state
+    assert all(torch.equal(default[k], v) for k, v in seed_0.items())
+
+
+def test_weights_are_normalised_in_double_precision():
+    from lmcot.fusion import _normalised_weights
+
+    assert _normalised_weights([1, 3], 2).tolist() == [0.25, 0.75]
+    thirds = _normalised_weights(np.array([1, 2], dtype=np.float32), 2)
+    assert thirds.dtype == np.float64 and thirds.tolist() == [1 / 3, 2 / 3]
+    assert _normalised_weights(None, 4).tolist() == [0.25] * 4
 
 
 def test_each_layers_barycentre_is_logged_with_its_iterations_and_cost(caplog):

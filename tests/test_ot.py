@@ -81,6 +81,21 @@ def test_uniform_plan_defaults_and_an_unknown_solver():
         uniform_plan(torch.rand(3, 3), "hungarian")
 
 
+def test_uniform_plan_passes_its_sinkhorn_threshold_and_cap_on():
+    """Sinkhorn from uniform_plan is entropic_plan between uniform marginals with the same threshold (default
+    1e-4) and iteration cap (default 10,000; reached with a threshold of 0, which never stops it early)."""
+    cost = torch.rand(5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    M, a = cost.numpy(), uniform(5)
+    for options, expected in [
+        ({}, entropic_plan(a, a, M, 0.01, 10_000, 1e-4)),
+        ({"stop_threshold": 1e-9}, entropic_plan(a, a, M, 0.01, 10_000, 1e-9)),
+        ({"stop_threshold": 0.0}, entropic_plan(a, a, M, 0.01, 10_000, 0.0)),
+    ]:
+        assert np.array_equal(uniform_plan(cost, "sinkhorn", 0.01, **options).numpy(), expected), options
+    # the default threshold matters: a run stopped at the first check differs
+    assert not np.array_equal(entropic_plan(a, a, M, 0.01, 10_000, 1e-4), entropic_plan(a, a, M, 0.01, 10_000, 1.0))
+
+
 def test_sinkhorn_on_two_points_by_hand():
     """Cost ``[[0, c], [c, 0]]`` with uniform marginals: by symmetry the scalings are constant, so the plan is the
     Gibbs kernel ``[[1, k], [k, 1]]`` over ``2 (1 + k)``, ``k = exp(-(c / max cost) / epsilon) = exp(-2)`` at

@@ -226,3 +226,10 @@ def test_a_random_group_move_uses_each_members_run_size_and_only_the_given_gener
     qk_heads = [perms["qk"][3 * h].item() // 3 for h in range(3)]
     vo_heads = [perms["vo"][4 * h].item() // 4 for h in range(3)]
     assert sorted(qk_heads) == [0, 1, 2] and qk_heads == vo_heads
+
+
+def test_a_permutation_of_biases_alone_has_no_incoming_matrices():
+    spec = PermutationSpec({"P": (("a.bias", 0),)})
+    with pytest.raises(ValueError) as refused:
+        incoming_matrices(spec, "P", {"a.bias": torch.zeros(3)})
+    assert str(refused.value) == "permutation 'P' permutes no weight matrix's output axis whose inputs are aligned"
