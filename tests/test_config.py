@@ -471,6 +471,17 @@ def test_params_level_messages_word_for_word(default):
     )
 
 
+def test_two_rules_across_fields_are_listed_one_per_line(default):
+    params = edited(edited(default, "fuse.num_models", 9), "fuse.weights", [1.0, 2.0])
+    with pytest.raises(ParamsError) as refused:
+        validate(edited(params, "train.seeds", [0, 1, 2, 3]))
+    assert str(refused.value) == (
+        "invalid params.yaml:\n"
+        "  - fuse.num_models = 9 but train.seeds has only 4 seeds\n"
+        "  - fuse.weights lists 2 numbers but fuse.num_models = 9; give one weight per fused model, or write uniform"
+    )
+
+
 def test_params_are_read_by_the_safe_loader(tmp_path):
     """A tag that would name Python objects is refused as YAML (the round-trip loader would keep it as a tagged
     value and let it reach the validator)."""
@@ -497,6 +508,7 @@ def test_the_validators_edges_word_for_word(default):
     assert _message(model_spec, 5) == f"is not a model; {example} (archs: mlp, cnn, resnet, resnet_bn, rnn, lstm, vit)"
     assert _message(model_spec, "mlp-d0-w8") == f"needs depth and width >= 1; {example}"
     assert model_spec("mlp-d1-w1") == "mlp-d1-w1"
+    assert model_spec("vit-d1-w8-h1") == "vit-d1-w8-h1"  # one head is a head
     top = "device, fetch, prepare, train, align, dimension, fuse, barrier, plane, cluster, report"
     with pytest.raises(ParamsError) as refused:
         validate({**default, "zzzz": 1})

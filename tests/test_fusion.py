@@ -512,6 +512,18 @@ def test_the_best_start_runs_every_start_with_the_callers_options():
     assert wasserstein_barycenter(models, target("mlp", 4), start="best").start_costs != best.start_costs
 
 
+def test_the_default_iteration_cap_is_20_and_alpha_h_is_1():
+    """With a tolerance of 0 every layer runs to the cap; a recurrent layer's hidden term weighs 1 by default."""
+    models = [make("mlp", seed=s) for s in range(2)]
+    assert set(wasserstein_barycenter(models, target("mlp", 6), start=0, tolerance=0.0).iterations.values()) == {20}
+    lstms = [make("lstm", seed=s) for s in range(2)]
+    runs = [wasserstein_barycenter(lstms, target("lstm", 6), start="mean", **alpha) for alpha in ({}, {"alpha_h": 1.0})]
+    assert all(torch.equal(runs[0].state[k], v) for k, v in runs[1].state.items())
+    assert runs[0].costs == runs[1].costs
+    doubled = wasserstein_barycenter(lstms, target("lstm", 6), start="mean", alpha_h=2.0)
+    assert doubled.costs != runs[0].costs  # the weight shows
+
+
 def test_the_default_seed_is_0():
     models = [make("mlp", seed=s) for s in range(2)]
     default = wasserstein_barycenter(models, target("mlp", 4), start=0, max_iterations=1).state
