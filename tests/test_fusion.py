@@ -564,3 +564,26 @@ def test_a_wider_target_starts_from_the_same_width_barycentre_by_hand():
     start, start_self = _start_units(points, [[], []], [0.5, 0.5], "mean", 3, options, np.random.default_rng(0))
     assert start[:2].tolist() == [[0.5], [10.0]] and start[2].tolist() in ([0.5], [10.0])
     assert start_self == []
+
+
+def test_transport_tensor_carries_every_coupled_axis_past_an_uncoupled_one():
+    """``layers.1.weight`` lists its input axis (P0) before its units (P1): with P1's coupling alone, the rows
+    move and the columns stay. A permutation coupling ``C[i, perm[i]] = 1/3`` moves row ``perm[i]`` to ``i``."""
+    from lmcot.fusion import transport_tensor
+
+    model = build_model("mlp", (4,), 3, 3, 2)
+    spec = model.permutation_spec()
+    assert list(spec.acting_on("layers.1.weight").items()) == [(1, "P0"), (0, "P1")]
+    coupling = torch.zeros(3, 3, dtype=torch.float64)
+    coupling[torch.arange(3), torch.tensor([2, 0, 1])] = 1 / 3
+    weight = torch.arange(9.0, dtype=torch.float64).reshape(3, 3)
+    moved = transport_tensor(spec, {"P1": coupling}, "layers.1.weight", weight)
+    assert moved.tolist() == weight[[2, 0, 1]].tolist()
+
+
+def test_copies_cost_nothing_at_every_iteration():
+    """The barycentre cost sums each model's weighted coupling cost from zero: for copies it is 0 throughout."""
+    model = make("mlp")
+    fusion = wasserstein_barycenter([model, copy.deepcopy(model)], target("mlp", 6), start="mean", tolerance=0.0)
+    assert all(cost == pytest.approx(0.0, abs=1e-9) for costs in fusion.costs.values() for cost in costs)
+    assert set(fusion.iterations.values()) == {20}  # a tolerance of 0 is never undercut by a change of 0
