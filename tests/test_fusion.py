@@ -587,3 +587,64 @@ def test_copies_cost_nothing_at_every_iteration():
     fusion = wasserstein_barycenter([model, copy.deepcopy(model)], target("mlp", 6), start="mean", tolerance=0.0)
     assert all(cost == pytest.approx(0.0, abs=1e-9) for costs in fusion.costs.values() for cost in costs)
     assert set(fusion.iterations.values()) == {20}  # a tolerance of 0 is never undercut by a change of 0
+
+
+def layer_options(tolerance=0.0, max_iterations=20, input_transport="average", alpha_h=0.0):
+    from lmcot.fusion import _Options
+
+    return _Options("emd", 1e-3, max_iterations, alpha_h, tolerance, input_transport)
+
+
+def test_one_iteration_updates_the_targets_units_and_recurrent_matrix_by_hand():
+    """Two models of two units merged into one target unit (both plans ``[[1/2, 1/2]]``), weights 1/4 and 3/4:
+    the unit is the weighted mean of the models' means, ``1/4 * 0.5 + 3/4 * 5 = 3.875``, and with the input axis
+    summed each ``H`` becomes half the sum of its entries, ``1/4 * 10/2 + 3/4 * 4/2 = 2.75`` (2.5 and 1 averaged:
+    1.375)."""
+    from lmcot.fusion import _layer_barycenter
+
+    points = [torch.tensor([[0.0], [1.0]]).double(), torch.tensor([[4.0], [6.0]]).double()]
+    recurrent = [[torch.tensor([[1.0, 2.0], [3.0, 4.0]]).double()], [torch.tensor([[2.0, 2.0], [2.0, -2.0]]).double()]]
+    start, start_self = torch.zeros(1, 1, dtype=torch.float64), [torch.zeros(1, 1, dtype=torch.float64)]
+    for transport, expected in (("sum", 2.75), ("average", 1.375)):
+        options = layer_options(max_iterations=1, input_transport=transport)
+        plans, units, target_self, _ = _layer_barycenter(
+            points, recurrent, [0.25, 0.75], start, start_self, options, True
+        )
+        assert [p.tolist() for p in plans] == [[[0.5, 0.5]]] * 2
+        assert units.tolist() == [[3.875]]
+        assert [h.tolist() for h in target_self] == [[[expected]]]
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_the_barycentre_stops_on_the_change_relative_to_the_targets_norm_at_any_scale(scale):
+    """A = (0, 10) and B = (2, 12), started at A: the first update moves the target to (1, 11), a change of
+    ``sqrt(2) / 10 = 0.1414`` relative to A's norm at every scale, and the next changes nothing. A tolerance
+    above it stops after one iteration, one below it after two."""
+    from lmcot.fusion import _layer_barycenter
+
+    a, b = (scale * torch.tensor([[0.0], [10.0]]).double(), scale * torch.tensor([[2.0], [12.0]]).double())
+    for tolerance, iterations in ((0.15, 1), (0.13, 2)):
+        _, units, _, costs = _layer_barycenter([a, b], [[], []], [0.5, 0.5], a, [], layer_options(tolerance), True)
+        assert len(costs) == iterations
+        torch.testing.assert_close(units, scale * torch.tensor([[1.0], [11.0]]).double())
+
+
+def test_each_iteration_starts_a_models_recurrent_coupling_from_its_last_one(monkeypatch):
+    """The fixed point of the recurrent term is warm-started: the first iteration has no coupling to start from,
+    and every later one hands each model its own coupling from the iteration before."""
+    import lmcot.fusion as fusion_module
+
+    calls, couple_once = [], fusion_module._couple
+
+    def recorded(target_points, target_self, points, recurrent, previous, options):
+        plan, cost = couple_once(target_points, target_self, points, recurrent, previous, options)
+        calls.append((previous, plan))
+        return plan, cost
+
+    monkeypatch.setattr(fusion_module, "_couple", recorded)
+    points = [torch.tensor([[0.0], [3.0]]).double(), torch.tensor([[1.0], [2.0]]).double()]
+    recurrent = [[H_TARGET], [H_MODEL]]
+    options = layer_options(max_iterations=3, alpha_h=1.0)
+    fusion_module._layer_barycenter(points, recurrent, [0.5, 0.5], points[0], [H_TARGET], options, True)
+    assert len(calls) == 6 and calls[0][0] is None and calls[1][0] is None
+    assert all(calls[k][0] is calls[k - 2][1] for k in range(2, 6))

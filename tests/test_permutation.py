@@ -233,3 +233,11 @@ def test_a_permutation_of_biases_alone_has_no_incoming_matrices():
     with pytest.raises(ValueError) as refused:
         incoming_matrices(spec, "P", {"a.bias": torch.zeros(3)})
     assert str(refused.value) == "permutation 'P' permutes no weight matrix's output axis whose inputs are aligned"
+
+
+def test_a_recurrent_tensor_waits_for_its_other_input_permutations():
+    """``h`` (axes P, P, Q) reads P's own units and Q's: it is recurrent for P only once Q is solved, like ``v``
+    (P, Q) becomes an input; ``w`` (P alone) is an input at once."""
+    spec = PermutationSpec({"P": (("w", 0), ("v", 0), ("h", 0), ("h", 1)), "Q": (("v", 1), ("h", 2))})
+    assert unit_parameters(spec, "P", solved=[]) == (["w"], [])
+    assert unit_parameters(spec, "P", solved=["Q"]) == (["w", "v"], ["h"])
