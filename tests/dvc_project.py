@@ -14,6 +14,21 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".gitignore")
 PROJECT_DIRS = ("stages", "lmcot", "data/raw")
 GIT_USER = ["-c", "user.name=lmcot tests", "-c", "user.email=tests@lmcot.invalid"]
+# The stages after training at their smallest, for tests about training, failures, caching and sharing rather
+# than about the numbers: one alignment method, few samples, three alphas, one fused width, a 3 x 3 plane.
+SMALLEST_DOWNSTREAM = {
+    "align.methods": ["identity"],
+    "align.num_samples": 200,
+    "dimension.num_samples": 200,
+    "barrier.alphas": [0.0, 0.5, 1.0],
+    "barrier.norm_corrections": [],
+    "fuse.num_models": 2,
+    "fuse.width_factors": [1],
+    "fuse.alpha_h_grid": [],
+    "fuse.fine_tune.epochs": 0,
+    "plane.grid_size": 3,
+    "plane.num_samples": 100,
+}
 
 
 def env() -> dict:
@@ -68,6 +83,13 @@ def dvc(project: Path, *args: str, check=True, timeout=900) -> subprocess.Comple
 
 def git(project: Path, *args: str, check=True) -> subprocess.CompletedProcess:
     return run(project, "git", *GIT_USER, *args, check=check)
+
+
+def copy_with_cache(project: Path, destination: Path) -> Path:
+    """A copy of a project folder (workspace, Git repository and DVC cache) at ``destination``; DVC's own state
+    (locks, indexes under ``.dvc/tmp``) is left behind, as a fresh checkout has none."""
+    dvc_state = lambda folder, names: ["tmp"] if folder.endswith(".dvc") else []  # noqa: E731
+    return Path(shutil.copytree(project, destination, symlinks=True, ignore=dvc_state))
 
 
 def commit_all(project: Path, message: str) -> None:

@@ -83,15 +83,17 @@ def test_uniform_plan_defaults_and_an_unknown_solver():
 
 def test_uniform_plan_passes_its_sinkhorn_threshold_and_cap_on():
     """Sinkhorn from uniform_plan is entropic_plan between uniform marginals with the same threshold (default
-    1e-4) and iteration cap (default 10,000; reached with a threshold of 0, which never stops it early)."""
+    1e-4) and iteration cap (reached with a threshold of 0, which never stops it early)."""
     cost = torch.rand(5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     M, a = cost.numpy(), uniform(5)
     for options, expected in [
         ({}, entropic_plan(a, a, M, 0.01, 10_000, 1e-4)),
         ({"stop_threshold": 1e-9}, entropic_plan(a, a, M, 0.01, 10_000, 1e-9)),
-        ({"stop_threshold": 0.0}, entropic_plan(a, a, M, 0.01, 10_000, 0.0)),
+        ({"stop_threshold": 0.0, "num_iter_max": 7}, entropic_plan(a, a, M, 0.01, 7, 0.0)),
     ]:
         assert np.array_equal(uniform_plan(cost, "sinkhorn", 0.01, **options).numpy(), expected), options
+    # the cap matters: 7 iterations are far from converged
+    assert not np.allclose(entropic_plan(a, a, M, 0.01, 7, 0.0), entropic_plan(a, a, M, 0.01, 10_000, 1e-9))
     # the default threshold matters: a run stopped at the first check differs
     assert not np.array_equal(entropic_plan(a, a, M, 0.01, 10_000, 1e-4), entropic_plan(a, a, M, 0.01, 10_000, 1.0))
 

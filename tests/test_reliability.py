@@ -3,7 +3,6 @@ uninterrupted run; a diverging configuration stops with its name, seed and step,
 in a model stops the barrier stage instead of becoming a barrier."""
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dvc_project import copy_project, dvc, env, set_params, stages_run
+from dvc_project import SMALLEST_DOWNSTREAM, copy_project, copy_with_cache, dvc, env, set_params, stages_run
 
 from lmcot.io import sha256_of
 
@@ -27,16 +26,7 @@ SLOW_ENOUGH_TO_KILL = {
     "train.seeds": [0, 1],
     "train.recipe.epochs": EPOCHS,
     "train.recipe.batch_size": 8,  # many small steps: about a second an epoch
-    # the stages after training at their smallest: these tests are about training and failures
-    "align.methods": ["identity"],
-    "align.num_samples": 200,
-    "dimension.num_samples": 200,
-    "barrier.alphas": [0.0, 0.5, 1.0],
-    "fuse.num_models": 2,
-    "fuse.width_factors": [1],
-    "fuse.fine_tune.epochs": 0,
-    "plane.grid_size": 3,
-    "plane.num_samples": 100,
+    **SMALLEST_DOWNSTREAM,  # these tests are about training and failures
 }
 
 
@@ -52,8 +42,7 @@ def prepared_project(tmp_path_factory):
 @pytest.fixture
 def project(prepared_project, tmp_path):
     """A copy of ``prepared_project`` (workspace, Git repository and DVC cache) for one test."""
-    dvc_state = lambda folder, names: ["tmp"] if folder.endswith(".dvc") else []  # noqa: E731 - locks, indexes
-    return Path(shutil.copytree(prepared_project, tmp_path / "project", symlinks=True, ignore=dvc_state))
+    return copy_with_cache(prepared_project, tmp_path / "project")
 
 
 def weights(project: Path) -> dict[str, str]:

@@ -18,7 +18,18 @@ import time
 from pathlib import Path
 
 import pytest
-from dvc_project import commit_all, copy_project, dvc, git, run, set_params, stages_restored, stages_run
+from dvc_project import (
+    SMALLEST_DOWNSTREAM,
+    commit_all,
+    copy_project,
+    copy_with_cache,
+    dvc,
+    git,
+    run,
+    set_params,
+    stages_restored,
+    stages_run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +39,7 @@ SMALL = {
     "train.sweep.lrs": [0.05],
     "train.seeds": [0, 1],
     "train.recipe.epochs": 1,
-    "align.methods": ["identity", "weight_matching"],
-    "align.num_samples": 200,
-    "dimension.num_samples": 200,
-    "barrier.alphas": [0.0, 0.5, 1.0],
-    "fuse.num_models": 2,
-    "fuse.width_factors": [1],
-    "fuse.fine_tune.epochs": 0,
-    "plane.grid_size": 3,
-    "plane.num_samples": 100,
+    **SMALLEST_DOWNSTREAM,
 }
 ONE_MORE_WIDTH = ["mlp-d2-w4", "mlp-d2-w8"]
 NEW_CONFIGURATION = "digits-mlp-d2-w8-0.05"
@@ -46,10 +49,15 @@ PER_CONFIGURATION = ("train", "align", "dimension", "barrier", "fuse", "plane")
 def clone(origin: Path, destination: Path, remote_url: str, remote_options: dict) -> Path:
     """A team member's clone: git clone, its own empty DVC cache, the shared remote set in config.local."""
     run(origin.parent, "git", "clone", "-q", str(origin), str(destination))
-    dvc(destination, "remote", "add", "--local", "--default", "shared", remote_url)
-    for option, value in remote_options.items():
-        dvc(destination, "remote", "modify", "--local", "shared", option, value)
+    add_remote(destination, remote_url, remote_options)
     return destination
+
+
+def add_remote(project: Path, url: str, options: dict) -> None:
+    """The shared remote as the default, set in the clone's own config.local."""
+    dvc(project, "remote", "add", "--local", "--default", "shared", url)
+    for option, value in options.items():
+        dvc(project, "remote", "modify", "--local", "shared", option, value)
 
 
 def metrics(project: Path) -> dict:
@@ -61,15 +69,27 @@ def cache_files(project: Path) -> dict[str, int]:
     return {str(p.relative_to(cache)): p.stat().st_size for p in cache.rglob("*") if p.is_file()}
 
 
-@pytest.fixture
-def origin(tmp_path_factory):
-    """The team's Git server: a bare repository holding the project with the small sweep."""
+@pytest.fixture(scope="module")
+def team_after_a_ran(tmp_path_factory):
+    """The team's Git server (a bare repository holding the project with the small sweep) and clone A after its
+    ``dvc repro``, made once: A's run is the same whichever remote the team shares through."""
     root = tmp_path_factory.mktemp("team")
     project = copy_project(root / "seed")
     set_params(project, SMALL)
     commit_all(project, "small sweep")
     run(root, "git", "clone", "-q", "--bare", str(project), str(root / "origin.git"))
-    return root / "origin.git"
+    run(root, "git", "clone", "-q", str(root / "origin.git"), str(root / "a"))
+    ran_a = stages_run(dvc(root / "a", "repro"))
+    return root, ran_a
+
+
+@pytest.fixture
+def team(team_after_a_ran, tmp_path):
+    """A copy of the team for one test: ``(origin, a, stages A ran)``; A's Git remote is the copied origin."""
+    root, ran_a = team_after_a_ran
+    copied = copy_with_cache(root, tmp_path / "team")
+    git(copied / "a", "remote", "set-url", "origin", str(copied / "origin.git"))
+    return copied / "origin.git", copied / "a", ran_a
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -194,13 +214,13 @@ def remote(request, tmp_path_factory):
     return url, {"keyfile": str(server["user_key"])}
 
 
-def test_two_clones_share_results_through_the_remote(origin, remote, tmp_path):
+def test_two_clones_share_results_through_the_remote(team, remote, tmp_path):
     url, options = remote
+    origin, a, ran_a = team
 
-    # A runs the sweep and shares it: outputs and run-cache to the DVC remote, dvc.lock to Git.
-    a = clone(origin, tmp_path / "a", url, options)
-    ran_a = stages_run(dvc(a, "repro"))
+    # A ran the sweep (in the fixture) and shares it: outputs and run-cache to the DVC remote, dvc.lock to Git.
     assert "train@digits-mlp-d2-w4-0.05" in ran_a
+    add_remote(a, url, options)
     dvc(a, "push", "--run-cache")
     commit_all(a, "results of the small sweep")
     git(a, "push", "-q", "origin", "main")
@@ -243,7 +263,8 @@ def test_two_clones_share_results_through_the_remote(origin, remote, tmp_path):
     assert metrics(c) == metrics(b)
 
 
-def test_unreachable_remote_is_named_and_the_cache_is_kept(origin, tmp_path):
+def test_unreachable_remote_is_named_and_the_cache_is_kept(team, tmp_path):
+    origin, _, _ = team
     project = clone(origin, tmp_path / "a", str(tmp_path / "unused"), {})
     dvc(project, "repro", "prepare@digits")
     before = cache_files(project)
