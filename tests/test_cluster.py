@@ -1,8 +1,9 @@
 """Sweeps on a Slurm cluster (``python -m lmcot.cluster``), against a real one-node Slurm on this machine.
 
 The scenario is a user's: a sweep of 2 configurations on digits is submitted (2 array tasks and a gather
-job); one task is cancelled midway through training; while the other runs, ``status`` names it with its log
-and a gather run now would stop, naming it; the next ``submit`` resubmits it alone, skips the one still
+job); one task is cancelled midway through training, and the other is suspended until the next ``submit`` (so
+that it is still running then, however fast the machine); meanwhile ``status`` names the cancelled one with its
+log and a gather run now would stop, naming it; the next ``submit`` resubmits it alone, skips the one still
 running and replaces the waiting gather job with one that waits for both arrays; the task resumes from its
 checkpoint; the gathered ``reports/barriers.csv`` equals, byte for byte, that of a local ``dvc repro`` of the
 same params; a third ``submit`` submits nothing. A fresh clone then finds every stage in the remote's
@@ -152,8 +153,12 @@ def test_a_sweep_runs_as_an_array_recovers_a_cancelled_task_and_gathers_what_a_l
     slurm(cluster, "scancel", f"{record['array']}_0")
     while f"{record['array']}_0 " in slurm(cluster, "squeue", "-r", "-h", "-o", "%i "):
         time.sleep(0.2)
+    # The other task is suspended (SIGSTOP through Slurm) until the second submit has found it running.
+    other = f"{record['array']}_1"
+    assert slurm(cluster, "squeue", "-h", "-j", other, "-o", "%T").strip() == "RUNNING"
+    slurm(cluster, "scontrol", "suspend", other)
 
-    # 2. While the other task runs: status names the cancelled configuration and its log; the gather job, run
+    # 2. While the other task is held: status names the cancelled configuration and its log; the gather job, run
     # now, would stop and name it (a gather never computes a stage itself).
     status = lmcot_cluster(project, cluster, "status").stdout
     rows = {line.split()[0]: line for line in status.splitlines()[1:] if line.strip()}
@@ -163,13 +168,13 @@ def test_a_sweep_runs_as_an_array_recovers_a_cancelled_task_and_gathers_what_a_l
     assert early.returncode == 2 and f"  {CANCELLED}: train@" in early.stderr, early.stderr
     assert f"log {first / 'logs' / (record['array'] + '_0.out')}" in early.stderr
 
-    # 3. Submit again before the other ends: the cancelled configuration alone is resubmitted, the running one
-    # is skipped (or found in the run-cache, had it just finished), and a gather job that waits for both arrays
-    # replaces the waiting one. The resubmitted task resumes from its checkpoint; the new gather restores both
-    # configurations and runs only the report.
+    # 3. Submit again: the cancelled configuration alone is resubmitted, the suspended one is skipped as running,
+    # and a gather job that waits for both arrays replaces the waiting one; then the held task goes on. The
+    # resubmitted task resumes from its checkpoint; the new gather restores both configurations and runs only
+    # the report.
     out = lmcot_cluster(project, cluster, "submit")
-    assert re.search(r": (0 in the run-cache \(skipped\), 1 pending|1 in the run-cache \(skipped\), 0 pending) or "
-                     r"running already \(skipped\), 1 to submit", out.stdout), out.stdout  # fmt: skip
+    assert ": 0 in the run-cache (skipped), 1 pending or running already (skipped), 1 to submit" in out.stdout
+    slurm(cluster, "scontrol", "resume", other)
     assert f"Cancelled the waiting gather job(s) {record['gather']} of earlier submissions" in out.stdout
     second = submission_folders(project)[-1]
     again = json.loads((second / "submission.json").read_text())
