@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dvc_project import commit_all, copy_project, dvc, env, git, run, set_params
+from dvc_project import SMALLEST_DOWNSTREAM, commit_all, copy_project, dvc, env, git, run, set_params
 from slurm_cluster import SlurmCluster, find_slurm
 
 pytestmark = pytest.mark.slow
@@ -30,17 +30,8 @@ SWEEP = {
     "train.recipe.epochs": 6,
     "train.recipe.batch_size": 16,  # long enough that a task is cancelled between checkpoints
     "train.checkpoint_every": 1,
-    "align.methods": ["identity", "weight_matching"],
-    "align.num_samples": 200,
-    "dimension.num_samples": 200,
-    "barrier.alphas": [0.0, 0.5, 1.0],
-    "barrier.norm_corrections": [],
-    "fuse.num_models": 2,
-    "fuse.width_factors": [1],
-    "fuse.alpha_h_grid": [],
-    "fuse.fine_tune.epochs": 0,
-    "plane.grid_size": 3,
-    "plane.num_samples": 100,
+    **SMALLEST_DOWNSTREAM,
+    "align.methods": ["identity", "weight_matching"],  # one real alignment, gathered and compared byte for byte
     "cluster.cpus": 1,
     "cluster.mem": "1G",
     "cluster.time": "00:20:00",
