@@ -369,10 +369,17 @@ H_MODEL = torch.tensor([[-2.0, 0.0], [5.0, 2.0]], dtype=torch.float64)
 SWAP, IDENTITY = torch.tensor([[0.0, 0.5], [0.5, 0.0]]).double(), torch.eye(2).double() / 2
 
 
-def couple(previous=None, solver="emd", epsilon=1e-3, **cap):
-    from lmcot.fusion import _couple, _Options
+def layer_options(tolerance=0.0, max_iterations=20, input_transport="average", alpha_h=0.0, solver="emd", epsilon=1e-3):
+    """The barycentre's options for one layer, as ``wasserstein_barycenter`` hands them on."""
+    from lmcot.fusion import _Options
 
-    options = _Options(solver, epsilon, max_iterations=1, alpha_h=1.0, tolerance=0.0, input_transport="average")
+    return _Options(solver, epsilon, max_iterations, alpha_h, tolerance, input_transport)
+
+
+def couple(previous=None, solver="emd", epsilon=1e-3, **cap):
+    from lmcot.fusion import _couple
+
+    options = layer_options(max_iterations=1, alpha_h=1.0, solver=solver, epsilon=epsilon)
     zeros = torch.zeros(2, 3, dtype=torch.float64)
     return _couple(zeros, [H_TARGET], zeros, [H_MODEL], previous, options, **cap)  # cap: fixed_point
 
@@ -557,10 +564,10 @@ def test_a_wider_target_starts_from_the_same_width_barycentre_by_hand():
     (25 + 20.25 < 25 + 30.25) and to B swapped (16 + 20.25 < 25 + 20.25), so the barycentre's units are
     ((0 + 1) / 2, (10 + 10) / 2) = (0.5, 10), a fixed point. A target of three units starts from both of them
     and one repeat, not from the mean."""
-    from lmcot.fusion import _Options, _start_units
+    from lmcot.fusion import _start_units
 
     points = [torch.tensor([[0.0], [10.0]], dtype=torch.float64), torch.tensor([[10.0], [1.0]], dtype=torch.float64)]
-    options = _Options("emd", 1e-3, max_iterations=20, alpha_h=0.0, tolerance=1e-9, input_transport="average")
+    options = layer_options(tolerance=1e-9)
     start, start_self = _start_units(points, [[], []], [0.5, 0.5], "mean", 3, options, np.random.default_rng(0))
     assert start[:2].tolist() == [[0.5], [10.0]] and start[2].tolist() in ([0.5], [10.0])
     assert start_self == []
@@ -587,12 +594,6 @@ def test_copies_cost_nothing_at_every_iteration():
     fusion = wasserstein_barycenter([model, copy.deepcopy(model)], target("mlp", 6), start="mean", tolerance=0.0)
     assert all(cost == pytest.approx(0.0, abs=1e-9) for costs in fusion.costs.values() for cost in costs)
     assert set(fusion.iterations.values()) == {20}  # a tolerance of 0 is never undercut by a change of 0
-
-
-def layer_options(tolerance=0.0, max_iterations=20, input_transport="average", alpha_h=0.0):
-    from lmcot.fusion import _Options
-
-    return _Options("emd", 1e-3, max_iterations, alpha_h, tolerance, input_transport)
 
 
 def test_one_iteration_updates_the_targets_units_and_recurrent_matrix_by_hand():
