@@ -260,6 +260,7 @@ def params_schema() -> dict:
             },
             "alpha_h_grid": list_of(number(0), min_length=0),
             "num_models": integer(2),
+            "groups": integer(1),
             "weights": either(one_of(("uniform",)), list_of(number(0, exclusive_minimum=True), unique=False)),
             "width_factors": list_of(number(0, 16, exclusive_minimum=True)),
             "fine_tune": {"epochs": integer(0), "lr_factor": number(0, exclusive_minimum=True)},

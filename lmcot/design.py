@@ -1,14 +1,35 @@
-"""What a study compares and where: the pairs of seeds, and the points of a linear path.
+"""What a study compares and where: the random stream of each model, the pairs of seeds, the groups of fused
+models, and the points of a linear path.
 
 Standard library only, so that the report imports them without torch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Sequence
 
 from lmcot.choices import PAIRINGS
+
+
+def stream_seed(configuration: str, seed: int, purpose: str = "train") -> int:
+    """The seed of the random stream (initial weights, mini-batch order) that ``purpose`` uses for ``seed`` of
+    the configuration named ``configuration``: a hash of the three, so that no two configurations (widths,
+    learning rates, data sets) and no two purposes share a stream, while the same params always give the same
+    weights. A 63-bit integer, as ``torch.manual_seed`` takes it."""
+    digest = hashlib.sha256(f"{configuration}/{purpose}/seed{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def seed_groups(seeds: list[int], size: int, most: int) -> list[list[int]]:
+    """Disjoint groups of ``size`` seeds in the order given (seeds 0-2, 3-5, ... for size 3), as many as ``seeds``
+    holds but at most ``most``: models fused group by group, so that each group's result is an independent
+    sample."""
+    if size > len(seeds):
+        raise ValueError(f"a group of {size} seeds needs {size} seeds, got {len(seeds)}")
+    count = min(most, len(seeds) // size)
+    return [list(seeds[i * size : (i + 1) * size]) for i in range(count)]
 
 
 def seed_pairs(seeds: list[int], pairing: str = "all") -> list[tuple[int, int]]:

@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from lmcot.align.methods import align, permuted_copy
+from lmcot.design import stream_seed
 from lmcot.evaluation import batchnorm_layers, ensemble_evaluate, evaluate, reset_batchnorm
 from lmcot.fusion import Fusion, one_shot_fusion, vanilla_average, wasserstein_barycenter
 from lmcot.models import build_model
@@ -92,7 +93,14 @@ def scores(model: torch.nn.Module, data: Dataset) -> dict:
     }
 
 
-COST_COLUMNS = ("target_width", "start", "layer", "iteration", "cost")  # of fusion_costs.csv, after the config's
+COST_COLUMNS = (
+    "group",
+    "target_width",
+    "start",
+    "layer",
+    "iteration",
+    "cost",
+)  # of fusion_costs.csv, after the config's
 
 
 def cost_rows(fusion: Fusion, width: int, label: str) -> list[dict]:
@@ -201,8 +209,10 @@ def score_candidates(
     config: Configuration, candidates: list[Candidate], data: Dataset, recipe: Recipe, seed: int, device
 ) -> tuple[list[dict], list[torch.nn.Module]]:
     """Score every candidate and, unless it is a probe (or ``recipe`` has no epochs), fine-tune it by ``recipe``
-    (mini-batches ordered by ``seed``) and score it again. Returns the rows and the fine-tuned inputs."""
+    (mini-batches in the order of the fine-tuning stream of ``config`` and ``seed``,
+    :func:`lmcot.design.stream_seed`) and score it again. Returns the rows and the fine-tuned inputs."""
     rows, tuned_inputs = [], []
+    stream = stream_seed(config.name, seed, "fine-tune")
     for candidate in tqdm(candidates, desc=f"{config.name} scoring"):
         model = candidate.model.to(device)
         if candidate.kind != "input" and batchnorm_layers(model):
@@ -210,7 +220,7 @@ def score_candidates(
         stages = [(False, model)]
         if recipe.epochs > 0 and candidate.kind not in PROBES:
             desc = f"fine-tune {candidate.label}"
-            (tuned,), _ = fit([model], data, recipe, [seed], device, progress=False, desc=desc)
+            (tuned,), _ = fit([model], data, recipe, [seed], device, progress=False, desc=desc, streams=[stream])
             stages.append((True, tuned.to(device)))
             if candidate.kind == "input":
                 tuned_inputs.append(tuned.to(device))
@@ -237,12 +247,20 @@ def ensemble_rows(config: Configuration, groups, data: Dataset, weights) -> list
 
 
 def fusion_experiment(
-    config: Configuration, models: list, seeds: list[int], data: Dataset, options: dict, recipe: Recipe, device
+    config: Configuration,
+    models: list,
+    seeds: list[int],
+    data: Dataset,
+    options: dict,
+    recipe: Recipe,
+    device,
+    group: int = 0,
 ) -> FusionResult:
     """Fuse ``models`` (of ``config``, trained from ``seeds``, on the CPU) by the ``fuse`` params ``options``
     (``ot``, ``weights``, ``width_factors``, ``alpha_h_grid``), score every fused model and baseline on ``data``
     before and after fine-tuning by ``recipe`` (see :func:`fine_tune_recipe`), and the output ensemble of the
-    inputs and of the fine-tuned inputs."""
+    inputs and of the fine-tuned inputs. Every row and cost row is tagged with ``group``, the index of these
+    models' group among the disjoint groups of the configuration (:func:`lmcot.design.seed_groups`)."""
     fuser = _Fuser(config, models, seeds, data, options)
     inputs = [Candidate("input", f"seed {s}", config.width, m) for s, m in zip(seeds, models, strict=True)]
     if models[0].permutation_spec().groups:  # attention heads: no barycentre (it may split a head)
@@ -259,5 +277,6 @@ def fusion_experiment(
     rows, tuned_inputs = score_candidates(config, candidates + probes, data, recipe, seeds[0], device)
     groups = [(False, [m.to(device) for m in models]), (True, tuned_inputs)]
     rows += ensemble_rows(config, groups, data, fuser.weights)
-    costs = [{**config.as_dict(), **row} for row in fuser.costs]
+    rows = [{**config.as_dict(), "group": group, **row} for row in rows]
+    costs = [{**config.as_dict(), "group": group, **row} for row in fuser.costs]
     return FusionResult(rows, costs, fused_models)

@@ -2,10 +2,12 @@
 the verdicts that this run's numbers give them.
 
 ``report.replications`` in params.yaml names the replications a run is checked against (the presets
-named after them set it). Every claim gets an effect with a 95% bootstrap interval over independent
-samples (pairs of models, or models) and a verdict from :func:`lmcot.analysis.verdict`: a run outside
-the paper's regime can support a claim but never contradict it, and too few pairs decide nothing.
-No file paths here: the report stage draws the figures and writes the text.
+named after them set it). Every claim rests on cells: an effect with a 95% Student-t interval over
+independent samples (disjoint pairs of models, or models), decided together with every other cell of the
+replication by :func:`lmcot.analysis.decide` (Holm's adjustment). A run outside the paper's regime can
+support a claim but never contradict it; undertrained or overfit endpoints (on the test split) make a cell
+not applicable; too few pairs decide nothing. No file paths here: the report stage draws the figures and
+writes the text.
 """
 
 from __future__ import annotations
@@ -21,16 +23,21 @@ from lmcot.analysis import (
     CONFIG_KEYS,
     LEVEL,
     MIN_SAMPLES,
+    NOT_APPLICABLE,
     SUPPORTED,
     UNDECIDED,
-    Estimate,
-    bootstrap_mean,
-    bootstrap_slope,
+    Cell,
+    Decision,
     combine,
+    decide,
     endpoint_losses,
+    endpoint_problems,
+    independent_pairs,
+    mean_interval,
     overfit_table,
     paired_difference,
-    verdict,
+    slope_interval,
+    t_bounds,
 )
 from lmcot.design import seed_pairs
 
@@ -80,6 +87,63 @@ class Claim:
     evidence: pd.DataFrame  # the effects the verdict rests on, one row per learning rate, width, ...
 
 
+class Ledger:
+    """The cells of one replication, decided together (:func:`lmcot.analysis.decide`, Holm over all of them)."""
+
+    def __init__(self):
+        self.cells: list[Cell] = []
+        self.decisions: list[Decision] = []
+
+    def add(self, cell: Cell) -> int:
+        self.cells.append(cell)
+        return len(self.cells) - 1
+
+    def decide(self) -> None:
+        self.decisions = decide(self.cells)
+
+
+@dataclass
+class Draft:
+    """A claim before its replication's cells are decided: evidence ``rows`` (without their verdicts), and per
+    row the ledger indices of the ``parts`` that must all hold and whether it ``counts`` toward the claim (a row
+    that does not count shows an effect the paper makes no claim about, or one outside its scope); ``shown``: a
+    row's verdict text where it has no parts; ``scope``: what the claim's tally counts (e.g. "learning rates
+    below 0.1")."""
+
+    key: str
+    text: str
+    scope: str
+    rows: list[dict] = field(default_factory=list)
+    parts: list[list[int]] = field(default_factory=list)
+    counts: list[bool] = field(default_factory=list)
+    shown: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def row(self, evidence: dict, parts: list[int], counts: bool = True, shown: str = "") -> None:
+        self.rows.append(evidence)
+        self.parts.append(parts)
+        self.counts.append(counts)
+        self.shown.append(shown)
+
+    def finish(self, ledger: Ledger, labels: tuple[str, ...] = ()) -> Claim:
+        """The claim with each row's verdict (its parts combined; ``labels`` name the parts in a reason)."""
+        counted, rows = [], []
+        for evidence, parts, counts, shown in zip(self.rows, self.parts, self.counts, self.shown, strict=True):
+            decisions = [ledger.decisions[i] for i in parts]
+            if not parts:
+                rows.append({**evidence, "verdict": shown})
+                continue
+            verdict = combine([d.verdict for d in decisions])
+            names = labels or tuple("" for _ in parts)
+            why = next((f"{name + ': ' if name else ''}{d.reason}" for d, name in zip(decisions, names, strict=True)
+                        if d.verdict != SUPPORTED), decisions[0].reason)  # fmt: skip
+            rows.append({**evidence, "verdict": f"{verdict}: {why}"})
+            if counts:
+                counted.append(verdict)
+        reason = f"of {len(counted)} {self.scope}: {_tally(counted)}" if counted else f"no {self.scope} in this run"
+        return Claim(self.key, self.text, combine(counted), reason + self.note, pd.DataFrame(rows))
+
+
 @dataclass
 class Replication:
     """The outcome of checking one paper's experiment against this run."""
@@ -115,9 +179,13 @@ class Replication:
                 "batch, epochs and optimiser steps); the other differences are listed above."
             ),
             "",
-            f"Verdicts: *supported* when the {LEVEL:.0%} bootstrap interval of the effect lies on the claim's side, "
-            f"*contradicted* when it lies on the other side in the paper's regime, otherwise *{UNDECIDED}* "
-            f"(also whenever fewer than {MIN_SAMPLES} independent samples are available).",
+            f"Verdicts: each cell's effect has a {LEVEL:.0%} Student-t interval over independent samples and a "
+            f"t-test p-value, adjusted by Holm's method over every cell of this section. *supported* when the "
+            f"adjusted p is at most {1 - LEVEL:g} with the effect on the claim's side, *contradicted* when it is on "
+            f"the other side in the paper's regime, *{NOT_APPLICABLE}* where the endpoints are undertrained (or "
+            f"overfit, on the test split), otherwise *{UNDECIDED}* (also whenever fewer than {MIN_SAMPLES} "
+            "independent samples are available). A claim made of several cells holds when every applicable cell "
+            "does.",
             "",
         ]
         for claim in self.claims:
@@ -214,7 +282,17 @@ def _choose(configs: pd.DataFrame, over: str, preference: Callable[[pd.Series], 
 
 
 def _paired(barriers: pd.DataFrame, value: str, method: str, baseline: str) -> pd.DataFrame:
-    return paired_difference(barriers, value, method, baseline, CONFIG_KEYS)
+    return paired_difference(independent_pairs(barriers), value, method, baseline, CONFIG_KEYS)
+
+
+def _endpoints_at(run: Run, rows: pd.DataFrame, split: str, **where) -> str:
+    """Why the endpoints of the configurations of ``rows`` where ``where`` holds (e.g. ``lr=0.1``) make a cell
+    on ``split`` not applicable ("" if they do not): :func:`lmcot.analysis.endpoint_problems`."""
+    report = run.params["report"]
+    table = overfit_table(rows, report["overfit_gap"], report["min_train_accuracy"])
+    for column, value in where.items():
+        table = table[table[column] == value]
+    return endpoint_problems(table, table[CONFIG_KEYS], split)
 
 
 def _endpoints(barriers: pd.DataFrame, split: str, metric: str = "loss") -> pd.DataFrame:
@@ -225,17 +303,18 @@ def _endpoints(barriers: pd.DataFrame, split: str, metric: str = "loss") -> pd.D
     return models[[*CONFIG_KEYS, "seed", column]].rename(columns={column: metric}).dropna(subset=[metric])
 
 
-def untrained_note(barriers: pd.DataFrame, over: str) -> list[str]:
-    """A note on configurations whose endpoints have not learned the task (mean test error above 1/2): a
-    comparison of alignment methods there is one between networks close to their initialisation."""
-    errors = _endpoints(barriers, "test", "error").groupby(over)["error"].mean()
-    weak = errors[errors > 0.5]
+def untrained_note(barriers: pd.DataFrame, over: str, min_train_accuracy: float) -> list[str]:
+    """A note on configurations whose endpoints are undertrained (mean train accuracy below
+    ``min_train_accuracy``): the cells that rest on them are not applicable."""
+    accuracy = 1 - _endpoints(barriers, "train", "error").groupby(over)["error"].mean()
+    weak = accuracy[accuracy < min_train_accuracy]
     if weak.empty:
         return []
-    where = ", ".join(f"{over} {v:g} (test accuracy {1 - e:.2f})" for v, e in weak.items())
+    where = ", ".join(f"{over} {v:g} (train accuracy {a:.2f})" for v, a in weak.items())
     return [
-        f"Endpoints that have not learned the task at {where}: effects there compare networks close to their "
-        "initialisation, however small their intervals."
+        f"Undertrained endpoints (mean train accuracy below `report.min_train_accuracy` = {min_train_accuracy:g}) "
+        f"at {where}: the networks there are still far from a trained solution, so the cells that rest on them "
+        "are not applicable, whatever their intervals."
     ]
 
 
@@ -253,7 +332,7 @@ def overfit_note(barriers: pd.DataFrame, over: str, max_gap: float) -> tuple[pd.
         notes.append(
             f"Overfit endpoints (test loss more than `report.overfit_gap` = {max_gap:g} nats above the train loss) "
             f"at {where}: there, read the train-loss barrier; a test-loss barrier can be zero because the midpoint "
-            "is less over-confident than the endpoints."
+            "is less over-confident than the endpoints, so the test-split cells there are not applicable."
         )
     table = table[[*CONFIG_KEYS, "train_loss", "test_loss", "overfit"]].assign(
         overfit=table["overfit"].map({True: "yes", False: ""})
@@ -291,74 +370,55 @@ def _ferbach_settings(params: dict, config: pd.Series, lrs) -> list[Setting]:
     ]  # fmt: skip
 
 
-def _midpoint_claim(run: Run, rows: pd.DataFrame, method: str, in_regime: bool) -> Claim | None:
+def _midpoint_claim(run: Run, rows: pd.DataFrame, method: str, in_regime: bool, ledger: Ledger) -> Draft | None:
     test_loss = rows[(rows["split"] == "test") & (rows["metric"] == "loss")]
     effects = _paired(test_loss, "midpoint", method, "naive_weight_matching")
     if effects.empty:
         return None
-    evidence, verdicts = [], []
-    for lr, group in effects.groupby("lr", sort=True):
-        estimate = bootstrap_mean(group["effect"])
-        claimed = lr < FERBACH_LARGEST_LR
-        v, why = verdict(estimate, in_regime) if claimed else ("(no claim at the largest learning rate)", "")
-        if claimed:
-            verdicts.append(v)
-        evidence.append(
-            {"lr": f"{lr:g}", "the paper": "lower" if claimed else "no advantage",
-             "naive minus method, mean [95% interval]": estimate.format(), "pairs": estimate.n,
-             "verdict": v + (f": {why}" if why else "")}
-        )  # fmt: skip
-    overall = combine(verdicts)
     label = run.method_label(method)
-    return Claim(
+    draft = Draft(
         key=f"{method}_midpoint_below_naive",
         text=f"`{label}` reaches a lower midpoint test loss than naive weight matching at every learning rate "
         f"below {FERBACH_LARGEST_LR:g}, the largest of the paper's grid (Ferbach et al., midpoint figure).",
-        verdict=overall,
-        reason=f"of {len(verdicts)} learning rates below 0.1: {_tally(verdicts)}"
-        if verdicts
-        else "the run has no learning rate below 0.1",
-        evidence=pd.DataFrame(evidence),
+        scope=f"learning rates below {FERBACH_LARGEST_LR:g}",
     )
+    for lr, group in effects.groupby("lr", sort=True):
+        estimate = mean_interval(group["effect"])
+        claimed = lr < FERBACH_LARGEST_LR
+        evidence = {"lr": f"{lr:g}", "the paper": "lower" if claimed else "no advantage",
+                    "naive minus method, mean [95% interval]": estimate.format(), "pairs": estimate.n}  # fmt: skip
+        if not claimed:
+            draft.row(evidence, [], shown="(no claim at the largest learning rate)")
+            continue
+        cell = Cell(estimate, can_contradict=in_regime, not_applicable=_endpoints_at(run, rows, "test", lr=lr))
+        draft.row(evidence, [ledger.add(cell)])
+    return draft
 
 
-def _dimension_claim(dims: pd.DataFrame, in_regime: bool) -> Claim | None:
+def _dimension_claim(run: Run, rows: pd.DataFrame, dims: pd.DataFrame, in_regime: bool, ledger: Ledger) -> Draft | None:
     """The paper: the naive dimension is in the hundreds, the covariance-aware and activation ones in single
     digits. Checked per learning rate and layer on the mean over models, with intervals over models."""
     dims = dims[dims["estimator"].isin(DIMENSIONS)]
     if dims.empty or set(dims["estimator"]) != set(DIMENSIONS):
         return None
-    evidence, verdicts = [], []
-    for (lr, layer), group in dims.groupby(["lr", "layer"], sort=True):
-        by = {e: bootstrap_mean(g["value"]) for e, g in group.groupby("estimator")}
-        # effects whose sign is the claim: pr_weights - 100 > 0, 10 - pr_cov > 0, 10 - pr_activations > 0
-        parts = [
-            verdict(_shift(by["pr_weights"], -100), in_regime)[0],
-            verdict(_shift(by["pr_cov"], -10, negate=True), in_regime)[0],
-            verdict(_shift(by["pr_activations"], -10, negate=True), in_regime)[0],
-        ]
-        verdicts.append(combine(parts))
-        evidence.append(
-            {"lr": f"{lr:g}", "layer": layer, **{e: by[e].format(1) for e in DIMENSIONS}, "models": by["pr_cov"].n,
-             "verdict": verdicts[-1]}
-        )  # fmt: skip
-    overall = combine(verdicts)
-    return Claim(
+    draft = Draft(
         key="dimensions_naive_hundreds_cov_single_digits",
         text="The naive dimension (participation ratio of `W^T W`) is in the hundreds, while the covariance-aware "
         "(`W Sigma W^T`) and activation (`E[a a^T]`) dimensions are in single digits (Ferbach et al., dimension "
         "figure; checked per learning rate and layer as pr_weights >= 100, pr_cov < 10, pr_activations < 10).",
-        verdict=overall,
-        reason=f"of {len(verdicts)} (learning rate, layer) cells: {_tally(verdicts)}",
-        evidence=pd.DataFrame(evidence),
+        scope="(learning rate, layer) cells",
     )
-
-
-def _shift(estimate: Estimate, by: float, negate: bool = False) -> Estimate:
-    """``estimate + by``, or ``-(estimate + by)`` with ``negate`` (so that the claim's side is positive)."""
-    sign = -1 if negate else 1
-    low, high = sorted((sign * (estimate.low + by), sign * (estimate.high + by)))
-    return Estimate(sign * (estimate.mean + by), low, high, estimate.n)
+    for (lr, layer), group in dims.groupby(["lr", "layer"], sort=True):
+        by = {e: mean_interval(g["value"]) for e, g in group.groupby("estimator")}
+        unfit = _endpoints_at(run, rows, "", lr=lr)
+        # effects whose sign is the claim: pr_weights - 100 > 0, 10 - pr_cov > 0, 10 - pr_activations > 0
+        effects = [by["pr_weights"].shifted(-100), by["pr_cov"].shifted(-10, negate=True),
+                   by["pr_activations"].shifted(-10, negate=True)]  # fmt: skip
+        parts = [ledger.add(Cell(e, can_contradict=in_regime, not_applicable=unfit)) for e in effects]
+        evidence = {"lr": f"{lr:g}", "layer": layer, **{e: by[e].format(1) for e in DIMENSIONS},
+                    "models": by["pr_cov"].n}  # fmt: skip
+        draft.row(evidence, parts)
+    return draft
 
 
 def ferbach2024(run: Run) -> Replication:
@@ -377,11 +437,17 @@ def ferbach2024(run: Run) -> Replication:
     dims = run.dimensions.merge(chosen[keys].drop_duplicates(), on=keys)
     settings = _ferbach_settings(run.params, first, lrs)
     in_regime = all(s.same for s in settings if s.core)
-    claims = [
-        c for m in ("cov_weight_matching", "activation_covariance") if (c := _midpoint_claim(run, rows, m, in_regime))
+    ledger = Ledger()
+    drafts = [
+        d
+        for m in ("cov_weight_matching", "activation_covariance")
+        if (d := _midpoint_claim(run, rows, m, in_regime, ledger))
     ]
-    if (dimension_claim := _dimension_claim(dims, in_regime)) is not None:
-        claims.append(dimension_claim)
+    if (dimension_claim := _dimension_claim(run, rows, dims, in_regime, ledger)) is not None:
+        drafts.append(dimension_claim)
+    ledger.decide()
+    labels = {"dimensions_naive_hundreds_cov_single_digits": ("pr_weights", "pr_cov", "pr_activations")}
+    claims = [d.finish(ledger, labels.get(d.key, ())) for d in drafts]
 
     test_loss = rows[(rows["split"] == "test") & (rows["metric"] == "loss")]
     midpoints = test_loss.pivot_table(index="lr", columns="method", values="midpoint", aggfunc="mean")
@@ -438,11 +504,14 @@ def _caveats(run: Run, rows: pd.DataFrame, over: str) -> tuple[list, list[str]]:
     """What limits the reading of the numbers: the endpoints' losses when some are overfit, notes on overfit
     or untrained endpoints, and on pairs that share models."""
     overfit, notes = overfit_note(rows, over, run.params["report"]["overfit_gap"])
-    notes += untrained_note(rows, over)
+    notes += untrained_note(rows, over, run.params["report"]["min_train_accuracy"])
     label = {"lr": "learning rate"}.get(over, over)
     tables = [(f"Endpoint models: mean loss per {label}.", drop_fixed(overfit, over))] if len(overfit) else []
     if run.params["align"]["pairs"] != "disjoint":
-        notes.append("The pairs share models, so they are not independent: the intervals above are too narrow.")
+        notes.append(
+            "The pairs share models (`align.pairs: all`), so they are not independent: the verdicts rest on a "
+            "disjoint subset of them (seeds 1-2, 3-4, ...); the tables of means use every pair."
+        )
     return tables, notes
 
 
@@ -485,9 +554,15 @@ def _ainsworth_settings(params: dict, config: pd.Series, widths) -> list[Setting
     ]  # fmt: skip
 
 
-def _near_zero_claim(run: Run, rows: pd.DataFrame, width: int, in_regime: bool) -> Claim | None:
-    at = rows[(rows["width"] == width) & (rows["metric"] == "loss")]
-    evidence, verdicts = [], []
+def _near_zero_claim(run: Run, rows: pd.DataFrame, width: int, in_regime: bool, ledger: Ledger) -> Draft | None:
+    at = independent_pairs(rows[(rows["width"] == width) & (rows["metric"] == "loss")])
+    draft = Draft(
+        key="matched_barrier_near_zero",
+        text=f"After weight matching or activation matching, two MLPs trained on MNIST are linearly connected: the "
+        f"loss barrier nearly vanishes on train and test, while the unaligned path has a clear one (Git Re-Basin, "
+        f"MNIST MLP; 'nearly vanishes' read as below {NEAR_ZERO:g} of the unaligned barrier, at width {width}).",
+        scope="(method, split) cells",
+    )
     for method in GIT_REBASIN_METHODS:
         for split in ("train", "test"):
             split_rows = at[at["split"] == split]
@@ -496,64 +571,43 @@ def _near_zero_claim(run: Run, rows: pd.DataFrame, width: int, in_regime: bool) 
                 continue
             wide = split_rows.pivot_table(index=["seed_a", "seed_b"], columns="method", values="barrier")
             # claim: method's barrier < NEAR_ZERO x the unaligned one, pair by pair
-            margin = bootstrap_mean(NEAR_ZERO * wide["identity"] - wide[method])
-            reduction = bootstrap_mean(lower["effect"])
-            parts = [verdict(reduction, in_regime), verdict(margin, in_regime)]
-            verdicts.append(combine([v for v, _ in parts]))
-            why = next((f"{part}: {reason}" for (v, reason), part in zip(parts, ("lower", "near zero"), strict=True)
-                        if v != SUPPORTED), "")  # fmt: skip
-            evidence.append(
-                {"method": run.method_label(method), "split": split,
-                 "barrier": bootstrap_mean(wide[method]).format(),
-                 "unaligned": bootstrap_mean(wide["identity"]).format(),
-                 f"{NEAR_ZERO:g} x unaligned minus barrier": margin.format(), "pairs": margin.n,
-                 "verdict": verdicts[-1] + (f" ({why})" if why else "")}
-            )  # fmt: skip
-    if not evidence:
-        return None
-    return Claim(
-        key="matched_barrier_near_zero",
-        text=f"After weight matching or activation matching, two MLPs trained on MNIST are linearly connected: the "
-        f"loss barrier nearly vanishes on train and test, while the unaligned path has a clear one (Git Re-Basin, "
-        f"MNIST MLP; 'nearly vanishes' read as below {NEAR_ZERO:g} of the unaligned barrier, at width {width}).",
-        verdict=combine(verdicts),
-        reason=f"of {len(verdicts)} (method, split) cells: {_tally(verdicts)}",
-        evidence=pd.DataFrame(evidence),
+            margin = mean_interval(NEAR_ZERO * wide["identity"] - wide[method])
+            reduction = mean_interval(lower["effect"])
+            unfit = _endpoints_at(run, at, split)
+            parts = [ledger.add(Cell(e, can_contradict=in_regime, not_applicable=unfit)) for e in (reduction, margin)]
+            evidence = {"method": run.method_label(method), "split": split,
+                        "barrier": mean_interval(wide[method]).format(),
+                        "unaligned": mean_interval(wide["identity"]).format(),
+                        f"{NEAR_ZERO:g} x unaligned minus barrier": margin.format(), "pairs": margin.n}  # fmt: skip
+            draft.row(evidence, parts)
+    return draft if draft.rows else None
+
+
+def _width_claim(run: Run, rows: pd.DataFrame, ledger: Ledger) -> Draft | None:
+    loss = independent_pairs(rows[rows["metric"] == "loss"])
+    draft = Draft(
+        key="matched_barrier_falls_with_width",
+        text="The loss barrier after matching falls as the network gets wider (Git Re-Basin's width study, made "
+        "on CIFAR-10 VGG-16 and ResNet-20; checked here on the train-loss barrier of MNIST MLPs, as the slope "
+        "against log2 width).",
+        scope="methods (train split)",
+        note="; an MNIST MLP is outside the regime of the paper's width study, so it cannot contradict it",
     )
-
-
-def _width_claim(run: Run, rows: pd.DataFrame) -> Claim | None:
-    loss = rows[rows["metric"] == "loss"]
-    evidence, verdicts = [], []
     for method in GIT_REBASIN_METHODS:
         for split in ("train", "test"):
             sel = loss[(loss["method"] == method) & (loss["split"] == split)]
             if sel["width"].nunique() < 2:
                 continue
-            slope = bootstrap_slope(np.log2(sel["width"]), sel["barrier"])
-            falling = _shift(slope, 0.0, negate=True)
+            slope = slope_interval(np.log2(sel["width"]), sel["barrier"])
             # Git Re-Basin's width study is on CIFAR-10: an MNIST MLP cannot contradict it
-            v, why = verdict(falling, in_regime=False)
-            if split == "train":  # LMC is about the training loss
-                verdicts.append(v)
-            evidence.append(
-                {"method": run.method_label(method), "split": split,
-                 "slope per doubling of width, mean [95% interval]": slope.format(), "pairs per width": slope.n,
-                 "verdict": f"{v}: {why}" + ("" if split == "train" else " (test split: shown, not counted)")}
-            )  # fmt: skip
-    if not evidence:
-        return None
-    overall = combine(verdicts)
-    return Claim(
-        key="matched_barrier_falls_with_width",
-        text="The loss barrier after matching falls as the network gets wider (Git Re-Basin's width study, made "
-        "on CIFAR-10 VGG-16 and ResNet-20; checked here on the train-loss barrier of MNIST MLPs, as the slope "
-        "against log2 width).",
-        verdict=overall,
-        reason=f"train split, of {len(verdicts)} methods: {_tally(verdicts)}; an MNIST MLP is outside the regime of "
-        "the paper's width study, so it cannot contradict it",
-        evidence=pd.DataFrame(evidence),
-    )
+            cell = Cell(slope.shifted(0.0, negate=True), can_contradict=False,
+                        not_applicable=_endpoints_at(run, sel, split))  # fmt: skip
+            evidence = {"method": run.method_label(method), "split": split,
+                        "slope per doubling of width, mean [95% interval]": slope.format(),
+                        "pairs": slope.n}  # fmt: skip
+            # LMC is about the training loss: the test split is shown, not counted
+            draft.row(evidence, [ledger.add(cell)], counts=split == "train")
+    return draft if draft.rows else None
 
 
 def ainsworth2023(run: Run) -> Replication:
@@ -571,12 +625,15 @@ def ainsworth2023(run: Run) -> Replication:
     rows = barriers.merge(chosen[keys].drop_duplicates(), on=keys)
     settings = _ainsworth_settings(run.params, first, widths)
     in_regime = all(s.same for s in settings if s.core)
-    claims = []
+    ledger, drafts = Ledger(), []
     width = 512 if 512 in widths else widths[-1]
-    if (near_zero := _near_zero_claim(run, rows, width, in_regime)) is not None:
-        claims.append(near_zero)
-    if (falls := _width_claim(run, rows)) is not None:
-        claims.append(falls)
+    if (near_zero := _near_zero_claim(run, rows, width, in_regime, ledger)) is not None:
+        drafts.append(near_zero)
+    if (falls := _width_claim(run, rows, ledger)) is not None:
+        drafts.append(falls)
+    ledger.decide()
+    labels = {"matched_barrier_near_zero": ("lower", "near zero")}
+    claims = [d.finish(ledger, labels.get(d.key, ())) for d in drafts]
     tables = [("Loss barrier on the train and test splits (nats, mean over pairs), per width.",
                _barrier_table(rows, "width", run))]  # fmt: skip
     endpoint_tables, notes = _caveats(run, rows, "width")
@@ -606,19 +663,19 @@ def _axes(panels: int):
 def ferbach_figure(test_loss: pd.DataFrame, dims: pd.DataFrame):
     """The paper's two figures for one network: midpoint test loss against learning rate per method, with the
     endpoints' own test loss (dashed); participation ratios against learning rate per matrix and layer.
-    Lines are means, bands the 95% bootstrap interval over pairs (over models for dimensions)."""
+    Lines are means, bands the 95% t-interval over pairs (over models for dimensions)."""
     import seaborn as sns
 
     figure, (left, right) = _axes(2)
-    sns.lineplot(data=test_loss, x="lr", y="midpoint", hue="method", marker="o", errorbar=("ci", 95), ax=left)
+    sns.lineplot(data=test_loss, x="lr", y="midpoint", hue="method", marker="o", errorbar=t_bounds, ax=left)
     endpoints = _endpoints(test_loss.assign(split="test"), "test")
-    sns.lineplot(data=endpoints, x="lr", y="loss", color="black", ls="--", marker="s", errorbar=("ci", 95), ax=left,
+    sns.lineplot(data=endpoints, x="lr", y="loss", color="black", ls="--", marker="s", errorbar=t_bounds, ax=left,
                  label="endpoints' own loss")  # fmt: skip
     left.set(xscale="log", xlabel="learning rate", ylabel="test loss at alpha = 1/2 (nats)", title="midpoint test loss")
     left.legend(fontsize=7)
     pr = dims[dims["estimator"].isin(DIMENSIONS)]
     if len(pr):
-        sns.lineplot(data=pr, x="lr", y="value", hue="estimator", style="layer", marker="o", errorbar=("ci", 95),
+        sns.lineplot(data=pr, x="lr", y="value", hue="estimator", style="layer", marker="o", errorbar=t_bounds,
                      ax=right)  # fmt: skip
         right.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="participation ratio",
                   title="approximate dimension per layer")  # fmt: skip
@@ -629,13 +686,13 @@ def ferbach_figure(test_loss: pd.DataFrame, dims: pd.DataFrame):
 
 def ainsworth_figure(loss: pd.DataFrame):
     """Loss barrier against width per method, train and test split side by side (log-2 width axis); lines are
-    means, bands the 95% bootstrap interval over pairs."""
+    means, bands the 95% t-interval over pairs."""
     import seaborn as sns
 
     figure, axes = _axes(2)
     for ax, split in zip(axes, ("train", "test"), strict=True):
         sns.lineplot(data=loss[loss["split"] == split], x="width", y="barrier", hue="method", marker="o",
-                     errorbar=("ci", 95), ax=ax)  # fmt: skip
+                     errorbar=t_bounds, ax=ax)  # fmt: skip
         ax.set_xscale("log", base=2)
         widths = sorted(loss["width"].unique())
         ax.set_xticks(widths, [str(w) for w in widths])

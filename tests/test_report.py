@@ -39,7 +39,9 @@ def test_summary_is_the_mean_over_pairs_with_its_interval():
     table = interval_table(fake_barriers({(32, "identity"): 1.0}))
     row = table[(table["split"] == "test") & (table["metric"] == "loss")].iloc[0]
     assert row["barrier"] == pytest.approx(1.0 + 0.01 * (1 + 2 + 2) / 3) and row["pairs"] == 3
-    assert 1.01 <= row["barrier_low"] <= row["barrier"] <= row["barrier_high"] <= 1.02
+    # Student's t by hand: values 1.01, 1.02, 1.02; s = 0.01 / sqrt(3), se = 0.01 / 3, t_(0.975, 2) = 4.3027
+    half = 4.302653 * 0.01 / 3
+    assert (row["barrier_low"], row["barrier_high"]) == pytest.approx((row["barrier"] - half, row["barrier"] + half))
 
 
 def test_the_summary_keeps_each_correction_apart_and_prints_it_after_the_method():

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lmcot.config import Configuration
+from lmcot.design import stream_seed
 from lmcot.model_files import load_model, save_model
 from lmcot.models import build_model
 from lmcot.training import (
@@ -294,11 +295,39 @@ def test_a_trained_configurations_sidecars_rebuild_its_models(tmp_path, digits):
     assert [t.seed for t in trained.seeds] == [4, 2]
     assert [(r["seed"], r["epoch"]) for r in trained.history] == [(4, 1), (4, 2), (2, 1), (2, 2)]
     assert all(list(r)[0] == "seed" for r in trained.history)
-    alone, history = train_model(digits, "mlp", 16, 2, Recipe(lr=0.05, **recipe), 4, progress=False)
+    stream = stream_seed(config.name, 4)  # seed 4 of this configuration trains from its own random stream
+    alone, history = train_model(digits, "mlp", 16, 2, Recipe(lr=0.05, **recipe), stream, progress=False)
     first = trained.seeds[0]
     assert first.sidecar["seed"] == 4 and first.sidecar["recipe"] == recipe and first.sidecar["lr"] == 0.05
+    assert first.sidecar["stream_seed"] == stream
     assert first.metrics == pytest.approx({k: v for k, v in history[-1].items() if k != "epoch"}, rel=1e-4)
     save_model(first.model, tmp_path / "seed4.safetensors", first.sidecar, first.metrics)
     loaded = load_model(tmp_path / "seed4.safetensors")
     assert torch.equal(loaded(digits.x_test), first.model(digits.x_test))
     assert torch.allclose(loaded(digits.x_test), alone(digits.x_test), atol=1e-4)  # each seed as if trained alone
+
+
+def test_no_two_configurations_share_a_random_stream(digits):
+    """Seed 0 of two widths (or two learning rates) starts from other weights and sees the batches in another
+    order, so their models are independent samples: with torch seeded by the seed itself, the first 8 rows of the
+    wider first layer would be the narrower one's. The same configuration and seed always give the same weights."""
+    first = lambda model: next(p for p in model.parameters() if p.dim() == 2)  # noqa: E731
+
+    def initial(width, seed):
+        torch.manual_seed(seed)
+        return first(build_model("mlp", digits.input_shape, digits.num_classes, width, 2))
+
+    assert torch.equal(initial(16, 0)[:8], initial(8, 0))  # what a shared stream does
+    assert not torch.allclose(initial(16, stream_seed("digits-mlp-d2-w16-lr0.05", 0))[:8],
+                              initial(8, stream_seed("digits-mlp-d2-w8-lr0.05", 0)), atol=1e-2)  # fmt: skip
+    assert not torch.allclose(initial(8, stream_seed("digits-mlp-d2-w8-lr0.1", 0)),
+                              initial(8, stream_seed("digits-mlp-d2-w8-lr0.05", 0)), atol=1e-2)  # fmt: skip
+    recipe = {"epochs": 1, "batch_size": 64}
+    narrow = train_configuration(Configuration("digits", "mlp", 2, 8, 0.05), digits, recipe, [0]).seeds[0].model
+    wide = train_configuration(Configuration("digits", "mlp", 2, 16, 0.05), digits, recipe, [0]).seeds[0].model
+    assert not torch.allclose(first(wide)[:8], first(narrow), atol=1e-2)
+    again = train_configuration(Configuration("digits", "mlp", 2, 8, 0.05), digits, recipe, [0]).seeds[0].model
+    assert all(
+        torch.equal(a, b) for a, b in zip(narrow.state_dict().values(), again.state_dict().values(), strict=True)
+    )
+    assert len({stream_seed(c, s, p) for c in ("a", "b") for s in (0, 1) for p in ("train", "fine-tune")}) == 8

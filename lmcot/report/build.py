@@ -57,7 +57,7 @@ def build(
     merged = merge_identical(inputs.barriers, groups)
     settings = params["report"]
     overfit = overfit_table(inputs.barriers, settings["overfit_gap"], settings["min_train_accuracy"])
-    findings = study_findings(merged, inputs.dimensions, inputs.fusion, overfit)
+    findings = study_findings(merged, inputs.dimensions, inputs.fusion, overfit, params["train"]["recipe"]["optimizer"])
     # figures and the main tables show each path as it is; the corrected paths get a section of their own
     barriers = uncorrected(merged)
     corrected = merged[~merged.index.isin(barriers.index)]

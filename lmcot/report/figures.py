@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from lmcot.analysis import CONFIG_KEYS  # noqa: E402
+from lmcot.analysis import CONFIG_KEYS, t_bounds  # noqa: E402
 from lmcot.report.tables import DIMENSIONS, studies  # noqa: E402
 from lmcot.study import STUDY_KEYS, family, method_colours, method_order  # noqa: E402
 
@@ -80,13 +80,13 @@ def _lr_axis(grid, lrs) -> None:
 
 def barrier_vs_width_figure(barriers: pd.DataFrame, dpi: int = 110):
     """The headline: loss barrier against width (log 2), one line per method (mean over pairs, band: 95%
-    bootstrap interval), panels: split (rows) x learning rate (columns)."""
+    t-interval over pairs), panels: split (rows) x learning rate (columns)."""
     data = barriers[barriers["metric"] == "loss"].copy()
     data, row = _method_facets(data, "split")
     methods = method_order(data["method"])
     grid = sns.relplot(
         data=data, x="width", y="barrier", hue="method", hue_order=methods, palette=method_colours(methods),
-        row=row, col="lr", kind="line", marker="o", errorbar=("ci", 95), height=2.8, aspect=1.15,
+        row=row, col="lr", kind="line", marker="o", errorbar=t_bounds, height=2.8, aspect=1.15,
         facet_kws={"sharey": "row", "margin_titles": False},
     )  # fmt: skip
     for ax in grid.axes.flat:
@@ -94,7 +94,9 @@ def barrier_vs_width_figure(barriers: pd.DataFrame, dpi: int = 110):
         ax.axhline(0, color="grey", lw=0.8)
     _lr_title(grid)
     grid.set_axis_labels("hidden units per layer", "loss barrier (nats)")
-    grid.figure.suptitle("Loss barrier after alignment against width (rows: split; band: 95% interval)", y=1.02)
+    grid.figure.suptitle(
+        "Loss barrier after alignment against width (rows: split; band: 95% t-interval over pairs)", y=1.02
+    )
     grid.figure.set_dpi(dpi)
     return grid.figure
 
@@ -106,7 +108,7 @@ def interpolation_figure(curves: pd.DataFrame, dpi: int = 110):
     methods = method_order(data["method"])
     grid = sns.relplot(
         data=data, x="alpha", y="value", hue="method", hue_order=methods, palette=method_colours(methods),
-        row=row, col="lr", kind="line", errorbar=("ci", 95), height=2.6, aspect=1.2,
+        row=row, col="lr", kind="line", errorbar=t_bounds, height=2.6, aspect=1.2,
         facet_kws={"sharey": False},
     )  # fmt: skip
     _lr_title(grid)
@@ -127,7 +129,7 @@ def midpoint_vs_lr_figure(barriers: pd.DataFrame, dpi: int = 110):
     methods = method_order(data["method"])
     grid = sns.relplot(
         data=data, x="lr", y="value", hue="method", hue_order=methods, palette=method_colours(methods),
-        col="split", row=row, kind="line", marker="o", errorbar=("ci", 95), height=3, aspect=1.2,
+        col="split", row=row, kind="line", marker="o", errorbar=t_bounds, height=3, aspect=1.2,
         facet_kws={"sharey": False},
     )  # fmt: skip
     panels = grid.axes_dict.items() if row else ((("", k), v) for k, v in grid.axes_dict.items())
@@ -152,7 +154,7 @@ def dimension_vs_lr_figure(dimensions: pd.DataFrame, dpi: int = 110):
     grid = sns.relplot(
         data=data, x="lr", y="value", hue="width", hue_order=widths, palette="viridis", col="estimator",
         col_order=[d for d in DIMENSIONS if d in set(data["estimator"])], kind="line", marker="o",
-        errorbar=("ci", 95), height=3, aspect=1.1, facet_kws={"sharey": False},
+        errorbar=t_bounds, height=3, aspect=1.1, facet_kws={"sharey": False},
     )  # fmt: skip
     _lr_axis(grid, data["lr"].unique())
     for ax in grid.axes.flat:

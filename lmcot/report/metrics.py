@@ -14,8 +14,9 @@ def headline_metrics(barriers: pd.DataFrame, overfit: pd.DataFrame, findings: li
     """The few headline numbers compared across experiments, in the order ``dvc exp show`` prints them and
     with short names so that they fit a terminal: the mean loss barrier per method family on ``train`` and
     ``test``; the ``endpoints`` (mean losses, test accuracy, overfit and undertrained configurations); each
-    claim's tally (``"+4 -2 /6"``: supported, contradicted, checks; :data:`lmcot.study.CLAIMS`); fusion's
-    test-accuracy gain over averaging. Per-configuration numbers live in reports/tables/."""
+    claim's tally (``"+4 -2 /8 na2"``: supported, contradicted, checks, not applicable;
+    :data:`lmcot.study.CLAIMS`); fusion's test-accuracy gain over averaging. Per-configuration numbers live in
+    reports/tables/."""
     out = {}
     plain = uncorrected(barriers)
     loss = plain[plain["metric"] == "loss"].assign(family=lambda t: t["method"].map(family))
@@ -33,7 +34,8 @@ def headline_metrics(barriers: pd.DataFrame, overfit: pd.DataFrame, findings: li
     for claim, spec in CLAIMS.items():
         counts = tally(findings, claim)
         if counts["checks"]:
-            out["claims"][spec.short] = f"+{counts['supported']} -{counts['contradicted']} /{counts['checks']}"
+            na = f" na{counts['not_applicable']}" if counts["not_applicable"] else ""
+            out["claims"][spec.short] = f"+{counts['supported']} -{counts['contradicted']} /{counts['checks']}{na}"
     gains = fusion_gain(fusion, "test")
     if len(gains):
         out["fusion_gain"] = round(float(gains.mean()), 4)

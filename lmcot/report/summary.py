@@ -1,12 +1,14 @@
-"""The report's summary: what was run, which endpoints are overfit or undertrained, the headline figure and
-the verdict on each claim of :mod:`lmcot.study`."""
+"""The report's summary: what was run, the answer to each question of :mod:`lmcot.study` in a sentence followed
+by its evidence, which endpoints are overfit or undertrained, the headline figure and the table of every
+verdict."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from lmcot.analysis import CONTRADICTED, LEVEL, MIN_SAMPLES, SUPPORTED, UNDECIDED
-from lmcot.design import seed_pairs
+from lmcot.analysis import CONTRADICTED, LEVEL, MIN_SAMPLES, NOT_APPLICABLE, SUPPORTED, UNDECIDED
+from lmcot.design import seed_groups, seed_pairs
 from lmcot.replication import markdown as markdown_table
 from lmcot.report.tables import config_label
 from lmcot.study import CLAIMS, FAMILIES, family
@@ -22,6 +24,7 @@ def summary_section(
         "## Summary",
         "",
         *what_was_run(params, groups, n_pairs),
+        *answers(findings),
         *endpoints_line(overfit, gap, min_accuracy),
         *figures,
         *claims_section(findings, findings_summary),
@@ -45,13 +48,18 @@ def what_was_run(params: dict, groups: list, n_pairs: int) -> list[str]:
         if any(family(g.name) == name for g in groups)
     )
     merged = [g.note() for g in groups if len(g.members) > 1]
+    fuse = params["fuse"]
+    groups_fused = len(seed_groups(seeds, fuse["num_models"], fuse["groups"]))
     return [
         f"**What was run.** {', '.join(f'{d} ({inputs[d]} inputs)' for d in sweep['datasets'])}; models "
         f"{', '.join(sweep['models'])}; learning rates {', '.join(f'{lr:g}' for lr in sweep['lrs'])}; "
-        f"{len(seeds)} seeds per configuration, so {n_pairs} {'disjoint (independent) ' if disjoint else ''}pairs "
-        f"each{'' if disjoint else ' (sharing models, so the intervals are optimistic)'}. {recipe['optimizer']} "
-        f"(momentum {recipe['momentum']}, weight decay {recipe['weight_decay']}), {recipe['epochs']} epochs of batch "
-        f"{recipe['batch_size']}, {warmup}, {recipe['schedule']} schedule.",
+        f"{len(seeds)} seeds per configuration, each configuration and seed with a random stream of its own, so "
+        f"{n_pairs} {'disjoint (independent) ' if disjoint else ''}pairs each"
+        f"{'' if disjoint else ' (sharing models: only a disjoint subset enters the verdicts)'}; "
+        f"{groups_fused} disjoint group{'s' if groups_fused > 1 else ''} of {fuse['num_models']} models fused "
+        f"per configuration. {recipe['optimizer']} (momentum {recipe['momentum']}, weight decay "
+        f"{recipe['weight_decay']}), {recipe['epochs']} epochs of batch {recipe['batch_size']}, {warmup}, "
+        f"{recipe['schedule']} schedule.",
         "",
         f"**Alignment methods** by family: {families}."
         + (f" Merged because they are one computation: {'; '.join(merged)}." if merged else ""),
@@ -59,41 +67,130 @@ def what_was_run(params: dict, groups: list, n_pairs: int) -> list[str]:
     ]
 
 
+def how_verdicts_are_made(findings: list) -> str:
+    """One paragraph: the interval, the test, the multiplicity adjustment and what makes a cell not applicable."""
+    tested = sum(np.isfinite(f.p) for f in findings)
+    return (
+        f"**How to read the verdicts.** Each effect is a mean (or a slope) over independent samples: disjoint pairs "
+        f"of models, models, or disjoint groups of fused models, no two of which share a model or a random stream. "
+        f"Its {LEVEL:.0%} interval is Student's t; its p-value is the two-sided t-test of a zero effect, adjusted "
+        f"by Holm's method over the {tested} cells tested in this run, so that the chance of any false verdict "
+        f"among them is at most {1 - LEVEL:.0%}. *{SUPPORTED}* or *{CONTRADICTED}*: adjusted p at most "
+        f"{1 - LEVEL:g}, the effect on the claim's side or the other; *{UNDECIDED}*: anything else, or fewer than "
+        f"{MIN_SAMPLES} samples; *{NOT_APPLICABLE}*: the endpoints are undertrained (or overfit, for a test-split "
+        f"cell) or the cell lies outside the regime of the paper the claim comes from: its effect is shown, not "
+        f"judged."
+    )
+
+
+def answers(findings: list) -> list[str]:
+    """One answer per question (claim) and study, in a sentence, followed by the evidence of every cell."""
+    if not findings:
+        return []
+    parts = [how_verdicts_are_made(findings), ""]
+    studies = sorted({f.study for f in findings})
+    for number, (key, spec) in enumerate(((k, s) for k, s in CLAIMS.items() if any(f.claim == k for f in findings)), 1):
+        parts.append(f"**{number}. {spec.question}** ({spec.source})")
+        parts.append("")
+        for study in studies:
+            cells = [f for f in findings if f.claim == key and f.study == study]
+            if not cells:
+                continue
+            prefix = f"{study}: " if len(studies) > 1 else ""
+            parts.append(f"{prefix}{answer_sentence(spec, cells)}")
+            parts.append("")
+            parts += [f"- {evidence_line(spec, f)}" for f in sorted(cells, key=lambda f: (f.lr, f.split != "train"))]
+            parts.append("")
+    return parts
+
+
+def _where(cells: list) -> str:
+    return ", ".join(f"lr {f.lr:g}" + (f" ({f.split})" if f.split else "") for f in cells)
+
+
+def answer_sentence(spec, cells: list) -> str:
+    """The answer to ``spec``'s question from its cells, in one or two sentences."""
+    judged = [f for f in cells if f.verdict != NOT_APPLICABLE]
+    supported = [f for f in judged if f.verdict == SUPPORTED]
+    contradicted = [f for f in judged if f.verdict == CONTRADICTED]
+    open_ = [f for f in judged if f.verdict == UNDECIDED]
+    claim = spec.text.rstrip(".")
+    if not judged:
+        return f"*Not judged here*: every cell is outside the claim's regime or rests on unfit endpoints ({claim})."
+    if len(supported) == len(judged):
+        text = f"*Yes*, in every cell where it applies ({len(judged)} of {len(cells)}): {claim}."
+    elif len(contradicted) == len(judged):
+        text = f"*No*, the opposite holds in every cell where it applies ({len(judged)} of {len(cells)}): {claim}."
+    elif supported and contradicted:
+        text = f"*It depends*: supported at {_where(supported)}, contradicted at {_where(contradicted)}."
+    elif supported:
+        text = f"*Yes where decided* ({_where(supported)}); not enough evidence at {_where(open_)}."
+    elif contradicted:
+        text = f"*No where decided* (the opposite at {_where(contradicted)}); not enough evidence at {_where(open_)}."
+    else:
+        text = f"*Not enough evidence* in any of the {len(judged)} cells where it applies."
+    outside = [f for f in cells if f.verdict == NOT_APPLICABLE]
+    if outside and judged:
+        text += f" Not judged at {_where(outside)} (see below)."
+    return text
+
+
+def evidence_line(spec, finding) -> str:
+    """``lr 0.01, train: 0.412 nats [0.380, 0.444], n = 15 pairs, Holm p < 0.001: supported.``"""
+    e = finding.estimate
+    where = f"lr {finding.lr:g}" + (f", {finding.split} split" if finding.split else "")
+    if e.n == 0:
+        return f"{where}: no samples."
+    interval = f" [{e.low:.3f}, {e.high:.3f}]" if np.isfinite(e.low) else ""
+    effect = f"{e.mean:+.3f} {spec.unit}{interval}, n = {e.n} {spec.samples}"
+    if finding.verdict == NOT_APPLICABLE:
+        return f"{where}: {effect}; **{NOT_APPLICABLE}**: {finding.reason}."
+    if np.isfinite(finding.p_adjusted):
+        p = "< 0.001" if finding.p_adjusted < 0.001 else f"= {finding.p_adjusted:.3f}"
+        return f"{where}: {effect}, Holm-adjusted p {p}: **{finding.verdict}**."
+    return f"{where}: {effect}: **{finding.verdict}** ({finding.reason})."
+
+
 def endpoints_line(overfit: pd.DataFrame, max_gap: float, min_accuracy: float) -> list[str]:
-    """The summary's paragraph on the endpoints: which configurations are overfit or undertrained."""
+    """The summary's paragraph on the endpoints: how well they fit, which configurations are overfit or
+    undertrained."""
     over, under = overfit[overfit["overfit"]], overfit[overfit["undertrained"]]
-    text = f"**Endpoints.** Test minus train loss above `report.overfit_gap` = {max_gap:g} nats (overfit, †): " + (
-        f"{len(over)} of {len(overfit)} configurations ({', '.join(config_label(r) for _, r in over.iterrows())}); "
-        "there a small test-loss barrier can come from a midpoint that is less over-confident than the "
-        "endpoints rather than from connectivity, so read the train split, which LMC theory is about."
-        if len(over)
+    text = (
+        f"**Endpoints.** Mean train accuracy {overfit['train_accuracy'].min():.3f} to "
+        f"{overfit['train_accuracy'].max():.3f}, test accuracy {overfit['test_accuracy'].min():.3f} to "
+        f"{overfit['test_accuracy'].max():.3f} over the {len(overfit)} configurations (table: Endpoints). "
+    )
+    text += f"Train accuracy below `report.min_train_accuracy` = {min_accuracy:g} (undertrained): " + (
+        f"{len(under)} ({', '.join(config_label(r) for _, r in under.iterrows())}); no claim is judged on them."
+        if len(under)
         else "none."
     )
-    text += f" Train accuracy below `report.min_train_accuracy` = {min_accuracy:g} (undertrained, ‡): " + (
-        f"{len(under)} of {len(overfit)} ({', '.join(config_label(r) for _, r in under.iterrows())}); there the "
-        "methods compare networks still near their initialisation."
-        if len(under)
+    text += f" Test minus train loss above `report.overfit_gap` = {max_gap:g} nats (overfit): " + (
+        f"{len(over)} ({', '.join(config_label(r) for _, r in over.iterrows())}); no test-split claim is judged "
+        "on them (a small test-loss barrier there can come from a midpoint less over-confident than the "
+        "endpoints rather than from connectivity; LMC theory is about the train split)."
+        if len(over)
         else "none."
     )
     return [text, ""]
 
 
 def claims_section(findings: list, table: pd.DataFrame) -> list[str]:
-    """The verdict on each claim (``table``: :func:`lmcot.study.findings_table`) and what each claim says."""
+    """The table of every verdict (``table``: :func:`lmcot.study.findings_table`) and what each claim says."""
     if table.empty:
         return ["No claim could be checked on this sweep (it needs the methods and widths each claim names).", ""]
     parts = [
-        f"**Claims.** Each cell: the verdict, the effect (positive: the claim's direction) with its {LEVEL:.0%} "
-        f"bootstrap interval over independent samples, and n. *{SUPPORTED}*: the whole interval is on the claim's "
-        f"side; *{CONTRADICTED}*: the whole interval is on the other side; *{UNDECIDED}*: anything else, or "
-        f"n < {MIN_SAMPLES}. † marks test-split effects that rest on overfit endpoints, ‡ effects that rest on "
-        "undertrained ones (see Endpoints). The claims "
-        "are this run's own; whether a paper is replicated in its own regime is for the presets' replications.",
+        f"**Every verdict.** Each cell: the verdict, the effect (positive: the claim's direction) with its "
+        f"{LEVEL:.0%} t-interval, n and the Holm-adjusted p-value (the reasons in full: `tables/findings.csv`). "
+        "The claims are this run's; whether a paper's own experiment replicates is for the presets' replications.",
         "",
         markdown_table(table.drop(columns="study") if table["study"].nunique() == 1 else table),
         "",
     ]
     for key, spec in CLAIMS.items():
         if any(f.claim == key for f in findings):
-            parts.append(f"- `{key}`: {spec.text} Effect: {spec.effect}. Source: {spec.source}.")
+            parts.append(
+                f"- `{key}`: {spec.text} Effect: {spec.effect}. Source: {spec.source}; judged on "
+                f"{spec.regime.text} with trained endpoints."
+            )
     return [*parts, ""]

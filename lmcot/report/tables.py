@@ -13,10 +13,11 @@ from lmcot.analysis import (
     CONFIG_KEYS,
     CONTRADICTED,
     SUPPORTED,
-    bootstrap_mean,
+    Cell,
+    decide,
+    mean_interval,
     method_label,
     paired_difference,
-    verdict,
 )
 from lmcot.choices import NO_CORRECTION
 from lmcot.replication import drop_fixed
@@ -45,7 +46,7 @@ def studies(table: pd.DataFrame):
 
 def interval_table(barriers: pd.DataFrame) -> pd.DataFrame:
     """Every (configuration, method, correction, split, metric): mean barrier and midpoint over pairs with
-    their bootstrap intervals, for reports/tables/barriers_summary.csv; its ``method`` column prints the path
+    their Student-t intervals, for reports/tables/barriers_summary.csv; its ``method`` column prints the path
     as :func:`lmcot.analysis.method_label` does (``weight_matching+repair``)."""
     out = []
     for key, rows in barriers.groupby([*CONFIG_KEYS, "method", "correction", "split", "metric"], sort=True):
@@ -53,7 +54,7 @@ def interval_table(barriers: pd.DataFrame) -> pd.DataFrame:
         record = {**dict(zip(CONFIG_KEYS, config, strict=True)), "method": method_label(method, correction)}
         record |= {"split": split, "metric": metric}
         for value in ("barrier", "midpoint", "max_minus_endpoint_mean"):
-            estimate = bootstrap_mean(rows[value])
+            estimate = mean_interval(rows[value])
             record |= {value: estimate.mean, f"{value}_low": estimate.low, f"{value}_high": estimate.high}
         out.append({**record, "pairs": len(rows)})
     return pd.DataFrame(out)
@@ -114,21 +115,22 @@ def method_by_lr(rows: pd.DataFrame, labels: dict) -> pd.DataFrame:
 
 def dimension_by_lr(dimensions: pd.DataFrame) -> pd.DataFrame:
     """Participation ratios at the widest width per learning rate: mean over models of the mean over
-    hidden layers, with the 95% bootstrap interval over models (undefined layers left out)."""
+    hidden layers, with the 95% t-interval over models (undefined layers left out)."""
     widest = dimensions[(dimensions["width"] == dimensions["width"].max()) & dimensions["estimator"].isin(DIMENSIONS)]
     per_model = widest.groupby(["estimator", "lr", "seed"])["value"].mean().reset_index()
     out = []
     for estimator in [d for d in DIMENSIONS if d in set(per_model["estimator"])]:
         rows = per_model[per_model["estimator"] == estimator]
-        cells = {f"lr {lr:g}": bootstrap_mean(g["value"]).format(1) for lr, g in rows.groupby("lr", sort=True)}
+        cells = {f"lr {lr:g}": mean_interval(g["value"]).format(1) for lr, g in rows.groupby("lr", sort=True)}
         out.append({"estimator": estimator, **cells})
     return pd.DataFrame(out)
 
 
 def bias_comparison(barriers: pd.DataFrame) -> pd.DataFrame:
     """Each matching method beside its variant with (or without) the biases in its score: loss barrier per
-    configuration and split, and their paired difference over pairs with a 95% bootstrap interval."""
-    out = []
+    configuration and split, and their paired difference over pairs with a 95% t-interval; which one is lower
+    is decided over the whole table at once (Holm, :func:`lmcot.analysis.decide`)."""
+    out, effects = [], []
     loss = barriers[barriers["metric"] == "loss"]
     for base, variant in BIAS_VARIANTS:
         if not {base, variant} <= set(loss["method"]):
@@ -137,15 +139,16 @@ def bias_comparison(barriers: pd.DataFrame) -> pd.DataFrame:
             diff = paired_difference(rows, "barrier", variant, base, CONFIG_KEYS)
             if diff.empty:
                 continue
-            effect = bootstrap_mean(diff["effect"])
-            outcome, _ = verdict(effect, in_regime=True)
+            effect = mean_interval(diff["effect"])
             means = rows.groupby("method")["barrier"].mean()
+            effects.append(effect)
             out.append(
                 {"configuration": config_label(dict(zip(CONFIG_KEYS, key[:-1], strict=True))), "split": key[-1],
                  "method": base, "barrier": means[base], "variant": variant, "variant's barrier": means[variant],
-                 "method minus variant, mean [95% interval]": effect.format(), "pairs": effect.n,
-                 "lower barrier": {SUPPORTED: "variant", CONTRADICTED: "method"}.get(outcome, "not resolved")}
+                 "method minus variant, mean [95% interval]": effect.format(), "pairs": effect.n}
             )  # fmt: skip
+    for row, decision in zip(out, decide([Cell(e) for e in effects]), strict=True):
+        row["lower barrier"] = {SUPPORTED: "variant", CONTRADICTED: "method"}.get(decision.verdict, "not resolved")
     return pd.DataFrame(out)
 
 
@@ -159,10 +162,21 @@ def endpoint_table(overfit: pd.DataFrame) -> pd.DataFrame:
 # --- fusion (Akash, Li and Garcia Trillos) ---------------------------------------------------------------
 
 
+def fusion_keys(table: pd.DataFrame) -> list[str]:
+    """The columns that name one fusion: the configuration and, where fusion ran on groups of seeds, the group."""
+    return [*CONFIG_KEYS, "group"] if "group" in table else CONFIG_KEYS
+
+
+def first_group(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the first group of fused models of each configuration (all rows where there are no groups)."""
+    return table[table["group"] == table["group"].min()] if "group" in table and len(table) else table
+
+
 def fusion_summary(fusion: pd.DataFrame) -> pd.DataFrame:
-    """Test accuracy before fine-tuning per configuration (rows) and kind of model (columns): the input
-    models' mean, vanilla averaging, one-shot OT fusion, the fused model at each target width (as a multiple
-    of the input width), the output ensemble, and the range over the barycentre's starts at the input width."""
+    """Test accuracy before fine-tuning per configuration (rows) and kind of model (columns), mean over the groups
+    of fused models: the input models' mean, vanilla averaging, one-shot OT fusion, the fused model at each
+    target width (as a multiple of the input width), the output ensemble, and the range over the barycentre's
+    starts at the input width."""
     rows = fusion[~fusion["fine_tuned"].astype(bool) & ~fusion["kind"].isin(PROBES)].copy()
     rows["column"] = rows.apply(
         lambda r: f"fused x{r['target_width'] / r['width']:g}" if r["kind"] == "fused" else
@@ -182,10 +196,10 @@ def fusion_summary(fusion: pd.DataFrame) -> pd.DataFrame:
 
 
 def start_table(fusion: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration (rows) and start of the barycentre at the input width (columns): the barycentre cost
-    at its last iteration summed over layers, and the fused model's test accuracy before fine-tuning;
-    ``*`` marks the lowest cost."""
-    starts = fusion[fusion["kind"] == "fused_start"]
+    """Per configuration (rows) and start of the barycentre at the input width (columns), for the first group of
+    fused models: the barycentre cost at its last iteration summed over layers, and the fused model's test
+    accuracy before fine-tuning; ``*`` marks the lowest cost."""
+    starts, costs = first_group(fusion[fusion["kind"] == "fused_start"]), first_group(costs)
     if starts.empty or costs.empty:
         return pd.DataFrame()
     at_width = costs[costs["target_width"] == costs["width"]]
@@ -208,18 +222,20 @@ def start_table(fusion: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
 
 
 def lowest_cost_starts(fusion: pd.DataFrame, costs: pd.DataFrame) -> dict:
-    """Counts over configurations of the fused model at the input width: ``configurations``; ``model``,
+    """Counts over configurations (and groups of fused models) of the fused model at the input width:
+    ``configurations``; ``model``,
     those whose lowest-cost start was a model (not the mean); ``stopped``, those of them where every layer's
     barycentre stopped after its first update (no coupling changed: one-shot OT fusion anchored at that
     model); ``anchor``, those of these whose start was the one-shot baseline's anchor."""
     fused = fusion[(fusion["kind"] == "fused") & (fusion["target_width"] == fusion["width"]) & ~fusion["fine_tuned"]]
     if fused.empty or "start" not in fused:
         return {"configurations": 0, "model": 0, "stopped": 0, "anchor": 0}
-    fused = fused.set_index(CONFIG_KEYS)["start"]
-    anchors = fusion[fusion["kind"] == "one_shot"].drop_duplicates(CONFIG_KEYS).set_index(CONFIG_KEYS)["model"]
+    keys = fusion_keys(fusion)
+    fused = fused.set_index(keys)["start"]
+    anchors = fusion[fusion["kind"] == "one_shot"].drop_duplicates(keys).set_index(keys)["model"]
     anchor = anchors.str.extract(r"anchor (seed \d+)")[0].reindex(fused.index)
     at_width = costs[costs["target_width"] == costs["width"]] if len(costs) else costs
-    updates = at_width.groupby([*CONFIG_KEYS, "start"])["iteration"].max() if len(at_width) else pd.Series()
+    updates = at_width.groupby([*keys, "start"])["iteration"].max() if len(at_width) else pd.Series()
     stopped = pd.Series(
         [fused[key] != "mean" and updates.get((*key, fused[key]), np.inf) <= 2 for key in fused.index], fused.index
     )
@@ -233,14 +249,16 @@ def lowest_cost_starts(fusion: pd.DataFrame, costs: pd.DataFrame) -> dict:
 
 def alpha_h_table(fusion: pd.DataFrame) -> pd.DataFrame:
     """Recurrent models: test accuracy before fine-tuning of the fusion at each weight ``alpha_h`` of the
-    hidden-to-hidden cost (columns), beside vanilla averaging and the input models' mean."""
+    hidden-to-hidden cost (columns), beside vanilla averaging and the input models' mean (means over groups of
+    fused models)."""
     probes = fusion[fusion["kind"] == "fused_alpha_h"]
     if probes.empty:
         return pd.DataFrame()
-    before = fusion[~fusion["fine_tuned"].astype(bool)].set_index(CONFIG_KEYS)
+    before = fusion[~fusion["fine_tuned"].astype(bool)]
     table = probes.pivot_table(index=CONFIG_KEYS, columns="alpha_h", values="test_accuracy")
     table.columns = [f"alpha_h {a:g}" for a in table.columns]
-    table.insert(0, "vanilla", before[before["kind"] == "vanilla"]["test_accuracy"].reindex(table.index))
+    vanilla = before[before["kind"] == "vanilla"].groupby(CONFIG_KEYS)["test_accuracy"].mean()
+    table.insert(0, "vanilla", vanilla.reindex(table.index))
     inputs = before[before["kind"] == "input"].groupby(CONFIG_KEYS)["test_accuracy"].mean()
     table.insert(0, "inputs (mean)", inputs.reindex(table.index))
     return drop_fixed(table.reset_index().rename_axis(columns=None), "lr")
