@@ -242,6 +242,7 @@ class Finding:
     reason: str
     p: float = float("nan")
     p_adjusted: float = float("nan")
+    by_width: tuple[tuple[int, float], ...] = ()  # the mean of the samples at each width (descriptive, not tested)
 
     def cell(self) -> str:
         """``supported: 0.123 [0.100, 0.150], n = 12, Holm p = 0.003``; a cell without a verdict says why in
@@ -252,12 +253,13 @@ class Finding:
         if self.verdict == NOT_APPLICABLE:
             return f"*{NOT_APPLICABLE}* ({_brief(self.reason)}): {text}"
         if np.isfinite(self.p_adjusted):
-            text += f", Holm p = {_p(self.p_adjusted)}"
+            text += f", Holm p {format_p(self.p_adjusted)}"
         return f"**{self.verdict}**: {text}"
 
 
-def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+def format_p(p: float) -> str:
+    """``< 0.001`` or ``= 0.042``."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 def _brief(reason: str) -> str:
@@ -285,6 +287,13 @@ class _Check:
     lr: float
     split: str
     cell: Cell
+    by_width: tuple[tuple[int, float], ...] = ()
+
+
+def _by_width(values: pd.Series, widths) -> tuple[tuple[int, float], ...]:
+    """The mean of ``values`` at each of ``widths`` (aligned with them), as ``((width, mean), ...)``."""
+    means = pd.Series(np.asarray(values, dtype=float)).groupby(np.asarray(widths)).mean()
+    return tuple((int(w), float(m)) for w, m in means.items())
 
 
 def study_findings(
@@ -309,9 +318,9 @@ def study_findings(
         study, lr, arch = study_label(dict(zip(STUDY_KEYS, key, strict=False))), key[-1], key[1]
         configs = rows[CONFIG_KEYS].drop_duplicates()
 
-        def check(spec: ClaimSpec, split: str, estimate: Estimate, study=study, lr=lr, arch=arch, configs=configs):
+        def check(spec, split, estimate, by_width=(), study=study, lr=lr, arch=arch, configs=configs):
             why = endpoint_problems(overfit, configs, split) or spec.regime.outside(arch, lr, optimizer)
-            checks.append(_Check(spec.key, study, lr, split, Cell(estimate, not_applicable=why)))
+            checks.append(_Check(spec.key, study, lr, split, Cell(estimate, not_applicable=why), by_width))
 
         paths = set(zip(rows["method"], rows["correction"], strict=True))  # (method, correction)
         plain = NO_CORRECTION
@@ -327,19 +336,24 @@ def study_findings(
             ):
                 if {path, baseline} <= paths:
                     diff = paired_difference(loss, value, path, baseline, CONFIG_KEYS, by=["method", "correction"])
-                    check(CLAIMS[claim], split, mean_interval(diff["effect"]))
+                    check(CLAIMS[claim], split, mean_interval(diff["effect"]), _by_width(diff["effect"], diff["width"]))
             reference = uncorrected(loss)
             reference = reference[reference["method"] == REFERENCE_METHOD]
             if reference["width"].nunique() >= 2:
-                slope = slope_interval(np.log2(reference["width"]), reference["max_minus_endpoint_mean"])
-                check(CLAIMS["barrier_falls_with_width"], split, slope.shifted(0.0, negate=True))
+                barrier = reference["max_minus_endpoint_mean"]
+                slope = slope_interval(np.log2(reference["width"]), barrier)
+                fall = slope.shifted(0.0, negate=True)
+                check(CLAIMS["barrier_falls_with_width"], split, fall, _by_width(barrier, reference["width"]))
             if (gains := _fusion_gains(fusion, key, split)) is not None:
-                check(CLAIMS["fusion_beats_averaging"], split, mean_interval(gains))
+                widths = gains.index.get_level_values("width")
+                check(
+                    CLAIMS["fusion_beats_averaging"], split, mean_interval(gains), _by_width(gains.to_numpy(), widths)
+                )
         if (per_model := _dimension_gaps(dimensions, key)) is not None:
             check(CLAIMS["cov_dimension_below_weights"], "", mean_interval(per_model))
     decisions = decide([c.cell for c in checks])
     return [
-        Finding(c.claim, c.study, c.lr, c.split, c.cell.estimate, d.verdict, d.reason, d.p, d.p_adjusted)
+        Finding(c.claim, c.study, c.lr, c.split, c.cell.estimate, d.verdict, d.reason, d.p, d.p_adjusted, c.by_width)
         for c, d in zip(checks, decisions, strict=True)
     ]
 

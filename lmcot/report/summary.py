@@ -11,7 +11,7 @@ from lmcot.analysis import CONTRADICTED, LEVEL, MIN_SAMPLES, NOT_APPLICABLE, SUP
 from lmcot.design import seed_groups, seed_pairs
 from lmcot.replication import markdown as markdown_table
 from lmcot.report.tables import config_label
-from lmcot.study import CLAIMS, FAMILIES, family
+from lmcot.study import CLAIMS, FAMILIES, family, format_p
 
 
 def summary_section(
@@ -105,7 +105,8 @@ def answers(findings: list) -> list[str]:
 
 
 def _where(cells: list) -> str:
-    return ", ".join(f"lr {f.lr:g}" + (f" ({f.split})" if f.split else "") for f in cells)
+    """``lr 0.01 train, lr 0.1 test``: the cells' learning rates and splits."""
+    return ", ".join(f"lr {f.lr:g}" + (f" {f.split}" if f.split else "") for f in cells)
 
 
 def answer_sentence(spec, cells: list) -> str:
@@ -143,11 +144,13 @@ def evidence_line(spec, finding) -> str:
         return f"{where}: no samples."
     interval = f" [{e.low:.3f}, {e.high:.3f}]" if np.isfinite(e.low) else ""
     effect = f"{e.mean:+.3f} {spec.unit}{interval}, n = {e.n} {spec.samples}"
+    widths = "; ".join(f"w{w} {m:+.3f}" for w, m in finding.by_width) if len(finding.by_width) > 1 else ""
+    label = "mean barrier by width" if spec.key == "barrier_falls_with_width" else "by width"
+    effect += f" ({label}: {widths})" if widths else ""
     if finding.verdict == NOT_APPLICABLE:
         return f"{where}: {effect}; **{NOT_APPLICABLE}**: {finding.reason}."
     if np.isfinite(finding.p_adjusted):
-        p = "< 0.001" if finding.p_adjusted < 0.001 else f"= {finding.p_adjusted:.3f}"
-        return f"{where}: {effect}, Holm-adjusted p {p}: **{finding.verdict}**."
+        return f"{where}: {effect}, Holm-adjusted p {format_p(finding.p_adjusted)}: **{finding.verdict}**."
     return f"{where}: {effect}: **{finding.verdict}** ({finding.reason})."
 
 
