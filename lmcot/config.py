@@ -351,6 +351,13 @@ def _check_rules(params):
                 f"train.sweep.datasets names {dataset!r}, which is made from {PACKAGES[dataset].label}: list it in "
                 f"fetch.datasets too (e.g. -S 'fetch.datasets=[{dataset}]'), so that the stage fetch@{dataset} gets it"
             )
+    unused = [d for d in params["fetch"]["datasets"] if d not in datasets]
+    if unused:
+        kept = [d for d in params["fetch"]["datasets"] if d in datasets]
+        errors.append(
+            f"fetch.datasets lists {', '.join(unused)}, which train.sweep.datasets does not use: the stage fetch@"
+            f"{unused[0]} would download it for nothing (and fail offline); write -S 'fetch.datasets=[{','.join(kept)}]'"
+        )
     recipe = params["train"]["recipe"]
     if recipe["warmup_epochs"] and recipe["warmup_steps"]:
         errors.append(

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 SWEEP = {
     "train.sweep.datasets": ["digits"],
+    "fetch.datasets": [],
     "train.sweep.models": ["mlp-d2-w8", "mlp-d2-w16"],
     "train.sweep.lrs": [0.05],
     "train.seeds": [0, 1],

@@ -219,6 +219,7 @@ def test_the_command_line_check_counts_the_study_or_lists_the_problems(tmp_path,
     """``python -m lmcot.config FILE`` (``make check-params``): exit 0 and the study's size, or 2 and every problem."""
     good = edited(edited(default, "train.sweep.models", ["mlp-d2-w8", "cnn-d2-w4"]), "train.seeds", [0, 1, 2, 3])
     good = edited(edited(good, "train.sweep.datasets", ["digits"]), "train.sweep.lrs", [0.1])
+    good = edited(good, "fetch.datasets", [])
     (tmp_path / "good.yaml").write_text(yaml_text(good))
     assert main([str(tmp_path / "good.yaml")]) == 0
     assert capsys.readouterr().out == f"{tmp_path / 'good.yaml'}: valid; 2 configuration(s) x 4 seeds\n"
@@ -237,6 +238,7 @@ def test_the_command_line_check_reads_its_argument_or_params_yaml(tmp_path, defa
     file from ``sys.argv``."""
     good = edited(edited(default, "train.sweep.models", ["mlp-d2-w8"]), "train.seeds", [0, 1, 2, 3])
     good = edited(edited(good, "train.sweep.datasets", ["digits"]), "train.sweep.lrs", [0.1])
+    good = edited(good, "fetch.datasets", [])
     (tmp_path / "params.yaml").write_text(yaml_text(good))
     (tmp_path / "other.yaml").write_text(yaml_text(edited(good, "train.seeds", [0, 1, 2, 3, 4, 5])))
     monkeypatch.chdir(tmp_path)
@@ -288,6 +290,17 @@ def test_a_data_set_made_from_a_package_must_be_fetched(default):
     assert validate(edited(params, "fetch.datasets", ["mnist10k"]))["fetch"]["datasets"] == ["mnist10k"]
     with pytest.raises(ParamsError, match=r"fetch\.datasets = \['digits'\].*valid: mnist10k"):
         validate(edited(default, "fetch.datasets", ["digits"]))
+
+
+def test_a_package_the_sweep_does_not_use_is_not_fetched(default):
+    """Switching the default study to an offline data set without emptying fetch.datasets would download the
+    digits for nothing, and stop an offline run at fetch@mnist10k: check_params says so first."""
+    offline = edited(default, "train.sweep.datasets", ["mnist1d"])
+    with pytest.raises(ParamsError) as error:
+        validate(offline)
+    assert "fetch.datasets lists mnist10k, which train.sweep.datasets does not use" in str(error.value)
+    assert "-S 'fetch.datasets=[]'" in str(error.value)
+    assert validate(edited(offline, "fetch.datasets", []))["fetch"]["datasets"] == []
 
 
 @pytest.mark.parametrize("dataset", ["mnist1d", "digits", "mnist10k", "mnist", "fashion_mnist", "cifar10"])

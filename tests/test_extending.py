@@ -129,6 +129,7 @@ def test_params_accept_a_registered_data_set_with_its_options(registered_dataset
     params = copy.deepcopy(default)
     params["prepare"]["blobs"] = dict(BLOBS)
     params["train"]["sweep"]["datasets"] = ["blobs"]
+    params["fetch"]["datasets"] = []
     assert validate(params, schema)["prepare"]["blobs"] == BLOBS
     with pytest.raises(ParamsError, match=r"missing key 'prepare.blobs'"):
         validate(default, schema)  # every data set of the schema has its group in params.yaml

@@ -11,6 +11,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "train.sweep.datasets": ["digits"],
+    "fetch.datasets": [],
     "train.sweep.models": ["mlp-d2-w4", "mlp-d2-w8"],
     "train.sweep.lrs": [0.05],
     "align.methods": ["identity", "weight_matching", "activation_matching"],

@@ -21,6 +21,7 @@ STAGE = "train@digits-mlp-d2-w64-0.05"
 EPOCHS = 6
 SLOW_ENOUGH_TO_KILL = {
     "train.sweep.datasets": ["digits"],
+    "fetch.datasets": [],
     "train.sweep.models": ["mlp-d2-w64"],
     "train.sweep.lrs": [0.05],
     "train.seeds": [0, 1],

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.slow
 
 SMALL = {
     "train.sweep.datasets": ["digits"],
+    "fetch.datasets": [],
     "train.sweep.models": ["mlp-d2-w4"],
     "train.sweep.lrs": [0.05],
     "train.seeds": [0, 1],
