@@ -356,7 +356,8 @@ def _check_rules(params):
         kept = [d for d in params["fetch"]["datasets"] if d in datasets]
         errors.append(
             f"fetch.datasets lists {', '.join(unused)}, which train.sweep.datasets does not use: the stage fetch@"
-            f"{unused[0]} would download it for nothing (and fail offline); write -S 'fetch.datasets=[{','.join(kept)}]'"
+            f"{unused[0]} would download it for nothing (and fail offline); write "
+            f"-S 'fetch.datasets=[{','.join(kept)}]'"
         )
     recipe = params["train"]["recipe"]
     if recipe["warmup_epochs"] and recipe["warmup_steps"]:
