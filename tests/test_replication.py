@@ -211,3 +211,31 @@ def test_training_set_sizes_follow_the_params():
     assert train_size(preset_params("ferbach2024_mnist_quick", **{"prepare.mnist10k.test_fraction": 0.15}),
                       "mnist10k") == 8_500  # fmt: skip
     assert train_size({"prepare": {}}, "mnist") == 60_000 and train_size({"prepare": {}}, "mnist1d") is None
+
+
+def test_undertrained_endpoints_leave_a_learning_rate_out_of_the_claim(in_regime):
+    """At lr 0.001 the endpoints have train accuracy 0.5 (below report.min_train_accuracy 0.9): that cell is not
+    applicable and the claim rests on lr 0.01 alone; with every cell on unfit endpoints, the claim is not
+    applicable."""
+    run = ferbach_run(in_regime)
+    barriers = run.barriers.copy()
+    weak = (barriers["lr"] == 1e-3) & (barriers["metric"] == "error")
+    barriers.loc[weak, ["value_a", "value_b"]] = 0.5
+    params = {**in_regime, "report": {**in_regime["report"], "min_train_accuracy": 0.9}}
+    result = replicate("ferbach2024", Run(params, barriers, run.dimensions))
+    claim = result.claims[0]
+    assert claim.verdict == SUPPORTED and claim.reason == "of 2 learning rates below 0.1: 1 not applicable, 1 supported"
+    assert claim.evidence.iloc[0]["verdict"].startswith("not applicable: undertrained endpoints (w512 lr0.001")
+    assert any("Undertrained endpoints" in note and "lr 0.001 (train accuracy 0.50)" in note for note in result.notes)
+    barriers.loc[barriers["metric"] == "error", ["value_a", "value_b"]] = 0.5
+    everywhere = replicate("ferbach2024", Run(params, barriers, run.dimensions))
+    assert set(verdicts(everywhere).values()) == {NOT_APPLICABLE}
+
+
+def test_every_cell_of_a_replication_is_adjusted_together(in_regime):
+    """2 learning rates below 0.1 x 2 midpoint claims + 3 learning rates x 3 layers x 3 dimension parts: one Holm
+    family of 31 cells, named in every tested cell's reason."""
+    result = replicate("ferbach2024", ferbach_run(in_regime))
+    reasons = [r for claim in result.claims for r in claim.evidence["verdict"] if not r.startswith("(no claim")]
+    assert len(reasons) == 2 + 2 + 9
+    assert all("Holm-adjusted over 31 tested cells" in r for r in reasons)

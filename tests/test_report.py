@@ -2,6 +2,7 @@
 
 import itertools
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -211,3 +212,40 @@ def test_plane_figure_names_give_width_and_learning_rate_with_or_without_heads()
     assert _width_lr("plane_mnist1d-vit-d2-w64-h4-lr0.001") == (64, 0.001)
     assert _width_lr("plane_mnist1d-mlp-d2-w512-lr0.05") == (512, 0.05)
     assert _width_lr("plane_digits-mlp-d2-w8-lr1e-05") == (8, 1e-05)
+
+
+def test_the_summary_answers_each_question_in_a_sentence_with_its_evidence_before_any_table():
+    from pathlib import Path
+
+    from lmcot.analysis import overfit_table
+    from lmcot.config import load_params
+    from lmcot.report.summary import summary_section
+    from lmcot.study import findings_table, study_findings
+
+    barriers, fusion = full_run()
+    rng = np.random.default_rng(0)
+    fusion = fusion.assign(test_accuracy=fusion["test_accuracy"] + 0.01 * rng.standard_normal(len(fusion)))
+    overfit = overfit_table(barriers, 0.5, 0.5)
+    findings = study_findings(barriers, pd.DataFrame(), fusion, overfit, "sgd")
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    lines = summary_section(params, [], overfit, findings, findings_table(findings), [])
+    text = "\n".join(lines)
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    questions = [i for i, line in enumerate(lines) if line.startswith("**") and ". Does" in line]
+    assert questions and max(questions) < first_table  # every answer before any table
+    # numbered among the questions the run can answer: here no dimensions, so fusion is the fifth
+    fused = lines.index("**5. Does Wasserstein-barycentre fusion beat averaging the weights?** "
+                        "(Akash, Li and Garcia Trillos 2022)")  # fmt: skip
+    assert lines[fused + 2] == (
+        "*Yes*, in every cell where it applies (6 of 6): Fusing by Wasserstein barycentre gives a more accurate "
+        "model than averaging the weights unaligned."
+    )
+    evidence = [line for line in lines[fused + 3 :] if line.startswith("- ")][:6]
+    assert evidence[0] == (
+        "- lr 0.001, train split: +0.400 accuracy [0.400, 0.400], n = 3 groups of fused models (by width: "
+        "w32 +0.400; w128 +0.400; w512 +0.400), Holm-adjusted p < 0.001: **supported**."
+    )  # fused 0.8 minus vanilla 0.4 on the train split, one group per width
+    # the identity everywhere: no effect, so the alignment question has no verdict anywhere
+    assert "**1. Does aligning the neurons lower the loss barrier?**" in text
+    assert "*Not enough evidence* in any of the 6 cells where it applies." in text
+    assert "Holm's method over the" in text and "cells tested in this run" in text

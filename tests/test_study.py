@@ -6,9 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmcot.analysis import CONTRADICTED, NOT_APPLICABLE, SUPPORTED, UNDECIDED, overfit_table
+from lmcot.analysis import CONTRADICTED, NOT_APPLICABLE, SUPPORTED, UNDECIDED, holm, independent_pairs, overfit_table
 from lmcot.choices import NO_CORRECTION
-from lmcot.study import findings_table, method_colours, method_order, path_order, study_findings, uncorrected
+from lmcot.study import (
+    findings_table,
+    fusion_gain,
+    method_colours,
+    method_order,
+    path_order,
+    study_findings,
+    uncorrected,
+)
 
 PAIRS = [(0, 1), (2, 3), (4, 5)]
 
@@ -33,9 +41,10 @@ def synthetic(midpoint, barrier=None, widths=(32, 128), lrs=(0.01,), pairs=PAIRS
     return pd.DataFrame(rows)
 
 
-def findings_of(barriers, max_gap=0.5):
+def findings_of(barriers, max_gap=0.5, min_train_accuracy=0.0, optimizer="sgd", fusion=None):
     empty = pd.DataFrame()
-    return study_findings(barriers, empty, empty, overfit_table(barriers, max_gap))
+    overfit = overfit_table(barriers, max_gap, min_train_accuracy)
+    return study_findings(barriers, empty, empty if fusion is None else fusion, overfit, optimizer)
 
 
 def verdict_of(findings, claim, split="train"):
@@ -134,3 +143,66 @@ def test_each_method_keeps_its_colour_whatever_else_was_run():
     ]  # fmt: skip
     assert len(set(many.values())) == len(many)
     assert np.allclose(few["identity"], few["identity"])
+
+
+def test_a_claim_is_judged_only_in_the_regime_of_the_paper_it_comes_from():
+    """Ferbach et al. claim covariance-aware matching helps SGD-trained MLPs below learning rate 0.1: at 0.1, or
+    trained by Adam, its cell is not applicable, whatever the effect; claims without that limit are judged."""
+    better = lambda m, w, lr, i: {"cov_weight_matching": 0.5}.get(m, 0.7) + 0.01 * i  # noqa: E731
+    findings = findings_of(synthetic(better, lrs=(0.01, 0.1)))
+    cov = {f.lr: f for f in findings if f.claim == "cov_beats_naive" and f.split == "train"}
+    assert cov[0.01].verdict == SUPPORTED
+    assert cov[0.1].verdict == NOT_APPLICABLE and np.isnan(cov[0.1].p_adjusted)
+    assert cov[0.1].reason == (
+        "outside the claim's regime (SGD-trained MLPs at learning rates below 0.1): learning rate 0.1"
+    )
+    assert cov[0.1].estimate.mean == pytest.approx(0.2)  # the effect is still shown
+    adam = findings_of(synthetic(better, lrs=(0.01,)), optimizer="adam")
+    assert verdict_of(adam, "cov_beats_naive").reason.endswith("trained by adam")
+    assert verdict_of(adam, "alignment_lowers_barrier").verdict != NOT_APPLICABLE
+
+
+def test_undertrained_endpoints_make_every_cell_not_applicable_and_leave_the_holm_family():
+    """Endpoints at train accuracy 0.8 (error 0.2) under report.min_train_accuracy 0.9: no verdict on any claim
+    of that learning rate; the other learning rate's cells are adjusted among themselves only."""
+    better = lambda m, w, lr, i: {"cov_weight_matching": 0.5}.get(m, 0.7) + 0.01 * i  # noqa: E731
+    table = synthetic(better, lrs=(0.01, 0.05))
+    trained = (table["lr"] == 0.05) & (table["metric"] == "error")
+    table.loc[trained, ["value_a", "value_b"]] = 0.05
+    findings = findings_of(table, min_train_accuracy=0.9)
+    weak = [f for f in findings if f.lr == 0.01]
+    assert weak and {f.verdict for f in weak} == {NOT_APPLICABLE}
+    assert weak[0].reason == (
+        "undertrained endpoints (w32 lr0.01, w128 lr0.01: mean train accuracy down to 0.80, below "
+        "report.min_train_accuracy)"
+    )
+    tested = [f for f in findings if np.isfinite(f.p)]
+    assert tested and all(f.lr == 0.05 for f in tested)
+    assert [f.p_adjusted for f in tested] == pytest.approx(list(holm([f.p for f in tested])))
+    assert all(f"over {len(tested)} tested cells" in f.reason for f in tested)
+
+
+def test_pairs_that_share_models_enter_the_verdicts_as_a_disjoint_subset():
+    """align.pairs: all gives pairs 0-1, 0-2, 1-2, 2-3, ...: only 0-1 and 2-3 are independent samples."""
+    shared = [(0, 1), (0, 2), (1, 2), (2, 3), (1, 3)]
+    table = synthetic(lambda m, w, lr, i: {"cov_weight_matching": 0.5}.get(m, 0.7) + 0.01 * i, pairs=shared)
+    finding = verdict_of(findings_of(table), "cov_beats_naive")
+    assert finding.estimate.n == 4  # 2 independent pairs at each of 2 widths
+    kept = independent_pairs(table)
+    assert sorted(set(zip(kept["seed_a"], kept["seed_b"], strict=True))) == [(0, 1), (2, 3)]
+
+
+def test_fusion_is_judged_over_the_disjoint_groups_of_every_width():
+    """Two groups of fused models at each of two widths: four independent gains of fused over vanilla averaging."""
+    table = synthetic(lambda m, w, lr, i: 1.0)
+    rows = []
+    for width, group in itertools.product((32, 128), (0, 1)):
+        config = {"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": width, "lr": 0.01, "group": group}
+        for kind, accuracy in (("fused", 0.9 + 0.01 * group), ("vanilla", 0.5)):
+            rows.append({**config, "kind": kind, "target_width": width, "fine_tuned": False,
+                         "train_accuracy": accuracy, "test_accuracy": accuracy - 0.05})  # fmt: skip
+    fusion = pd.DataFrame(rows)
+    assert len(fusion_gain(fusion, "test")) == 4
+    finding = verdict_of(findings_of(table, fusion=fusion), "fusion_beats_averaging")
+    assert finding.estimate.n == 4 and finding.estimate.mean == pytest.approx(0.405)
+    assert finding.by_width == ((32, pytest.approx(0.405)), (128, pytest.approx(0.405)))
