@@ -216,11 +216,11 @@ def test_the_barrier_stage_writes_the_correction_beside_the_method(tmp_path):
 
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     generator = torch.Generator().manual_seed(0)
-    x, y = torch.randn(24, 1, 40, generator=generator), torch.arange(24) % 10
-    Dataset("mnist1d", x[:16], y[:16], x[16:], y[16:], [str(c) for c in range(10)]).save(
-        tmp_path / "data/prepared/mnist1d.safetensors"
+    x, y = torch.rand(24, 1, 28, 28, generator=generator), torch.arange(24) % 10
+    Dataset("mnist10k", x[:16], y[:16], x[16:], y[16:], [str(c) for c in range(10)]).save(
+        tmp_path / "data/prepared/mnist10k.safetensors"
     )
-    paths = [save_seed(tmp_path, seed) for seed in range(8)]  # every seed of the repository's params.yaml
+    paths = [save_seed(tmp_path, seed) for seed in range(10)]  # every seed of the repository's params.yaml
     model_a, model_b = (load_model(path) for path in paths[:2])
     records = [
         {"seed_a": 0, "seed_b": 1, "method": method, "output_change": 0.0,

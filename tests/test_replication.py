@@ -239,3 +239,35 @@ def test_every_cell_of_a_replication_is_adjusted_together(in_regime):
     reasons = [r for claim in result.claims for r in claim.evidence["verdict"] if not r.startswith("(no claim")]
     assert len(reasons) == 2 + 2 + 9
     assert all("Holm-adjusted over 31 tested cells" in r for r in reasons)
+
+
+def test_ferbach_midpoints_are_read_on_the_test_split(in_regime):
+    """The paper's figure is the midpoint test loss: a run where covariance-aware matching is better on the test
+    split only supports the claim, and one where it is better on the train split only does not."""
+    run = ferbach_run(in_regime)
+    barriers = run.barriers.copy()
+    cov = barriers["method"] == "cov_weight_matching"
+    train = barriers["split"] == "train"
+    worse_on_train = barriers.assign(midpoint=barriers["midpoint"].where(~(cov & train), barriers["midpoint"] + 0.4))
+    result = replicate("ferbach2024", Run(run.params, worse_on_train, run.dimensions))
+    assert verdicts(result)["cov_weight_matching_midpoint_below_naive"] == SUPPORTED
+    worse_on_test = barriers.assign(midpoint=barriers["midpoint"].where(~(cov & ~train), barriers["midpoint"] + 0.4))
+    result = replicate("ferbach2024", Run(run.params, worse_on_test, run.dimensions))
+    assert verdicts(result)["cov_weight_matching_midpoint_below_naive"] == CONTRADICTED
+
+
+def test_the_width_claim_counts_the_train_split_and_shows_the_test_split():
+    """Barriers that fall with width on the train split and rise on the test split: supported (LMC is about the
+    training loss); the test split's rows are shown but not counted."""
+    params = preset_params("ainsworth2023_mnist_mlp_width", **{"train.sweep.datasets": ["mnist"], "fetch.datasets": []})
+    run = ainsworth_run(params, {32: (0.4, 1.0), 128: (0.2, 1.0), 512: (0.02, 1.0)})
+    barriers = run.barriers.copy()
+    test = barriers["split"] == "test"
+    barriers.loc[test, "barrier"] = (
+        barriers.loc[test, "width"].map({32: 0.1, 128: 0.3, 512: 0.5}) + 0.01 * barriers.loc[test, "seed_a"]
+    )
+    result = replicate("ainsworth2023", Run(params, barriers, run.dimensions))
+    claim = next(c for c in result.claims if c.key == "matched_barrier_falls_with_width")
+    assert claim.verdict == SUPPORTED and claim.reason.startswith("of 2 methods (train split): 2 supported")
+    shown = claim.evidence[claim.evidence["split"] == "test"]
+    assert len(shown) == 2 and all(v.startswith(UNDECIDED) for v in shown["verdict"])  # rising: cannot contradict

@@ -29,7 +29,7 @@ from lmcot.training import DivergedError
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ROOT / "stages"
-CONFIG = "mnist1d-mlp-d2-w32-lr0.001"  # in the sweep of the repository's params.yaml
+CONFIG = "mnist10k-mlp-d2-w32-lr0.01"  # in the sweep of the repository's params.yaml
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 
 
@@ -67,11 +67,11 @@ def project(tmp_path) -> Path:
 
 @pytest.fixture
 def prepared(project) -> Path:
-    """``project`` with a small prepared mnist1d (the data set of CONFIG)."""
+    """``project`` with a small prepared mnist10k (the data set of CONFIG)."""
     generator = torch.Generator().manual_seed(0)
-    x, y = torch.randn(24, 1, 40, generator=generator), torch.arange(24) % 10
-    Dataset("mnist1d", x[:16], y[:16], x[16:], y[16:], [str(c) for c in range(10)]).save(
-        project / "data/prepared/mnist1d.safetensors"
+    x, y = torch.rand(24, 1, 28, 28, generator=generator), torch.arange(24) % 10
+    Dataset("mnist10k", x[:16], y[:16], x[16:], y[16:], [str(c) for c in range(10)]).save(
+        project / "data/prepared/mnist10k.safetensors"
     )
     return project
 
@@ -79,8 +79,8 @@ def prepared(project) -> Path:
 def save_seed(project: Path, seed: int) -> Path:
     """An untrained model of CONFIG saved where train puts seed ``seed``; returns its weights' path."""
     path = project / "models" / CONFIG / f"seed{seed}.safetensors"
-    config = {"arch": "mlp", "input_shape": [1, 40], "num_classes": 10, "width": 32, "depth": 2, "seed": seed}
-    save_model(build_model("mlp", [1, 40], 10, 32, 2), path, config, {})
+    config = {"arch": "mlp", "input_shape": [1, 28, 28], "num_classes": 10, "width": 32, "depth": 2, "seed": seed}
+    save_model(build_model("mlp", [1, 28, 28], 10, 32, 2), path, config, {})
     return path
 
 
@@ -90,7 +90,7 @@ def save_seed(project: Path, seed: int) -> Path:
 @pytest.mark.slow
 def test_check_params_lists_every_problem_of_an_invalid_params_file_on_one_line(project):
     text = (project / "params.yaml").read_text()
-    text = text.replace("device: auto", "device: tpu").replace("seeds: [0, 1, 2, 3, 4, 5, 6, 7]", "seeds: [0]")
+    text = text.replace("device: auto", "device: tpu").replace("seeds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "seeds: [0]")
     (project / "params.yaml").write_text(text)
     line = error_line(run_stage(project, "check_params"), "check_params", "invalid params.yaml", "device = 'tpu'")
     assert "train.seeds" in line and "; " in line  # both problems, one line
@@ -149,12 +149,12 @@ def test_prepare_of_a_data_set_without_options_names_the_key(project):
 
 @pytest.mark.slow
 def test_train_of_an_unknown_configuration_names_the_valid_ones(project):
-    error_line(run_stage(project, "train", "mnist1d-mlp-d2-w3-lr0.1"), "train", "'mnist1d-mlp-d2-w3-lr0.1'", CONFIG)
+    error_line(run_stage(project, "train", "mnist10k-mlp-d2-w3-lr0.1"), "train", "'mnist10k-mlp-d2-w3-lr0.1'", CONFIG)
 
 
 @pytest.mark.slow
 def test_train_without_its_prepared_data_set_names_the_file(project):
-    error_line(run_stage(project, "train", CONFIG), "train", "data/prepared/mnist1d.safetensors", "dvc repro")
+    error_line(run_stage(project, "train", CONFIG), "train", "data/prepared/mnist10k.safetensors", "dvc repro")
     assert not (project / "models").exists()
 
 
