@@ -136,7 +136,7 @@ class Draft:
             verdict = combine([d.verdict for d in decisions])
             names = labels or tuple("" for _ in parts)
             why = next((f"{name + ': ' if name else ''}{d.reason}" for d, name in zip(decisions, names, strict=True)
-                        if d.verdict != SUPPORTED), decisions[0].reason)  # fmt: skip
+                        if d.verdict not in (SUPPORTED, NOT_APPLICABLE)), decisions[0].reason)  # fmt: skip
             rows.append({**evidence, "verdict": f"{verdict}: {why}"})
             if counts:
                 counted.append(verdict)
@@ -169,16 +169,19 @@ class Replication:
             ]
         )
         outside = [s.aspect for s in self.settings if s.core and not s.same]
-        parts = [f"### {self.title}", "", regime.to_markdown(index=False), ""]
-        parts += [
-            (
+        parts = [f"### {self.title}", ""]
+        if self.settings:  # a run with nothing to check has no setting to compare
+            parts += [
+                regime.to_markdown(index=False),
+                "",
                 f"This run is **outside the paper's regime** (it differs in {', '.join(outside)}): it can support "
                 "the paper's claims but not contradict them."
                 if outside
                 else "This run is in the paper's regime in every core aspect (data, inputs, network, optimiser, "
-                "batch, epochs and optimiser steps); the other differences are listed above."
-            ),
-            "",
+                "batch, epochs and optimiser steps); the other differences are listed above.",
+                "",
+            ]
+        parts += [
             f"Verdicts: each cell's effect has a {LEVEL:.0%} Student-t interval over independent samples and a "
             f"t-test p-value, adjusted by Holm's method over every cell of this section. *supported* when the "
             f"adjusted p is at most {1 - LEVEL:g} with the effect on the claim's side, *contradicted* when it is on "
@@ -573,7 +576,7 @@ def _near_zero_claim(run: Run, rows: pd.DataFrame, width: int, in_regime: bool, 
             # claim: method's barrier < NEAR_ZERO x the unaligned one, pair by pair
             margin = mean_interval(NEAR_ZERO * wide["identity"] - wide[method])
             reduction = mean_interval(lower["effect"])
-            unfit = _endpoints_at(run, at, split)
+            unfit = _endpoints_at(run, rows, split, width=width)  # every split and metric of those endpoints
             parts = [ledger.add(Cell(e, can_contradict=in_regime, not_applicable=unfit)) for e in (reduction, margin)]
             evidence = {"method": run.method_label(method), "split": split,
                         "barrier": mean_interval(wide[method]).format(),
@@ -601,7 +604,7 @@ def _width_claim(run: Run, rows: pd.DataFrame, ledger: Ledger) -> Draft | None:
             slope = slope_interval(np.log2(sel["width"]), sel["barrier"])
             # Git Re-Basin's width study is on CIFAR-10: an MNIST MLP cannot contradict it
             cell = Cell(slope.shifted(0.0, negate=True), can_contradict=False,
-                        not_applicable=_endpoints_at(run, sel, split))  # fmt: skip
+                        not_applicable=_endpoints_at(run, rows, split))  # fmt: skip
             evidence = {"method": run.method_label(method), "split": split,
                         "slope per doubling of width, mean [95% interval]": slope.format(),
                         "pairs": slope.n}  # fmt: skip

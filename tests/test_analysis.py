@@ -1,9 +1,10 @@
 """Methods that are one computation are found and counted once; overfit endpoints are flagged."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from lmcot.analysis import MethodGroup, merge_identical, method_groups, method_label, overfit_table
+from lmcot.analysis import MethodGroup, merge_identical, method_groups, method_label, overfit_table, slope_interval
 
 
 def record(method, config, pair, perm):
@@ -73,3 +74,21 @@ def test_overfit_is_a_test_minus_train_loss_gap_above_the_threshold():
     assert not overfit_table(endpoint_rows(0.1, 0.9), max_gap=0.8).iloc[0]["overfit"]  # the gap must exceed it
     # a ratio rule (test > 2 x train) would flag this well-fit pair; the gap rule does not
     assert not overfit_table(endpoint_rows(0.01, 0.03), max_gap=0.5).iloc[0]["overfit"]
+
+
+def test_a_method_in_no_group_is_kept_and_a_method_seen_in_other_pairs_only_is_apart():
+    groups = [MethodGroup(("naive", "ot_emd"), 6, 6)]
+    table = pd.DataFrame({"method": ["naive", "ot_emd", "mine"], "correction": ["none"] * 3})
+    assert merge_identical(table, groups)["method"].tolist() == ["naive", "mine"]
+    # ot_sinkhorn ran on pairs of c1 only, naive on c2 only: no pair in common, so not one computation
+    records = [record("naive", "c2", (0, 1), [1, 0, 2]), record("ot_sinkhorn", "c1", (0, 1), [1, 0, 2])]
+    groups = method_groups(records)
+    assert [g.members for g in groups] == [("naive",), ("ot_sinkhorn",)]
+    assert [(g.identical, g.pairs) for g in groups] == [(0, 0), (0, 0)]
+
+
+def test_a_slope_leaves_out_samples_with_no_value_and_needs_two_widths():
+    estimate = slope_interval([0.0, 0.0, 1.0, 1.0, np.nan, 1.0], [1.0, 1.2, 0.5, 0.7, 9.0, np.nan])
+    assert estimate.n == 4 and estimate.mean == pytest.approx(-0.5)
+    one = slope_interval([1.0, 1.0], [1.0, 2.0])
+    assert one.n == 0 and all(np.isnan(v) for v in (one.mean, one.low, one.high))

@@ -1,20 +1,35 @@
 """The claims every run checks: verdicts from synthetic tables whose answer is known."""
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lmcot.analysis import CONTRADICTED, NOT_APPLICABLE, SUPPORTED, UNDECIDED, holm, independent_pairs, overfit_table
+from lmcot.analysis import (
+    CONTRADICTED,
+    NOT_APPLICABLE,
+    SUPPORTED,
+    UNDECIDED,
+    Estimate,
+    holm,
+    independent_pairs,
+    overfit_table,
+)
 from lmcot.choices import NO_CORRECTION
 from lmcot.study import (
+    Finding,
+    family,
+    findings_records,
     findings_table,
+    format_p,
     fusion_gain,
     method_colours,
     method_order,
     path_order,
     study_findings,
+    tally,
     uncorrected,
 )
 
@@ -206,3 +221,106 @@ def test_fusion_is_judged_over_the_disjoint_groups_of_every_width():
     finding = verdict_of(findings_of(table, fusion=fusion), "fusion_beats_averaging")
     assert finding.estimate.n == 4 and finding.estimate.mean == pytest.approx(0.405)
     assert finding.by_width == ((32, pytest.approx(0.405)), (128, pytest.approx(0.405)))
+
+
+def dimension_rows(gap_by_lr: dict, widths=(32, 128), seeds=range(4), layers=("P0", "P1")) -> pd.DataFrame:
+    """dimensions.csv rows of one study: pr_weights 100 + the gap and pr_cov 100 at every width, except that the
+    widest width's gap is ``gap_by_lr[lr]`` plus 0.1 per seed; narrower widths have the opposite gap."""
+    rows = []
+    for lr, gap in gap_by_lr.items():
+        for width, seed, layer in itertools.product(widths, seeds, layers):
+            g = gap + 0.1 * seed if width == max(widths) else -gap
+            for estimator, value in (("pr_weights", 100.0 + g), ("pr_cov", 100.0), ("twonn", 5.0)):
+                rows.append({"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": width, "lr": lr, "seed": seed,
+                             "layer": layer, "estimator": estimator, "value": value})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_dimension_claim_is_judged_on_the_models_of_the_widest_width_per_learning_rate():
+    table = synthetic(lambda m, w, lr, i: 1.0, lrs=(0.01, 0.05))
+    dims = dimension_rows({0.01: 20.0, 0.05: -3.0})
+    findings = study_findings(table, dims, pd.DataFrame(), overfit_table(table, 0.5), "sgd")
+    cells = {f.lr: f for f in findings if f.claim == "cov_dimension_below_weights"}
+    assert set(cells) == {0.01, 0.05} and {f.split for f in cells.values()} == {""}
+    assert cells[0.01].estimate.mean == pytest.approx(20.15) and cells[0.01].estimate.n == 4  # 4 models of w128
+    assert cells[0.01].verdict == SUPPORTED and cells[0.05].verdict == CONTRADICTED
+    no_cov = dims[dims["estimator"] != "pr_cov"]
+    assert not [f for f in study_findings(table, no_cov, pd.DataFrame(), overfit_table(table, 0.5)) if f.split == ""]
+
+
+def test_findings_come_in_learning_rate_order_with_their_records_and_table():
+    """Findings are grouped per study and learning rate in sorted order whatever the rows' order; each becomes a
+    row of findings.csv with every number, and a cell of the summary table (empty where a claim is not checked)."""
+    lower = lambda m, w, lr, i: {"cov_weight_matching": 0.5}.get(m, 0.7) + 0.01 * i  # noqa: E731
+    table = synthetic(lower, lrs=(0.05, 0.01))
+    findings = findings_of(table.iloc[::-1].reset_index(drop=True))
+    assert [f.lr for f in findings][:1] == [0.01] and [f.lr for f in findings][-1] == 0.05
+    records = findings_records(findings)
+    assert list(records.columns) == ["study", "claim", "lr", "split", "effect", "low", "high", "n", "df", "p",
+                                     "p_holm", "verdict", "reason"]  # fmt: skip
+    row = records[(records["claim"] == "cov_beats_naive") & (records["split"] == "train") & (records["lr"] == 0.01)]
+    finding = next(f for f in findings if (f.claim, f.split, f.lr) == ("cov_beats_naive", "train", 0.01))
+    assert row.iloc[0].tolist() == [finding.study, "cov_beats_naive", 0.01, "train", finding.estimate.mean,
+                                    finding.estimate.low, finding.estimate.high, 6, 5, finding.p,
+                                    finding.p_adjusted, SUPPORTED, finding.reason]  # fmt: skip
+    one_lr_only = findings + [replace(findings[0], claim="fusion_beats_averaging", lr=0.01)]
+    summary = findings_table(one_lr_only)
+    fused = summary[summary["claim"] == "fusion_beats_averaging"].iloc[0]
+    assert fused["lr 0.05"] == "" and fused["lr 0.01"].startswith("**")
+
+
+def test_two_widths_are_enough_for_a_slope_and_every_pooled_effect_shows_each_width():
+    table = synthetic(lambda m, w, lr, i: {"identity": 0.9}.get(m, 0.7) + 0.01 * i, widths=(32, 512))
+    findings = findings_of(table)
+    slope = verdict_of(findings, "barrier_falls_with_width")
+    assert slope.estimate.n == 6 and len(slope.by_width) == 2
+    assert verdict_of(findings, "alignment_lowers_barrier").by_width == ((32, pytest.approx(0.2)),
+                                                                        (512, pytest.approx(0.2)))  # fmt: skip
+
+
+def test_a_run_with_only_its_test_split_and_only_the_claims_methods_is_checked():
+    two = synthetic(lambda m, w, lr, i: {"identity": 0.9}.get(m, 0.7) + 0.01 * i)
+    two = two[two["method"].isin(["identity", "naive_weight_matching"]) & (two["split"] == "test")]
+    findings = findings_of(two)
+    assert {(f.claim, f.split) for f in findings} == {("alignment_lowers_barrier", "test"),
+                                                     ("barrier_falls_with_width", "test")}  # fmt: skip
+
+
+def test_a_tally_counts_every_verdict():
+    lower = lambda m, w, lr, i: {"cov_weight_matching": 0.9}.get(m, 0.7) + 0.01 * i  # noqa: E731
+    findings = findings_of(synthetic(lower, lrs=(0.01, 0.1)))
+    assert tally(findings, "cov_beats_naive") == {"checks": 4, "supported": 0, "contradicted": 2, "not_applicable": 2}
+
+
+def test_a_cell_names_why_it_has_no_verdict_in_brief_and_prints_adjusted_p_values():
+    estimate = Estimate(0.2, 0.1, 0.3, 6, 0.04, 5)
+    cell = lambda reason, verdict=NOT_APPLICABLE, q=float("nan"): Finding(  # noqa: E731
+        "cov_beats_naive", "s", 0.01, "train", estimate, verdict, reason, 0.01, q
+    ).cell()
+    assert cell("undertrained endpoints (w32 lr0.01: ...)").startswith(
+        "*not applicable* (undertrained endpoints): 0.200"
+    )
+    assert cell("overfit endpoints (w32 lr0.01: ...)").startswith("*not applicable* (overfit endpoints)")
+    assert cell("outside the claim's regime (...)").startswith("*not applicable* (outside the claim's regime)")
+    assert cell("", SUPPORTED, 0.0004) == "**supported**: 0.200 [0.100, 0.300], n = 6, Holm p < 0.001"
+    assert cell("", SUPPORTED, 0.001) == "**supported**: 0.200 [0.100, 0.300], n = 6, Holm p = 0.001"
+    assert cell("", UNDECIDED, 0.5) == "**not enough evidence**: 0.200 [0.100, 0.300], n = 6, Holm p = 0.500"
+    empty = Finding("cov_beats_naive", "s", 0.01, "train", Estimate(float("nan"), float("nan"), float("nan"), 0),
+                    UNDECIDED, "")  # fmt: skip
+    assert empty.cell() == "n/a"
+    single = Finding("cov_beats_naive", "s", 0.01, "train", Estimate(0.5, float("nan"), float("nan"), 1), UNDECIDED, "")
+    assert single.cell() == "**not enough evidence**: 0.500 (n = 1), n = 1"
+    assert format_p(0.0009) == "< 0.001" and format_p(0.001) == "= 0.001" and format_p(0.25) == "= 0.250"
+
+
+def test_an_unknown_method_sorts_last_in_a_family_of_its_own_with_a_colour_of_its_own():
+    import seaborn as sns
+
+    assert family("my_method") == "other" and family("barycenter") == "barycentre"
+    assert method_order(["my_method", "identity", "another"]) == ["identity", "another", "my_method"]
+    colours = method_colours(["identity", "weight_matching", "my_method", "another"])
+    assert colours["identity"] == sns.color_palette("Greys_r", 3)[0]
+    assert colours["weight_matching"] == sns.color_palette("Blues_r", 7)[0]
+    others = sns.color_palette("Purples_r", 4)
+    assert (colours["another"], colours["my_method"]) == (others[2], others[3])  # by their place in method_order
+    assert method_colours(["my_method"])["my_method"] == sns.color_palette("Purples_r", 2)[0]
