@@ -29,6 +29,9 @@ def test_methods_identical_in_every_pair_form_one_group_with_its_count():
     assert [g.members for g in groups] == [("identity",), ("naive", "ot_emd"), ("ot_sinkhorn",)]
     assert groups[1].note() == "ot_emd = naive here: identical permutations in 6 of 6 pairs"
     assert groups[1].label == "naive (= ot_emd)" and groups[2].label == "ot_sinkhorn"
+    three = MethodGroup(("naive", "ot_emd", "ot_sinkhorn"), 5, 6)
+    assert three.note() == "ot_emd = ot_sinkhorn = naive here: identical permutations in 5 of 6 pairs"
+    assert three.label == "naive (= ot_emd, ot_sinkhorn)"
 
 
 def test_a_group_is_named_by_the_first_method_of_the_params():
@@ -92,3 +95,9 @@ def test_a_slope_leaves_out_samples_with_no_value_and_needs_two_widths():
     assert estimate.n == 4 and estimate.mean == pytest.approx(-0.5)
     one = slope_interval([1.0, 1.0], [1.0, 2.0])
     assert one.n == 0 and all(np.isnan(v) for v in (one.mean, one.low, one.high))
+    single = slope_interval([0.0, 1.0, 1.0], [1.0, 2.0, 2.5])  # one sample at x = 0: a slope, no interval
+    assert (single.mean, single.n) == (pytest.approx(1.25), 3) and np.isnan(single.low) and np.isnan(single.high)
+    two = slope_interval([0.0, 0.0, 1.0, 1.0], [1.0, 1.2, 0.5, 0.7])  # two samples at each x are enough
+    assert np.isfinite(two.low) and two.df == pytest.approx(2.0)  # Welch with equal variances: 1 + 1
+    exact = slope_interval([0.0, 0.0, 1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0, 3.0, 3.0])
+    assert (exact.mean, exact.low, exact.high, exact.se, exact.df) == (1.0, 1.0, 1.0, 0.0, 4.0)  # no spread: n - 2

@@ -63,7 +63,8 @@ KEYS = {"dataset": "mnist10k", "arch": "mlp", "depth": 3, "width": 512}
 
 def barrier_rows(midpoints: dict, barriers: dict | None = None, **keys) -> pd.DataFrame:
     """Rows of barriers.csv: ``midpoints[(lr or width, method)]`` lists one test-loss midpoint per pair (each
-    pair of seeds 2k, 2k+1); ``barriers`` likewise gives loss barriers (on both splits)."""
+    pair of seeds 2k, 2k+1); ``barriers`` likewise gives loss barriers (on both splits). The error rows carry
+    half of each value, so that a table read from the wrong metric shows it."""
     rows = []
     over = "lr" if "width" in keys else "width"
     for (value, method), values in midpoints.items():
@@ -71,9 +72,11 @@ def barrier_rows(midpoints: dict, barriers: dict | None = None, **keys) -> pd.Da
             barrier = (barriers or {}).get((value, method), values)[k]
             for split in ("train", "test"):
                 for metric in ("loss", "error"):
+                    scale = 1.0 if metric == "loss" else 0.5
                     rows.append(
                         {**keys, over: value, "seed_a": 2 * k, "seed_b": 2 * k + 1, "method": method, "split": split,
-                         "metric": metric, "barrier": barrier, "midpoint": mid, "value_a": 0.1, "value_b": 0.1}
+                         "metric": metric, "barrier": scale * barrier, "midpoint": scale * mid, "value_a": 0.1,
+                         "value_b": 0.1}
                     )  # fmt: skip
     return pd.DataFrame(rows)
 

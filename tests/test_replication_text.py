@@ -43,8 +43,9 @@ def matches_golden(name: str, text: str) -> None:
 
 
 def figure_structure(figure) -> str:
-    """Every panel's title, axis labels and scales, tick labels, legend entries, and how many lines, bands and
-    reference lines it draws (rounded data limits catch a line drawn from the wrong column)."""
+    """Every panel's title, axis labels and scales, tick labels, legend entries, its lines (label, style, marker,
+    colour, points) and the extent of each band (a t-interval drawn as another interval changes it); rounded
+    data limits catch a line drawn from the wrong column."""
     panels = []
     for ax in figure.axes:
         legend = ax.get_legend()
@@ -54,14 +55,26 @@ def figure_structure(figure) -> str:
                 "xlabel": ax.get_xlabel(),
                 "ylabel": ax.get_ylabel(),
                 "xscale": ax.get_xscale(),
+                "xbase": getattr(ax.xaxis.get_transform(), "base", None),
                 "yscale": ax.get_yscale(),
                 "xticks": [t.get_text() for t in ax.get_xticklabels()],
                 "legend": [t.get_text() for t in legend.get_texts()] if legend else [],
                 "legend_fontsize": legend.get_texts()[0].get_fontsize() if legend and legend.get_texts() else None,
                 "lines": sorted(
-                    (str(line.get_label()), line.get_linestyle(), len(line.get_xdata())) for line in ax.get_lines()
+                    (
+                        str(line.get_label()),
+                        line.get_linestyle(),
+                        str(line.get_marker()),
+                        matplotlib.colors.to_hex(line.get_color()),
+                        len(line.get_xdata()),
+                    )
+                    for line in ax.get_lines()
+                ),  # fmt: skip
+                "bands": sorted(
+                    [round(float(v), 3) for v in band.get_paths()[0].get_extents().intervaly]
+                    for band in ax.collections
+                    if band.get_paths()
                 ),
-                "bands": len(ax.collections),
                 "ylim": [round(float(v), 2) for v in ax.dataLim.intervaly],
             }
         )
@@ -104,8 +117,9 @@ def test_the_ferbach_section_in_the_papers_regime(in_regime):
 
 def test_the_ferbach_section_outside_the_regime_with_unfit_endpoints_and_shared_pairs():
     quick = preset_params("ferbach2024_mnist_quick", **{"align.pairs": "all"})
-    run = ferbach_run(quick, cov_gain=-0.2)
-    run = Run(run.params, run.barriers, run.dimensions, [["naive_weight_matching", "ot_emd"]])
+    run = ferbach_run(quick, cov_gain=-0.2, dims={"pr_weights": 300.0, "pr_cov": 40.0, "pr_activations": 2.0})
+    backwards = run.barriers.iloc[::-1].reset_index(drop=True)  # rows in any order: tables sorted all the same
+    run = Run(run.params, backwards, run.dimensions, [["naive_weight_matching", "ot_emd"]])
     result = replicate("ferbach2024", unfit(run, "lr", overfit_at=0.1, undertrained_at=1e-3))
     matches_golden("ferbach2024_outside.md", section(result, "ferbach2024"))
 

@@ -252,8 +252,10 @@ def test_findings_come_in_learning_rate_order_with_their_records_and_table():
     """Findings are grouped per study and learning rate in sorted order whatever the rows' order; each becomes a
     row of findings.csv with every number, and a cell of the summary table (empty where a claim is not checked)."""
     lower = lambda m, w, lr, i: {"cov_weight_matching": 0.5}.get(m, 0.7) + 0.01 * i  # noqa: E731
-    table = synthetic(lower, lrs=(0.05, 0.01))
-    findings = findings_of(table.iloc[::-1].reset_index(drop=True))
+    table = synthetic(lower, lrs=(0.01, 0.05))
+    backwards = table.iloc[::-1].reset_index(drop=True)
+    assert backwards["lr"].iloc[0] == 0.05  # the rows start at the larger learning rate
+    findings = findings_of(backwards)
     assert [f.lr for f in findings][:1] == [0.01] and [f.lr for f in findings][-1] == 0.05
     records = findings_records(findings)
     assert list(records.columns) == ["study", "claim", "lr", "split", "effect", "low", "high", "n", "df", "p",
@@ -324,3 +326,24 @@ def test_an_unknown_method_sorts_last_in_a_family_of_its_own_with_a_colour_of_it
     others = sns.color_palette("Purples_r", 4)
     assert (colours["another"], colours["my_method"]) == (others[2], others[3])  # by their place in method_order
     assert method_colours(["my_method"])["my_method"] == sns.color_palette("Purples_r", 2)[0]
+
+
+def test_each_study_reads_its_own_fusion_and_dimension_rows():
+    """Two studies (an MLP and a CNN) at one learning rate: each claim reads the rows of its own study, not the
+    other's that share the learning rate; the dimension claim needs only the two participation ratios."""
+    mlp = synthetic(lambda m, w, lr, i: 1.0)
+    both = pd.concat([mlp, mlp.assign(arch="cnn")], ignore_index=True)
+    rows = []
+    for arch, gain in (("mlp", 0.3), ("cnn", -0.3)):
+        for width, group in itertools.product((32, 128), (0, 1)):
+            config = {"dataset": "mnist1d", "arch": arch, "depth": 2, "width": width, "lr": 0.01, "group": group}
+            for kind, accuracy in (("fused", 0.5 + gain + 0.01 * group), ("vanilla", 0.5)):
+                rows.append({**config, "kind": kind, "target_width": width, "fine_tuned": False,
+                             "train_accuracy": accuracy, "test_accuracy": accuracy})  # fmt: skip
+    dims = dimension_rows({0.01: 20.0})
+    dims = pd.concat([dims[dims["estimator"] != "twonn"], dims.assign(arch="cnn", value=0.0)], ignore_index=True)
+    findings = study_findings(both, dims, pd.DataFrame(rows), overfit_table(both, 0.5), "sgd")
+    fused = {f.study: f for f in findings if f.claim == "fusion_beats_averaging" and f.split == "train"}
+    assert fused["mnist1d mlp d2"].verdict == SUPPORTED and fused["mnist1d cnn d2"].verdict == CONTRADICTED
+    (dimension,) = [f for f in findings if f.claim == "cov_dimension_below_weights" and f.study == "mnist1d mlp d2"]
+    assert dimension.estimate.mean == pytest.approx(20.15)
