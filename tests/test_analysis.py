@@ -4,7 +4,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmcot.analysis import MethodGroup, merge_identical, method_groups, method_label, overfit_table, slope_interval
+from lmcot.analysis import (
+    MethodGroup,
+    endpoint_losses,
+    independent_pairs,
+    merge_identical,
+    method_groups,
+    method_label,
+    overfit_table,
+    paired_difference,
+    slope_interval,
+)
 
 
 def record(method, config, pair, perm):
@@ -101,3 +111,26 @@ def test_a_slope_leaves_out_samples_with_no_value_and_needs_two_widths():
     assert np.isfinite(two.low) and two.df == pytest.approx(2.0)  # Welch with equal variances: 1 + 1
     exact = slope_interval([0.0, 0.0, 1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0, 3.0, 3.0])
     assert (exact.mean, exact.low, exact.high, exact.se, exact.df) == (1.0, 1.0, 1.0, 0.0, 4.0)  # no spread: n - 2
+
+
+def test_pairs_are_kept_only_while_they_share_no_model_with_a_kept_one():
+    rows = pd.DataFrame({"dataset": "d", "arch": "mlp", "depth": 2, "width": 8, "lr": 0.1,
+                         "seed_a": [0, 2, 1, 4], "seed_b": [1, 3, 4, 5]})  # fmt: skip
+    kept = independent_pairs(rows)
+    assert list(zip(kept["seed_a"], kept["seed_b"], strict=True)) == [(0, 1), (2, 3), (4, 5)]  # 1-4 reuses seed 1
+    assert independent_pairs(rows.iloc[:0]).empty
+
+
+def test_endpoints_of_a_run_on_one_split_leave_the_other_splits_columns_empty():
+    train_only = endpoint_rows(0.1, 0.9)
+    train_only = train_only[train_only["split"] == "train"]
+    models = endpoint_losses(train_only)
+    assert models["test_loss"].isna().all() and models["test_error"].isna().all()
+    table = overfit_table(train_only, 0.5)
+    assert not table["overfit"].any() and table["train_accuracy"].tolist() == [0.75]
+
+
+def test_a_paired_difference_without_one_of_its_methods_is_empty_with_its_columns():
+    rows = endpoint_rows(0.1, 0.9).assign(barrier=1.0)
+    empty = paired_difference(rows, "barrier", "weight_matching", "identity", ["dataset", "width"])
+    assert empty.empty and list(empty.columns) == ["dataset", "width", "seed_a", "seed_b", "effect"]

@@ -201,3 +201,29 @@ def test_decide_says_why_for_every_kind_of_cell():
     # a threshold other than zero: above 0.15 is supported, above 0.25 is contradicted
     assert decide([Cell(clear, threshold=0.15)])[0].verdict == SUPPORTED
     assert decide([Cell(clear, threshold=0.25)])[0].verdict == CONTRADICTED
+
+
+def test_edge_values_of_the_intervals_and_the_adjustment():
+    """A standard error of exactly 1 is an ordinary interval; Holm's adjusted p is capped at 1; an empty or
+    single sample has NaN bounds (no interval)."""
+    two = mean_interval([0.0, 2.0])
+    assert two.se == 1.0 and (two.low, two.high) == pytest.approx((1 - 12.706205, 1 + 12.706205))
+    assert holm([0.6, 0.9]) == pytest.approx([1.0, 1.0]) and holm([0.01]) == pytest.approx([0.01])
+    empty, single = mean_interval([]), mean_interval([0.4])
+    assert all(np.isnan(v) for v in (empty.mean, empty.low, empty.high)) and empty.n == 0
+    assert single.mean == 0.4 and np.isnan(single.low) and np.isnan(single.high) and single.n == 1
+
+
+def test_every_decision_carries_its_p_values_and_family():
+    cells = [
+        Cell(mean_interval([0.2, 0.21, 0.19, 0.2])),  # supported
+        Cell(mean_interval([-0.2, -0.21, -0.19, -0.2])),  # contradicted
+        Cell(mean_interval([-0.2, -0.21, -0.19, -0.2]), can_contradict=False),  # opposite side, outside regime
+        Cell(mean_interval([0.1, -0.1, 0.05])),  # not enough evidence
+    ]
+    decisions = decide(cells)
+    raw = [c.estimate.p_value() for c in cells]
+    for decision, p, q in zip(decisions, raw, holm(raw), strict=True):
+        assert (decision.p, decision.p_adjusted, decision.family) == (pytest.approx(p), pytest.approx(q), 4)
+    assert decisions[3].reason.endswith(" > 0.05")
+    assert decisions[1].reason.endswith("<= 0.05, on the opposite side")
