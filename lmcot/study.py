@@ -161,7 +161,7 @@ CLAIMS = {
             f"After alignment (`{REFERENCE_METHOD}`), the loss barrier falls as width grows.",
             "fall of `max_a L(a) - mean(L(0), L(1))` per doubling of width, nats (least-squares slope, negated; "
             "each width's pairs with their own variance)",
-            "nats per doubling",
+            "nats lower per doubling of width",
             "Ferbach et al. 2024, Theorem (barrier -> 0 with width)",
             "width",
         ),

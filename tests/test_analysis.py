@@ -126,6 +126,7 @@ def test_endpoints_of_a_run_on_one_split_leave_the_other_splits_columns_empty():
     train_only = train_only[train_only["split"] == "train"]
     models = endpoint_losses(train_only)
     assert models["test_loss"].isna().all() and models["test_error"].isna().all()
+    assert models["test_loss"].dtype == float  # numeric NaN: tables print it as empty, not as "None"
     table = overfit_table(train_only, 0.5)
     assert not table["overfit"].any() and table["train_accuracy"].tolist() == [0.75]
 
@@ -134,3 +135,10 @@ def test_a_paired_difference_without_one_of_its_methods_is_empty_with_its_column
     rows = endpoint_rows(0.1, 0.9).assign(barrier=1.0)
     empty = paired_difference(rows, "barrier", "weight_matching", "identity", ["dataset", "width"])
     assert empty.empty and list(empty.columns) == ["dataset", "width", "seed_a", "seed_b", "effect"]
+
+
+def test_disjoint_pairs_keep_the_configurations_in_the_order_of_the_rows():
+    rows = pd.DataFrame({"dataset": "d", "arch": "mlp", "depth": 2, "width": [128, 128, 32, 32], "lr": 0.1,
+                         "seed_a": [0, 0, 0, 2], "seed_b": [1, 2, 1, 3]})  # fmt: skip
+    kept = independent_pairs(rows)
+    assert kept.index.tolist() == [0, 2, 3]  # width 128 first, as in the rows; its pair 0-2 reuses seed 0

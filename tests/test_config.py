@@ -116,6 +116,7 @@ BOUNDS = [
     ("fuse.ot.alpha_h", [0], [-1]),
     ("fuse.alpha_h_grid", [[], [0.0]], [[-1.0]]),
     ("fuse.num_models", [2], [1]),
+    ("fuse.groups", [1], [0]),
     ("fuse.weights", ["uniform", [0.5, 0.5, 2]], ["equal", [0.5, 0, 0.5]]),
     ("fuse.width_factors", [[16], [0.5]], [[0], [16.5]]),
     ("fuse.fine_tune.epochs", [0], [-1]),

@@ -8,6 +8,7 @@ fails the same test (9-12% at n = 3 to 4). Power on true effects, Holm's adjustm
 intervals' values by hand complete it.
 """
 
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,12 @@ from lmcot.analysis import (
     UNDECIDED,
     Cell,
     Estimate,
+    _tested,
     decide,
     holm,
     mean_interval,
     slope_interval,
+    t_bounds,
 )
 from lmcot.config import configurations, load_params
 from lmcot.design import seed_groups, seed_pairs
@@ -227,3 +230,32 @@ def test_every_decision_carries_its_p_values_and_family():
         assert (decision.p, decision.p_adjusted, decision.family) == (pytest.approx(p), pytest.approx(q), 4)
     assert decisions[3].reason.endswith(" > 0.05")
     assert decisions[1].reason.endswith("<= 0.05, on the opposite side")
+
+
+def test_an_adjusted_p_equal_to_the_level_decides_and_an_effect_at_the_threshold_cannot():
+    """The rule is "adjusted p at most alpha": a p of exactly 0.05 decides. An effect exactly at its threshold
+    has p = 1, so it is never decided, whatever its side would be."""
+    estimate = mean_interval([0.2, 0.21, 0.19, 0.2])
+    assert _tested(Cell(estimate), 0.05, 0.05, 3, 0.05).verdict == SUPPORTED
+    assert _tested(Cell(estimate), 0.05, 0.0500001, 3, 0.05).verdict == UNDECIDED
+    at_threshold = decide([Cell(estimate, threshold=estimate.mean)])[0]
+    assert (at_threshold.verdict, at_threshold.p) == (UNDECIDED, 1.0)
+
+
+def test_estimates_print_their_interval_only_where_they_have_one():
+    assert mean_interval([1.0, 2.0]).format() == "1.500 [-4.853, 7.853]"  # two samples: an interval
+    assert mean_interval([1.0]).format() == "1.000 (n = 1)"
+    assert slope_interval([0.0, 1.0, 1.0], [1.0, 2.0, 2.5]).format() == "1.250 (n = 3)"  # no variance at x = 0
+    assert mean_interval([]).format() == "n/a"
+
+
+def test_a_shifted_estimate_moves_its_interval_and_negated_swaps_its_bounds():
+    estimate = Estimate(0.5, 0.2, 0.9, 4, 0.1, 3)
+    assert astuple(estimate.shifted(-1.0)) == pytest.approx((-0.5, -0.8, -0.1, 4, 0.1, 3))
+    assert astuple(estimate.shifted(-1.0, negate=True)) == pytest.approx((0.5, 0.1, 0.8, 4, 0.1, 3))
+
+
+def test_the_figures_error_bars_are_the_t_interval_at_the_level_asked():
+    values = [0.1, 0.4, 0.3, 0.2]
+    narrow = mean_interval(values, 0.5)
+    assert t_bounds(values, 0.5) == (narrow.low, narrow.high) and t_bounds(values) != t_bounds(values, 0.5)

@@ -1,5 +1,5 @@
-"""Verdicts on the seed papers' claims: computed from effects with bootstrap intervals, contradictions only in
-the paper's regime with enough pairs, and the regime read from the params."""
+"""Verdicts on the seed papers' claims: computed from effects with t-intervals over independent pairs,
+contradictions only in the paper's regime with enough pairs, and the regime read from the params."""
 
 import re
 import sys
@@ -18,11 +18,32 @@ from lmcot.analysis import (
     identical_methods,
 )
 from lmcot.config import read_yaml, validate
-from lmcot.replication import REPLICATIONS, Run, replicate, train_size
+from lmcot.replication import (
+    REPLICATIONS,
+    Run,
+    Setting,
+    _choose,
+    _inputs_text,
+    _steps_setting,
+    markdown,
+    overfit_note,
+    replicate,
+    train_size,
+    untrained_note,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "presets"))
 from run import flatten, merged  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Every replication draws its figure; close them after each test."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
 def preset_params(name: str, **changes) -> dict:
@@ -274,3 +295,176 @@ def test_the_width_claim_counts_the_train_split_and_shows_the_test_split():
     assert claim.verdict == SUPPORTED and claim.reason.startswith("of 2 methods (train split): 2 supported")
     shown = claim.evidence[claim.evidence["split"] == "test"]
     assert len(shown) == 2 and all(v.startswith(UNDECIDED) for v in shown["verdict"])  # rising: cannot contradict
+
+
+# --- the small pieces, where params or runs are unusual -----------------------------------------------
+
+
+def test_inputs_and_training_set_sizes_where_the_params_say_nothing(in_regime):
+    assert _inputs_text({"prepare": {}}, "mnist") == ("standardised (mean 0, std 1 per channel)", False)
+    assert _inputs_text({"prepare": {"mnist": {"standardise": False}}}, "mnist") == ("raw pixels in [0, 1]", True)
+    assert train_size({"prepare": {}}, "fashion_mnist") == 60_000 and train_size({"prepare": {}}, "cifar10") == 50_000
+    unknown = _steps_setting(in_regime, "mnist1d", 60_000, 500, 50)  # no training set size: never the paper's
+    assert unknown == Setting("optimiser steps", "6,000", "unknown", False, True)
+
+
+def test_a_replication_is_named_by_its_key_and_one_without_configurations_draws_nothing(in_regime):
+    run = ferbach_run(in_regime)
+    assert replicate("ferbach2024", run).key == "ferbach2024"
+    one_lr = Run(run.params, run.barriers[run.barriers["lr"] == 0.1], run.dimensions)
+    for key in ("ferbach2024", "ainsworth2023"):
+        nothing = replicate(key, one_lr)
+        assert (nothing.key, nothing.figures, nothing.claims[0].key) == (key, {}, key)
+    params = preset_params("ainsworth2023_mnist_mlp_width", **{"train.sweep.datasets": ["mnist"], "fetch.datasets": []})
+    assert replicate("ainsworth2023", ainsworth_run(params, {32: (0.4, 1.0), 512: (0.02, 1.0)})).key == "ainsworth2023"
+
+
+def relabelled(run: Run, lrs: dict) -> Run:
+    """``run`` with its learning rates renamed by ``lrs`` (old -> new) in barriers and dimensions alike."""
+    return Run(run.params, run.barriers.assign(lr=run.barriers["lr"].map(lrs)),
+               run.dimensions.assign(lr=run.dimensions["lr"].map(lrs)), run.identical)  # fmt: skip
+
+
+def test_ferbach_needs_two_learning_rates_and_shows_those_above_its_grid_without_a_claim(in_regime):
+    run = ferbach_run(in_regime)
+    two = Run(run.params, run.barriers[run.barriers["lr"] != 0.1], run.dimensions[run.dimensions["lr"] != 0.1])
+    assert verdicts(replicate("ferbach2024", two))["cov_weight_matching_midpoint_below_naive"] == SUPPORTED
+    beyond = replicate("ferbach2024", relabelled(run, {1e-3: 0.01, 1e-2: 0.1, 0.1: 0.3}))
+    evidence = beyond.claims[0].evidence
+    assert list(evidence["lr"]) == ["0.01", "0.1", "0.3"]
+    assert [v.startswith("(no claim") for v in evidence["verdict"]] == [False, True, True]
+    none_below = replicate("ferbach2024", relabelled(two, {1e-3: 0.1, 1e-2: 0.3}))
+    assert none_below.claims[0].reason == "no learning rates below 0.1 in this run"
+    assert none_below.claims[0].verdict == UNDECIDED
+
+
+def test_a_midpoint_cell_at_a_learning_rate_with_overfit_endpoints_is_not_applicable(in_regime):
+    run = ferbach_run(in_regime)
+    barriers = run.barriers.copy()
+    at = (barriers["lr"] == 1e-3) & (barriers["metric"] == "loss")
+    barriers.loc[at & (barriers["split"] == "train"), ["value_a", "value_b"]] = 0.05
+    barriers.loc[at & (barriers["split"] == "test"), ["value_a", "value_b"]] = 1.2
+    claim = replicate("ferbach2024", Run(run.params, barriers, run.dimensions)).claims[0]
+    assert claim.evidence.iloc[0]["verdict"].startswith("not applicable: overfit endpoints (w512 lr0.001")
+    assert claim.reason == "of 2 learning rates below 0.1: 1 not applicable, 1 supported"
+
+
+def test_the_dimension_claim_names_the_part_that_fails_and_needs_all_three_estimators(in_regime):
+    high_activations = replicate(
+        "ferbach2024", ferbach_run(in_regime, dims={**GOOD_DIMENSIONS, "pr_activations": 10.5})
+    )
+    claim = high_activations.claims[-1]
+    assert claim.verdict == CONTRADICTED and claim.evidence.iloc[0]["verdict"].startswith(
+        "contradicted: pr_activations: p"
+    )
+    low_weights = replicate("ferbach2024", ferbach_run(in_regime, dims={**GOOD_DIMENSIONS, "pr_weights": 50.0}))
+    assert low_weights.claims[-1].evidence.iloc[0]["verdict"].startswith("contradicted: pr_weights: p")
+    run = ferbach_run(in_regime)
+    two_estimators = run.dimensions[run.dimensions["estimator"] != "pr_activations"]
+    keys = [c.key for c in replicate("ferbach2024", Run(run.params, run.barriers, two_estimators)).claims]
+    assert "dimensions_naive_hundreds_cov_single_digits" not in keys
+    backwards = Run(run.params, run.barriers, run.dimensions.iloc[::-1])
+    evidence = replicate("ferbach2024", backwards).claims[-1].evidence
+    assert list(zip(evidence["lr"], evidence["layer"], strict=True))[:4] == [
+        ("0.001", "P0"), ("0.001", "P1"), ("0.001", "P2"), ("0.01", "P0")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def git_rebasin_params():
+    return preset_params("ainsworth2023_mnist_mlp_width", **{"train.sweep.datasets": ["mnist"], "fetch.datasets": []})
+
+
+def test_the_near_zero_claim_without_weight_matching_rests_on_activation_matching(git_rebasin_params):
+    run = ainsworth_run(git_rebasin_params, {32: (0.4, 1.0), 512: (0.02, 1.0)})
+    no_wm = Run(run.params, run.barriers[run.barriers["method"] != "weight_matching"], run.dimensions)
+    evidence = replicate("ainsworth2023", no_wm).claims[0].evidence
+    assert list(zip(evidence["method"], evidence["split"], strict=True)) == [
+        ("activation_matching", "train"), ("activation_matching", "test")]  # fmt: skip
+    b = run.barriers
+    no_wm_on_train = Run(run.params, b[(b["method"] != "weight_matching") | (b["split"] != "train")], run.dimensions)
+    evidence = replicate("ainsworth2023", no_wm_on_train).claims[0].evidence
+    assert list(zip(evidence["method"], evidence["split"], strict=True)) == [
+        ("weight_matching", "test"), ("activation_matching", "train"), ("activation_matching", "test")]  # fmt: skip
+
+
+def test_a_run_on_the_test_split_only_shows_no_table_of_endpoint_train_losses(in_regime):
+    run = ferbach_run(in_regime)
+    test_only = Run(run.params, run.barriers[run.barriers["split"] == "test"], run.dimensions)
+    result = replicate("ferbach2024", test_only)
+    assert not any(caption.startswith("Endpoint models") for caption, _ in result.tables)
+    assert len(result.tables) == 3 and not any("Undertrained" in note for note in result.notes)
+
+
+def test_a_matched_barrier_no_lower_than_the_unaligned_one_is_named_in_the_reason(git_rebasin_params):
+    run = ainsworth_run(git_rebasin_params, {32: (0.4, 1.0), 512: (1.0, 1.0)})
+    evidence = replicate("ainsworth2023", run).claims[0].evidence
+    assert evidence.iloc[0]["verdict"].startswith("contradicted: lower: p")
+
+
+def test_the_width_claim_with_two_widths_a_split_missing_at_one_and_overfit_endpoints(git_rebasin_params):
+    run = ainsworth_run(git_rebasin_params, {32: (0.4, 1.0), 512: (0.02, 1.0)})
+    falls = next(c for c in replicate("ainsworth2023", run).claims if c.key == "matched_barrier_falls_with_width")
+    assert falls.verdict == SUPPORTED and len(falls.evidence) == 4  # two widths are enough for a slope
+    b = run.barriers
+    gap = (b["method"] == "weight_matching") & (b["split"] == "train") & (b["width"] == 32)
+    falls = replicate("ainsworth2023", Run(run.params, b[~gap], run.dimensions)).claims[1]
+    assert list(zip(falls.evidence["method"], falls.evidence["split"], strict=True)) == [
+        ("weight_matching", "test"), ("activation_matching", "train"), ("activation_matching", "test")]  # fmt: skip
+    overfit = b.copy()
+    wide = (overfit["width"] == 512) & (overfit["metric"] == "loss")
+    overfit.loc[wide & (overfit["split"] == "test"), ["value_a", "value_b"]] = 1.2
+    falls = replicate("ainsworth2023", Run(run.params, overfit, run.dimensions)).claims[1]
+    by_split = dict(zip(falls.evidence["split"], falls.evidence["verdict"], strict=False))
+    assert by_split["test"].startswith("not applicable: overfit endpoints (w512 lr0.001")
+    assert by_split["train"].startswith(SUPPORTED)
+
+
+def test_each_replication_reads_only_the_configurations_it_chose(in_regime, git_rebasin_params):
+    """Git Re-Basin prefers Adam's rate 1e-3 to 1e-4 (which sorts first); Ferbach et al. the 3x512 MLP to a
+    3x256 one at the same learning rates. The other configuration's pairs never enter the chosen one's cells."""
+    run = ainsworth_run(git_rebasin_params, {32: (0.4, 1.0), 512: (0.02, 1.0)})
+    slow = run.barriers.assign(lr=1e-4, barrier=run.barriers["barrier"] + 5)
+    result = replicate("ainsworth2023", Run(run.params, pd.concat([slow, run.barriers]), run.dimensions))
+    assert result.notes[-1].startswith("Configuration used: mnist mlp-d3 at learning rate 0.001,")
+    assert result.claims[0].evidence["pairs"].tolist() == [3, 3, 3, 3]
+    assert verdicts(result)["matched_barrier_near_zero"] == SUPPORTED  # the other rate's barriers +5 left out
+    run = ferbach_run(in_regime)
+    narrower = run.barriers.assign(width=256, midpoint=run.barriers["midpoint"] + 5)
+    result = replicate("ferbach2024", Run(run.params, pd.concat([narrower, run.barriers]), run.dimensions))
+    assert result.claims[0].evidence["pairs"].tolist() == [4, 4, 4]
+    assert result.tables[0][1]["pairs"].tolist() == [4, 4, 4]
+
+
+def test_a_tie_between_configurations_goes_the_same_way_whatever_the_rows_order():
+    configs = pd.DataFrame({"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": [128, 128, 256, 256],
+                            "lr": [0.01, 0.1, 0.01, 0.1]})  # fmt: skip
+    for rows in (configs, configs.iloc[::-1]):
+        assert _choose(rows, "lr", lambda c: (True,))["width"].unique().tolist() == [128]
+
+
+def test_small_texts_list_every_item():
+    identical = Run({}, pd.DataFrame(), pd.DataFrame(), [["naive_weight_matching", "ot_emd", "ot_sinkhorn"]])
+    assert identical.method_label("ot_emd") == "ot_emd (= naive_weight_matching, ot_sinkhorn)"
+    assert markdown(pd.DataFrame({"lr": [1e-5], "loss": [0.25]})).splitlines()[-1].split("|")[1:3] == [
+        " 1e-05 ", " 0.250  "]  # fmt: skip
+    barriers = barrier_rows({(lr, "identity"): [1.0] * 3 for lr in (1e-3, 1e-2, 0.1)}, **KEYS)
+    weak = barriers["lr"] < 0.1
+    barriers.loc[weak & (barriers["split"] == "test") & (barriers["metric"] == "loss"), ["value_a", "value_b"]] = 1.2
+    barriers.loc[weak & (barriers["metric"] == "error"), ["value_a", "value_b"]] = 0.4
+    _, notes = overfit_note(barriers, "lr", 0.5)
+    assert "at lr 0.001, lr 0.01: there" in notes[0]
+    assert (
+        "at lr 0.001 (train accuracy 0.60), lr 0.01 (train accuracy 0.60): the"
+        in untrained_note(barriers, "lr", 0.9)[0]
+    )
+    test_only = barriers[barriers["split"] == "test"]
+    table, notes = overfit_note(test_only, "lr", 0.5)
+    assert table.empty and notes == []
+
+
+def test_a_run_outside_the_regime_in_several_aspects_names_them_all(in_regime):
+    params = {**in_regime, "prepare": {**in_regime["prepare"], "mnist": {**in_regime["prepare"]["mnist"],
+                                                                        "standardise": True}}}  # fmt: skip
+    params["train"] = {**params["train"], "recipe": {**params["train"]["recipe"], "batch_size": 250}}
+    text = "\n".join(replicate("ferbach2024", ferbach_run(params)).markdown({}))
+    assert "(it differs in inputs, batch, epochs, optimiser steps)" in text
