@@ -69,9 +69,10 @@ Couplings = dict[str, torch.Tensor]
 
 @dataclass
 class Fusion:
-    """The fused state dict; per input model the coupling of every layer, ``(m, n_i)`` float64; per layer
-    the barycentre iterations and the barycentre cost ``sum_i lambda_i <pi_i, cost_i>`` at each one; the
-    start used, and with ``start="best"`` the total cost of every start tried."""
+    """The fused state dict; per input model the coupling of every layer, ``(m, n_i)`` float64, and the cost
+    matrix ``(m, n_i)`` it was last solved for (``transport_costs``); per layer the barycentre iterations and
+    the barycentre cost ``sum_i lambda_i <pi_i, cost_i>`` at each one; the start used, and with
+    ``start="best"`` the total cost of every start tried."""
 
     state: dict[str, torch.Tensor]
     couplings: list[dict[str, torch.Tensor]]
@@ -79,6 +80,7 @@ class Fusion:
     costs: dict[str, list[float]] = field(default_factory=dict)
     start: str = "mean"
     start_costs: dict[str, float] = field(default_factory=dict)
+    transport_costs: list[dict[str, torch.Tensor]] = field(default_factory=list)
 
     @property
     def cost(self) -> float:
@@ -209,11 +211,12 @@ def wasserstein_barycenter(
             )
         states = [{k: v.detach().cpu() for k, v in model.state_dict().items()} for model in models]
         parameters = {name for name, _ in models[0].named_parameters()}
-        couplings, iterations, costs = _solve_layers(
+        couplings, iterations, costs, matrices = _solve_layers(
             spec, spec.sizes(target.state_dict()), states, parameters, weights, start, options, update_target, seed
         )
         fused = _carried_mean(spec, couplings, states, weights, input_transport)
-        return Fusion(fused, couplings, iterations, costs, "mean" if start == "mean" else f"model {start}")
+        start_name = "mean" if start == "mean" else f"model {start}"
+        return Fusion(fused, couplings, iterations, costs, start_name, transport_costs=matrices)
 
 
 def _best_start(models, target, weights, **options) -> Fusion:
@@ -225,10 +228,11 @@ def _best_start(models, target, weights, **options) -> Fusion:
 
 
 def _solve_layers(spec, sizes, states, parameters, weights, start, options: _Options, update_target, seed):
-    """Each layer's barycentre, from the input to the output: per model its couplings, and per layer the
-    iteration count and the cost at each iteration."""
+    """Each layer's barycentre, from the input to the output: per model its couplings and their cost
+    matrices, and per layer the iteration count and the cost at each iteration."""
     input_transport = options.input_transport
     couplings: list[Couplings] = [{} for _ in states]
+    matrices: list[Couplings] = [{} for _ in states]
     iterations, costs = {}, {}
     generator = np.random.default_rng(seed)
     for done, name in enumerate(spec.names):
@@ -245,14 +249,14 @@ def _solve_layers(spec, sizes, states, parameters, weights, start, options: _Opt
                 f"{len(points[0])})"
             )
         target_points, target_self = _start_units(points, recurrent, weights, start, sizes[name], options, generator)
-        plans, _, _, costs[name] = _layer_barycenter(
+        plans, _, _, costs[name], solved_for = _layer_barycenter(
             points, recurrent, weights, target_points, target_self, options, update_target
         )
         iterations[name] = len(costs[name])
-        for i, plan in enumerate(plans):
-            couplings[i][name] = plan
+        for i, (plan, matrix) in enumerate(zip(plans, solved_for, strict=True)):
+            couplings[i][name], matrices[i][name] = plan, matrix
         log.debug("layer %s: %d barycentre iterations, cost %.6g", name, iterations[name], costs[name][-1])
-    return couplings, iterations, costs
+    return couplings, iterations, costs, matrices
 
 
 def _normalised_weights(weights, n_models: int) -> np.ndarray:
@@ -274,7 +278,7 @@ def _start_units(points, recurrent, weights, start, m: int, options: _Options, g
         target_points = sum(w * p for w, p in zip(weights, points, strict=True))
         target_self = [sum(w * h[r] for w, h in zip(weights, recurrent, strict=True)) for r in range(len(recurrent[0]))]
         if m != n:  # the same-width barycentre first, then a subset or repeats of its units
-            _, target_points, target_self, _ = _layer_barycenter(
+            _, target_points, target_self, _, _ = _layer_barycenter(
                 points, recurrent, weights, target_points, target_self, options, True
             )
     else:
@@ -303,12 +307,15 @@ def _carried_mean(spec, couplings, states, weights, input_transport) -> dict[str
 
 def _layer_barycenter(points, recurrent, weights, target_points, target_self, options: _Options, update_target):
     """One layer's barycentre from the given start: returns the couplings, the target's points and
-    recurrent matrices, and the barycentre cost at each iteration."""
-    plans, costs = [None] * len(points), []
+    recurrent matrices, the barycentre cost at each iteration, and the cost matrix each coupling was
+    last solved for."""
+    plans, matrices, costs = [None] * len(points), [None] * len(points), []
     for _ in range(options.max_iterations):
         cost = 0.0
         for i, w in enumerate(weights):
-            plans[i], cost_i = _couple(target_points, target_self, points[i], recurrent[i], plans[i], options)
+            plans[i], cost_i, matrices[i] = _couple(
+                target_points, target_self, points[i], recurrent[i], plans[i], options
+            )
             cost += w * cost_i
         costs.append(cost)
         if not update_target:
@@ -324,7 +331,7 @@ def _layer_barycenter(points, recurrent, weights, target_points, target_self, op
         target_points = new_points
         if change < options.tolerance:
             break
-    return plans, target_points, target_self, costs
+    return plans, target_points, target_self, costs, matrices
 
 
 def _initial_units(n: int, m: int, generator) -> np.ndarray:
@@ -358,24 +365,25 @@ def recurrent_cost(target_self, recurrent, plan: torch.Tensor) -> torch.Tensor:
 
 
 def _couple(target_points, target_self, points, recurrent, previous, options: _Options, fixed_point: int = 20):
-    """Coupling of the target's units and one model's, and its cost ``<pi, cost>``: OT on the input cost,
-    plus ``alpha_h`` times the recurrent cost, which depends on the coupling: a fixed-point loop started
-    from the last coupling (or from the input cost alone) re-solves OT until the coupling stops changing."""
+    """Coupling of the target's units and one model's, its cost ``<pi, cost>`` and the cost matrix ``(m, n)``
+    it was solved for: OT on the input cost, plus ``alpha_h`` times the recurrent cost, which depends on the
+    coupling: a fixed-point loop started from the last coupling (or from the input cost alone) re-solves OT
+    until the coupling stops changing."""
     cost = torch.cdist(target_points, points) ** 2
     if not recurrent or options.alpha_h == 0:
         plan = uniform_plan(cost, options.solver, options.epsilon)
-        return plan, float((plan * cost).sum())
+        return plan, float((plan * cost).sum()), cost
     plan = uniform_plan(cost, options.solver, options.epsilon) if previous is None else previous
+    solved_for = None  # stays None when the coupling given is kept unsolved (fixed_point=0)
     for _ in range(fixed_point):
-        new = uniform_plan(
-            cost + options.alpha_h * recurrent_cost(target_self, recurrent, plan), options.solver, options.epsilon
-        )
+        solved_for = cost + options.alpha_h * recurrent_cost(target_self, recurrent, plan)
+        new = uniform_plan(solved_for, options.solver, options.epsilon)
         converged = torch.allclose(new, plan, atol=1e-9)
         plan = new
         if converged:
             break
     total = cost + options.alpha_h * recurrent_cost(target_self, recurrent, plan)
-    return plan, float((plan * total).sum())
+    return plan, float((plan * total).sum()), total if solved_for is None else solved_for
 
 
 def fuse(models, target, **options) -> torch.nn.Module:
@@ -415,12 +423,18 @@ def vanilla_average(models, weights=None) -> torch.nn.Module:
 
 
 def permutations_from_fusion(fusion: Fusion) -> Permutations:
-    """From the barycentre of two models (A first), the permutation of B's units onto A's: each
-    coupling is rounded to a permutation (a LAP on it), and B's unit matched to target unit ``j`` goes
-    where A's unit matched to ``j`` is."""
+    """From the barycentre of two models (A first), the permutation of B's units onto A's: each coupling
+    is rounded to the assignment of least total cost under the cost matrix it was solved for, and B's unit
+    matched to target unit ``j`` goes where A's unit matched to ``j`` is.
+
+    For Sinkhorn's plan ``log P = log u + log v - C / epsilon`` that assignment is the one of largest
+    log-plan (the potentials add the same constant to every permutation), where rounding by the plan's
+    mass would follow its blur; for an exact plan that is a permutation, it is that permutation (up to ties).
+    """
     perms = {}
-    for name, plan_b in fusion.couplings[1].items():
-        to_a, to_b = solve_lap(fusion.couplings[0][name]), solve_lap(plan_b)  # target unit j -> model unit
+    for name in fusion.couplings[1]:
+        # target unit j -> model unit
+        to_a, to_b = (solve_lap(-costs[name]) for costs in fusion.transport_costs[:2])
         perm = torch.empty_like(to_b)
         perm[to_a] = to_b
         perms[name] = perm

@@ -2,6 +2,7 @@
 the recurrent term, and fused models checked against the baselines."""
 
 import copy
+import itertools
 
 import numpy as np
 import pytest
@@ -10,14 +11,17 @@ import torch
 from lmcot.align.methods import permuted_copy
 from lmcot.evaluation import ensemble_evaluate, evaluate
 from lmcot.fusion import (
+    Fusion,
     barycenter_permutations,
     fuse,
     one_shot_fusion,
+    permutations_from_fusion,
     recurrent_cost,
     vanilla_average,
     wasserstein_barycenter,
 )
 from lmcot.models import build_model
+from lmcot.ot import entropic_log_plan, solve_lap, uniform_plan
 from lmcot.permutation import invert_permutations, random_permutations
 
 SHAPE = (1, 8, 8)
@@ -388,12 +392,13 @@ def test_the_recurrent_coupling_by_hand():
     """From the identity, the Gromov-Wasserstein cost ``sum_j' (H[j,j'] - H_B[k,j'])^2 / 2`` is
     ``[[17, 12.5], [4, 20.5]]``: the swap is cheaper (16.5 < 37.5), and at the swap the cost is
     ``[[25, 0.5], [0, 26.5]]``, so the swap stays: the coupling is the swap and its cost ``(0.5 + 0) / 2``."""
-    plan, cost = couple()
-    assert plan.tolist() == SWAP.tolist()
+    plan, cost, solved_for = couple()
+    assert plan.tolist() == SWAP.tolist() and solved_for.tolist() == [[25.0, 0.5], [0.0, 26.5]]
     assert cost == pytest.approx(0.25, abs=1e-12)
     # with no refinement, the coupling given is kept and costed as it is: (17 + 20.5) / 2
-    plan, cost = couple(previous=IDENTITY, fixed_point=0)
+    plan, cost, solved_for = couple(previous=IDENTITY, fixed_point=0)
     assert plan.tolist() == IDENTITY.tolist() and cost == pytest.approx(18.75, abs=1e-12)
+    assert solved_for.tolist() == [[17.0, 12.5], [4.0, 20.5]]
 
 
 def test_the_recurrent_fixed_point_stops_when_the_coupling_repeats_or_after_20_solves(monkeypatch):
@@ -608,7 +613,7 @@ def test_one_iteration_updates_the_targets_units_and_recurrent_matrix_by_hand():
     start, start_self = torch.zeros(1, 1, dtype=torch.float64), [torch.zeros(1, 1, dtype=torch.float64)]
     for transport, expected in (("sum", 2.75), ("average", 1.375)):
         options = layer_options(max_iterations=1, input_transport=transport)
-        plans, units, target_self, _ = _layer_barycenter(
+        plans, units, target_self, _, _ = _layer_barycenter(
             points, recurrent, [0.25, 0.75], start, start_self, options, True
         )
         assert [p.tolist() for p in plans] == [[[0.5, 0.5]]] * 2
@@ -625,7 +630,7 @@ def test_the_barycentre_stops_on_the_change_relative_to_the_targets_norm_at_any_
 
     a, b = (scale * torch.tensor([[0.0], [10.0]]).double(), scale * torch.tensor([[2.0], [12.0]]).double())
     for tolerance, iterations in ((0.15, 1), (0.13, 2)):
-        _, units, _, costs = _layer_barycenter([a, b], [[], []], [0.5, 0.5], a, [], layer_options(tolerance), True)
+        _, units, _, costs, _ = _layer_barycenter([a, b], [[], []], [0.5, 0.5], a, [], layer_options(tolerance), True)
         assert len(costs) == iterations
         torch.testing.assert_close(units, scale * torch.tensor([[1.0], [11.0]]).double())
 
@@ -638,9 +643,9 @@ def test_each_iteration_starts_a_models_recurrent_coupling_from_its_last_one(mon
     calls, couple_once = [], fusion_module._couple
 
     def recorded(target_points, target_self, points, recurrent, previous, options):
-        plan, cost = couple_once(target_points, target_self, points, recurrent, previous, options)
+        plan, cost, solved_for = couple_once(target_points, target_self, points, recurrent, previous, options)
         calls.append((previous, plan))
-        return plan, cost
+        return plan, cost, solved_for
 
     monkeypatch.setattr(fusion_module, "_couple", recorded)
     points = [torch.tensor([[0.0], [3.0]]).double(), torch.tensor([[1.0], [2.0]]).double()]
@@ -649,3 +654,32 @@ def test_each_iteration_starts_a_models_recurrent_coupling_from_its_last_one(mon
     fusion_module._layer_barycenter(points, recurrent, [0.5, 0.5], points[0], [H_TARGET], options, True)
     assert len(calls) == 6 and calls[0][0] is None and calls[1][0] is None
     assert all(calls[k][0] is calls[k - 2][1] for k in range(2, 6))
+
+
+def test_a_sinkhorn_coupling_is_rounded_to_the_assignment_of_least_cost_not_of_most_mass():
+    """Sinkhorn's plan at epsilon 0.5 for this 4 x 4 cost puts the most mass on 0->0, 1->3, 2->1, 3->2 (total cost
+    1.34), while the assignment of least cost (by brute force over all 24; the next is 0.02 dearer) is 0->0, 1->2,
+    2->3, 3->1 (1.28): the largest log-plan's, and the one the barycentre alignment returns."""
+    cost = torch.tensor([[0.08, 0.59, 0.9, 0.58], [0.85, 0.57, 0.41, 0.21], [0.29, 0.74, 0.71, 0.46],
+                         [0.58, 0.33, 0.31, 0.83]], dtype=torch.float64)  # fmt: skip
+    plan = uniform_plan(cost, "sinkhorn", 0.5)
+    least = min(itertools.permutations(range(4)), key=lambda p: float(sum(cost[i, p[i]] for i in range(4))))
+    assert least == (0, 2, 3, 1) and solve_lap(plan).tolist() == [0, 3, 1, 2]
+    assert solve_lap(torch.from_numpy(entropic_log_plan(cost.numpy(), 0.5))).tolist() == list(least)
+    anchor = {"P0": torch.eye(4, dtype=torch.float64) / 4}
+    fusion = Fusion({}, [anchor, {"P0": plan}], {"P0": 1},
+                    transport_costs=[{"P0": 1 - 4 * anchor["P0"]}, {"P0": cost}])  # fmt: skip
+    assert permutations_from_fusion(fusion)["P0"].tolist() == list(least)
+
+
+def test_a_fusion_keeps_the_cost_matrix_each_coupling_was_solved_for():
+    """With the exact solver, each model's coupling is the optimal plan of its kept cost matrix, recurrent
+    term included: the plan's cost equals the least assignment's."""
+    models = [make("lstm", seed=s) for s in range(2)]
+    fusion = wasserstein_barycenter(models, target("lstm", 6), start="mean", max_iterations=3)
+    for couplings, matrices in zip(fusion.couplings, fusion.transport_costs, strict=True):
+        assert couplings.keys() == matrices.keys()
+        for name, plan in couplings.items():
+            best = solve_lap(-matrices[name])
+            least = float(matrices[name][torch.arange(len(best)), best].sum()) / len(best)
+            assert float((plan * matrices[name]).sum()) == pytest.approx(least, abs=1e-9)
