@@ -120,6 +120,42 @@ def test_weight_matching_of_two_hidden_layers_cannot_be_improved_by_changing_one
     assert found == pytest.approx(best, abs=1e-5)
 
 
+def batchnorm_network(seed: int) -> torch.nn.Module:
+    """A width-4 ResNet with BatchNorm whose running statistics are far larger than its weights (means of
+    scale 30, variances up to 900), as after training on unnormalised inputs."""
+    torch.manual_seed(seed)
+    model = build_model("resnet_bn", (1, 8, 8), 10, 4, 1)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(30 * torch.randn_like(buffer))
+            elif name.endswith("running_var"):
+                buffer.copy_(1 + 900 * torch.rand_like(buffer))
+    return model.eval()
+
+
+def test_weight_matching_of_a_batchnorm_network_scores_its_parameters_only():
+    """Git Re-Basin's objective sums <theta_A, pi(theta_B)> over the parameters; BatchNorm's running statistics
+    are moved by the permutations but take no part. Over all 576 pairs of permutations of this network
+    (residual stream and block), weight matching returns the best of that objective, which differs from the
+    best with the statistics counted in."""
+    model_a, model_b = batchnorm_network(2), batchnorm_network(3)
+    spec, state_a, state_b = model_a.permutation_spec(), model_a.state_dict(), model_b.state_dict()
+    parameters = [name for name, _ in model_a.named_parameters()]
+    statistics = [name for name in state_a if "running" in name]
+
+    def objective(perms, names):
+        permuted = apply_permutations(spec, perms, state_b)
+        return float(sum((state_a[k].double() * permuted[k].double()).sum() for k in names))
+
+    pairs = [dict(zip(spec.names, (p, q), strict=True)) for p in PERMS for q in PERMS]
+    best = max(pairs, key=lambda perms: objective(perms, parameters))
+    with_statistics = max(pairs, key=lambda perms: objective(perms, parameters + statistics))
+    assert any(not torch.equal(best[n], with_statistics[n]) for n in spec.names)  # the objectives differ here
+    found = align("weight_matching", model_a, model_b)
+    assert all(torch.equal(found[n], best[n]) for n in spec.names)
+
+
 # --- covariance-aware matching against brute force ------------------------------------------------------------
 
 

@@ -24,20 +24,23 @@ def weight_matching(
     """Git Re-Basin weight matching (Ainsworth et al. 2023) by coordinate descent with exact LAPs.
 
     Maximises ``sum_l <W_A^l, P_l W_B^l P_{l-1}^T>``, plus the biases' inner products ``<b_A^l, P_l b_B^l>``
-    unless ``biases`` is false. Each step fixes all permutations but one, whose best value is a LAP over
-    the summed inner products of every tensor it acts on. Permutations are visited in a random order
+    unless ``biases`` is false, over the models' parameters only, as Git Re-Basin does: buffers such as
+    BatchNorm's running statistics follow the permutations but do not score them (their scale, often far
+    from the weights', would decide the match). Each step fixes all permutations but one, whose best value
+    is a LAP over the summed inner products of every tensor it acts on. Permutations are visited in a random order
     (``seed``); a permutation is solved again only after a permutation it shares a tensor with has
     changed, and the descent stops when none has. Scores are computed in float32 on the models' device;
     the LAPs are solved on the CPU.
     """
     with torch.no_grad():
         spec = model_a.permutation_spec()
-        if not biases:
-            spec = PermutationSpec(
-                {name: tuple(p for p in pairs if not is_bias(p[0])) for name, pairs in spec.axes.items()},
-                spec.blocks,
-                spec.groups,
-            )
+        parameters = {name for name, _ in model_a.named_parameters()}
+        scored = lambda param: param in parameters and (biases or not is_bias(param))  # noqa: E731
+        spec = PermutationSpec(
+            {name: tuple(p for p in pairs if scored(p[0])) for name, pairs in spec.axes.items()},
+            spec.blocks,
+            spec.groups,
+        )
         state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
         state_b = {
             k: v.detach().float().to(next(iter(state_a.values())).device) for k, v in model_b.state_dict().items()
