@@ -293,3 +293,17 @@ def test_a_spec_that_lists_the_recurrent_weights_first_gives_the_same_matching(x
     found = layerwise(model_a, model_b, score)
     assert {n: p.tolist() for n, p in found.items()} == {n: p.tolist() for n, p in expected.items()}
     assert any(not torch.equal(p, torch.arange(len(p))) for p in found.values())
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.parametrize("arch", ["rnn", "lstm"])
+def test_weight_matching_recovers_a_planted_permutation_of_a_recurrent_network(arch, depth, generator):
+    """MNIST-1D's one feature per step gives each unit a single input weight, which the hidden-to-hidden terms
+    scored at the identity used to swamp (22% of an RNN's units recovered at depth 1, 38% of an LSTM's): the
+    descent now starts from the input-only assignment and re-solves a permutation whose own score it changed."""
+    torch.manual_seed(0)
+    model = build_model(arch, (1, 40), 10, 32, depth).eval()
+    planted = random_permutations(model.permutation_spec(), model.state_dict(), generator)
+    found = align("weight_matching", model, permuted_copy(model, planted))
+    expected = invert_permutations(planted)
+    assert all(torch.equal(found[name], expected[name]) for name in expected)

@@ -46,35 +46,67 @@ def weight_matching(
             k: v.detach().float().to(next(iter(state_a.values())).device) for k, v in model_b.state_dict().items()
         }
         perms = identity_permutations(spec, state_a)
-        # one step solves one permutation, or a head group's permutations together
-        steps = [(name,) for name in spec.names if name not in spec.groups] + [
-            tuple(names) for names in spec.head_groups().values()
-        ]
-        neighbours = {
-            name: {other for param, _ in pairs for other in spec.acting_on(param).values() if other != name}
-            for name, pairs in spec.axes.items()
-        }
         rng = np.random.default_rng(seed)
-        stale = set(spec.names)  # permutations whose score may have changed since they were last solved
-        for sweep in range(max_sweeps):
-            for step in rng.permutation(len(steps)):
-                names = steps[step]
-                if not stale & set(names):
-                    continue
-                stale -= set(names)
-                scores = {name: _score(spec, name, state_a, state_b, perms) for name in names}
-                new = assign(spec, scores)
-                rows = {name: torch.arange(len(perms[name])) for name in names}
-                gain = sum(scores[n][rows[n], new[n]].sum() - scores[n][rows[n], perms[n]].sum() for n in names)
-                if gain > 1e-6 * max(score.abs().max() for score in scores.values()):
-                    perms.update(new)
-                    stale |= set().union(*(neighbours[name] for name in names)) - set(names)
-            if not stale:
-                log.debug("weight matching converged after %d sweeps", sweep + 1)
-                break
-        else:
-            log.warning("weight matching stopped at max_sweeps=%d before converging", max_sweeps)
-        return perms
+        own = _self_dependent(spec)
+        if own:
+            # A recurrent layer's score reads its own permutation (hidden-to-hidden weights on both axes): at
+            # the identity those terms are noise that can swamp a small input matrix, so the descent starts
+            # from the assignment of the other terms alone (the input-only answer), then adds them.
+            inputs_only = {n: tuple(p for p in pairs if p[0] not in own.get(n, ())) for n, pairs in spec.axes.items()}
+            perms = _descend(PermutationSpec(inputs_only, spec.blocks, spec.groups), state_a, state_b, perms, rng,
+                             max_sweeps)  # fmt: skip
+        return _descend(spec, state_a, state_b, perms, rng, max_sweeps)
+
+
+def _self_dependent(spec: PermutationSpec) -> dict[str, set[str]]:
+    """Per permutation, the tensors it acts on along two or more axes (a recurrent layer's hidden-to-hidden
+    weights): its own score depends on it."""
+    own = {}
+    for name, pairs in spec.axes.items():
+        tensors = {p for p, _ in pairs if list(spec.acting_on(p).values()).count(name) > 1}
+        if tensors:
+            own[name] = tensors
+    return own
+
+
+def _descend(spec: PermutationSpec, state_a, state_b, perms: Permutations, rng, max_sweeps: int) -> Permutations:
+    """Coordinate descent from ``perms``: solve one permutation (or head group) at a time while any is stale."""
+    perms = dict(perms)
+    # one step solves one permutation, or a head group's permutations together
+    steps = [(name,) for name in spec.names if name not in spec.groups] + [
+        tuple(names) for names in spec.head_groups().values()
+    ]
+    # a permutation is solved again when one it shares a tensor with changes, itself included where its own
+    # score reads it (recurrent weights)
+    own = _self_dependent(spec)
+    neighbours = {
+        name: {other for param, _ in pairs for other in spec.acting_on(param).values() if other != name or name in own}
+        for name, pairs in spec.axes.items()
+    }
+    stale = set(spec.names)  # permutations whose score may have changed since they were last solved
+    for sweep in range(max_sweeps):
+        for step in rng.permutation(len(steps)):
+            names = steps[step]
+            if not stale & set(names):
+                continue
+            stale -= set(names)
+            scores = {name: _score(spec, name, state_a, state_b, perms) for name in names}
+            new = assign(spec, scores)
+            rows = {name: torch.arange(len(perms[name])) for name in names}
+            # the objective's change; where a score reads its own permutation, it is re-read at the new one, so
+            # that only a true improvement is taken (the descent cannot cycle)
+            after = {n: _score(spec, n, state_a, state_b, {**perms, **new}) if n in own else scores[n] for n in names}
+            gain = sum(after[n][rows[n], new[n]].sum() - scores[n][rows[n], perms[n]].sum() for n in names)
+            if gain > 1e-6 * max(score.abs().max() for score in scores.values()):
+                perms.update(new)
+                group = set(names)
+                stale |= {o for name in names for o in neighbours[name] if o not in group or o in own}
+        if not stale:
+            log.debug("weight matching converged after %d sweeps", sweep + 1)
+            break
+    else:
+        log.warning("weight matching stopped at max_sweeps=%d before converging", max_sweeps)
+    return perms
 
 
 def _score(spec: PermutationSpec, name: str, state_a, state_b, perms) -> torch.Tensor:
