@@ -34,10 +34,9 @@ def weight_matching(
     """
     with torch.no_grad():
         spec = model_a.permutation_spec()
-        parameters = {name for name, _ in model_a.named_parameters()}
-        scored = lambda param: param in parameters and (biases or not is_bias(param))  # noqa: E731
+        scored = {name for name, _ in model_a.named_parameters() if biases or not is_bias(name)}
         spec = PermutationSpec(
-            {name: tuple(p for p in pairs if scored(p[0])) for name, pairs in spec.axes.items()},
+            {name: tuple(p for p in pairs if p[0] in scored) for name, pairs in spec.axes.items()},
             spec.blocks,
             spec.groups,
         )
@@ -54,8 +53,8 @@ def weight_matching(
             # from the assignment of the other terms alone (the input-only answer), then adds them.
             inputs_only = {n: tuple(p for p in pairs if p[0] not in own.get(n, ())) for n, pairs in spec.axes.items()}
             perms = _descend(PermutationSpec(inputs_only, spec.blocks, spec.groups), state_a, state_b, perms, rng,
-                             max_sweeps)  # fmt: skip
-        return _descend(spec, state_a, state_b, perms, rng, max_sweeps)
+                             max_sweeps, {})  # fmt: skip
+        return _descend(spec, state_a, state_b, perms, rng, max_sweeps, own)
 
 
 def _self_dependent(spec: PermutationSpec) -> dict[str, set[str]]:
@@ -69,8 +68,9 @@ def _self_dependent(spec: PermutationSpec) -> dict[str, set[str]]:
     return own
 
 
-def _descend(spec: PermutationSpec, state_a, state_b, perms: Permutations, rng, max_sweeps: int) -> Permutations:
-    """Coordinate descent from ``perms``: solve one permutation (or head group) at a time while any is stale."""
+def _descend(spec: PermutationSpec, state_a, state_b, perms: Permutations, rng, max_sweeps: int, own) -> Permutations:
+    """Coordinate descent from ``perms``: solve one permutation (or head group) at a time while any is stale;
+    ``own``: :func:`_self_dependent` of ``spec``."""
     perms = dict(perms)
     # one step solves one permutation, or a head group's permutations together
     steps = [(name,) for name in spec.names if name not in spec.groups] + [
@@ -78,7 +78,6 @@ def _descend(spec: PermutationSpec, state_a, state_b, perms: Permutations, rng, 
     ]
     # a permutation is solved again when one it shares a tensor with changes, itself included where its own
     # score reads it (recurrent weights)
-    own = _self_dependent(spec)
     neighbours = {
         name: {other for param, _ in pairs for other in spec.acting_on(param).values() if other != name or name in own}
         for name, pairs in spec.axes.items()
