@@ -17,6 +17,7 @@ from pathlib import Path
 from lmcot.choices import (
     ARCHITECTURES,
     BIAS_AWARE_UNSUPPORTED,
+    COUPLE_TO,
     DATASETS,
     DEVICES,
     HEADED,
@@ -257,6 +258,7 @@ def params_schema() -> dict:
                 "alpha_h": number(0),
                 "start": one_of(STARTS),
                 "input_transport": one_of(INPUT_TRANSPORTS),
+                "couple_to": one_of(COUPLE_TO),
             },
             "alpha_h_grid": list_of(number(0), min_length=0),
             "num_models": integer(2),

@@ -15,30 +15,41 @@ the weights from the model units coupled to it (``input_transport="average"``). 
 units passes half to each, which keeps a widened network's function exactly; the two agree whenever
 the widths are equal.
 
-For a layer, a unit is a point: its incoming weights with their input axes already carried into the
-target's coordinates (and its bias, BatchNorm scale and shift). The cost between target unit ``j``
-and model unit ``k`` is the squared distance of the two points. Up to terms that do not change the
-optimal coupling, it is the paper's ``sum_{j',k'} ||W[j,j'] - W_i[k,k']||^2 pi_prev[j',k']``.
-The barycentre alternates ``pi_i = OT(cost_i)`` and ``W = sum_i lambda_i m pi_i W_i``; each step
-lowers the barycentre cost ``sum_i lambda_i <pi_i, cost_i>``, recorded per iteration.
+For a layer, a unit is a point: its incoming weight matrices with their input axes already carried into
+the target's coordinates. Biases, BatchNorm scales and shifts follow the coupling but do not decide it, as
+in the paper's code. The cost between target unit ``j`` and model unit ``k`` is the paper's
+``sum_{j',k'} ||W[j,j'] - W_i[k,k']||^2 pi_prev[j',k']`` with ``pi_prev``'s entries summing to 1: per
+incoming matrix, the squared distance of the carried rows divided by the ``m'`` inputs they carry (the
+target's units of the previous layer, or the input features where the previous coupling is the identity;
+a convolution's kernel is summed), a *mean* over the inputs. For a permutation ``pi_prev`` the two are
+equal; otherwise they differ by a term of ``k`` alone, which no coupling between uniform marginals can
+change.
 
-**Where it starts matters.** Started at one of two models' units with exact OT, the loop stops where
-it started: each model's coupling to the mean of the aligned models is its coupling to the start, so
-the result is one-shot OT fusion anchored at that model; with more models it often does too (the
-third model's coupling to the mean need not be its coupling to the start). ``start="mean"`` favours
-no model: the target's units start as the weighted mean of the models' units (inputs already
-carried, no alignment), which is the same set of points for any order of the models, and the loop
-moves from there. ``start="best"`` restarts from the mean and from every model and keeps the fusion
-of lowest barycentre cost (summed over layers). A target of another width starts from the same-width
-barycentre's units, a random subset (narrower) or with random repeats (wider).
+The barycentre alternates couplings and the weighted mean ``W = sum_i lambda_i m pi_i W_i``. Its cost
+``sum_i lambda_i <pi_i, cost_i(W)>`` is recorded after each update. The first iteration couples every model
+to the start. After it, ``couple_to="others"`` (the default) couples each model in turn (the costliest
+first) to the weighted mean of the *other* models, aligned by their current couplings: with exact OT and
+equal widths this is coordinate descent on the barycentre cost (``sum_{a<b} lambda_a lambda_b
+||W_a - W_b||^2`` over the aligned models), so the cost never rises and each model's coupling is optimal
+against the rest at the end. ``couple_to="all"`` is the paper's loop: every model is coupled to the
+barycentre, its own units included. That pull towards a model's own units makes a start at one model a
+fixed point at once (one-shot OT fusion anchored there), and the unaligned mean nearly one.
+
+**Where it starts.** ``start="mean"`` favours no model: the target's units start as the weighted mean of
+the models' units (inputs already carried, no alignment), the same set of points for any order of the
+models, and since the sweep's order follows the costs, not the list, so is the result. ``start="best"``
+restarts from the mean and from every model and keeps the fusion of lowest barycentre cost (summed over
+layers). A target of another width starts from the same-width barycentre's units, a random subset
+(narrower) or with random repeats (wider). With two models and exact OT, every start ends where one-shot
+OT fusion from either model does: the optimal matching of two equal sets is the same from either side.
 
 A recurrent matrix ``H`` (both axes are the layer's own units) adds the paper's Gromov-Wasserstein
 term ``alpha_h * sum_{j',k'} (H[j,j'] - H_i[k,k'])^2 pi_i[j',k']`` (summed over an LSTM's gates),
 with ``pi_i``'s entries summing to 1 as in their code: for a permutation coupling it is ``alpha_h``
-times the *mean* squared difference of the two rows, so ``alpha_h = 1`` weighs a recurrent row like
-one more incoming weight per unit, whatever the width. It depends on the coupling being solved,
-so each coupling is found by a fixed-point loop; ``H`` is updated like the weights. ``alpha_h = 0``
-ignores it (the ablation).
+times the *mean* squared difference of the two rows. The input term being a mean too, ``alpha_h = 1``
+weighs a recurrent matrix like one more incoming matrix, at any width and depth. The term depends on the
+coupling being solved, so each coupling is found by a fixed-point loop; ``H`` is updated like the
+weights. ``alpha_h = 0`` ignores it (the ablation).
 A matrix whose input axis belongs to a layer not solved yet (a residual block's last convolution
 writing to the skip stream) takes no part in the cost: the stream's coupling, found from the first
 layer that writes to it, is reused for it.
@@ -58,7 +69,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lmcot.choices import INPUT_TRANSPORTS, STARTS
+from lmcot.choices import COUPLE_TO, INPUT_TRANSPORTS, STARTS
 from lmcot.ot import SOLVERS, solve_lap, uniform_plan
 from lmcot.permutation import Permutations, PermutationSpec, unit_parameters
 
@@ -135,16 +146,33 @@ def transport_tensor(
 
 
 def _units(spec, name, state, couplings, parameters, solved, input_transport):
-    """Model units of layer ``name`` as points ``(n, features)`` carried into the target's inputs, and
-    its recurrent matrices ``(n, n, ...)`` (input axes other than ``name`` carried)."""
+    """Model units of layer ``name`` as points ``(n, features)``: each incoming weight matrix with its input
+    axes carried into the target's coordinates, divided by the square root of the number of inputs it carries
+    (:func:`carried_inputs`), so that a squared distance is the paper's mean over the inputs; and the layer's
+    recurrent matrices ``(n, n, ...)`` (input axes other than ``name`` carried)."""
     inputs, recurrent = unit_parameters(spec, name, solved)
 
     def carried(param):
         return transport_tensor(spec, couplings, param, state[param].double(), (0,), input_transport)
 
-    # buffers (BatchNorm statistics) follow the units, they do not steer them
-    points = [carried(p).reshape(len(state[p]), -1) for p in inputs if p in parameters]
+    # biases and buffers (BatchNorm statistics) follow the units, they do not steer them
+    matrices = [p for p in inputs if p in parameters and state[p].dim() > 1]
+    points = [
+        carried(p).reshape(len(state[p]), -1) / carried_inputs(spec, p, couplings, state[p].shape) ** 0.5
+        for p in matrices
+    ]
     return torch.cat(points, 1) if points else None, [carried(p) for p in recurrent if p in parameters]
+
+
+def carried_inputs(spec: PermutationSpec, param: str, couplings: Couplings, shape) -> int:
+    """How many inputs ``m'`` each row of the weight matrix ``param`` reads in the target's coordinates: the
+    product over its coupled input axes of the target's units there (a block axis counts each unit once), or,
+    where no input axis is coupled (the first layer: the identity coupling), the size of axis 1 of its
+    ``shape`` (features or input channels; a convolution's kernel axes are summed, not averaged)."""
+    coupled = [name for axis, name in spec.acting_on(param).items() if axis != 0 and name in couplings]
+    if coupled:
+        return int(np.prod([len(couplings[name]) for name in coupled]))
+    return int(shape[1])
 
 
 @dataclass
@@ -157,6 +185,7 @@ class _Options:
     alpha_h: float
     tolerance: float
     input_transport: str
+    couple_to: str = "others"
 
 
 def wasserstein_barycenter(
@@ -169,6 +198,7 @@ def wasserstein_barycenter(
     alpha_h: float = 1.0,
     start: str | int = "best",
     input_transport: str = "average",
+    couple_to: str = "others",
     tolerance: float = 1e-6,
     update_target: bool = True,
     seed: int = 0,
@@ -179,7 +209,8 @@ def wasserstein_barycenter(
     an index or ``"first"`` (0): that model's units; ``"best"``: each of those, keeping the lowest
     barycentre cost; a target of another width takes a random subset or random repeats, chosen by
     ``seed``); then couplings and the weighted mean ``W = sum_i lambda_i m pi_i W_i`` alternate for at
-    most ``max_iterations`` until the relative change of ``W`` is below ``tolerance``.
+    most ``max_iterations`` until the relative change of ``W`` is below ``tolerance``, each model coupled
+    to the mean of the others (``couple_to="others"``) or to ``W`` itself (``"all"``, the paper's loop).
     ``update_target=False`` keeps the target at model ``start`` (an anchor, as one-shot OT fusion does).
     Returns the fused state (load it into ``target``), the couplings and the cost per iteration.
     """
@@ -188,21 +219,22 @@ def wasserstein_barycenter(
         if solver not in SOLVERS:
             raise ValueError(f"unknown OT solver {solver!r}; valid: {', '.join(SOLVERS)}")
         _input_map(input_transport)
+        if couple_to not in COUPLE_TO:
+            raise ValueError(f"unknown couple_to {couple_to!r}; valid: {', '.join(COUPLE_TO)}")
         start = 0 if start == "first" else start
         if start == "best":
             if not update_target:
                 raise ValueError("start='best' needs update_target=True")
             options = dict(solver=solver, epsilon=epsilon, max_iterations=max_iterations, alpha_h=alpha_h)
-            return _best_start(
-                models, target, weights, **options, input_transport=input_transport, tolerance=tolerance, seed=seed
-            )
+            options |= dict(input_transport=input_transport, couple_to=couple_to, tolerance=tolerance, seed=seed)
+            return _best_start(models, target, weights, **options)
         if not (start == "mean" or (isinstance(start, int | np.integer) and 0 <= start < len(models))):
             raise ValueError(
                 f"unknown start {start!r}; valid: {', '.join(STARTS)} or a model index below {len(models)}"
             )
         if not update_target and start == "mean":
             raise ValueError("update_target=False needs a model to anchor on (start=<model index>)")
-        options = _Options(solver, epsilon, max_iterations, alpha_h, tolerance, input_transport)
+        options = _Options(solver, epsilon, max_iterations, alpha_h, tolerance, input_transport, couple_to)
         spec = target.permutation_spec()
         if spec.groups:
             raise ValueError(
@@ -307,31 +339,60 @@ def _carried_mean(spec, couplings, states, weights, input_transport) -> dict[str
 
 def _layer_barycenter(points, recurrent, weights, target_points, target_self, options: _Options, update_target):
     """One layer's barycentre from the given start: returns the couplings, the target's points and
-    recurrent matrices, the barycentre cost at each iteration, and the cost matrix each coupling was
-    last solved for."""
+    recurrent matrices, the barycentre cost after each iteration, and the cost matrix each coupling was
+    last solved for. The first iteration couples every model to the start (``update_target=False``: only
+    that, the target staying the anchor); later ones couple to the others' mean or to the barycentre
+    (``options.couple_to``)."""
     plans, matrices, costs = [None] * len(points), [None] * len(points), []
-    for _ in range(options.max_iterations):
-        cost = 0.0
-        for i, w in enumerate(weights):
-            plans[i], cost_i, matrices[i] = _couple(
-                target_points, target_self, points[i], recurrent[i], plans[i], options
+    own_costs = np.zeros(len(points))  # each model's cost against the barycentre: the costliest moves first
+    for iteration in range(options.max_iterations):
+        leave_one_out = iteration > 0 and options.couple_to == "others" and len(points) > 1
+        order = np.argsort(-own_costs, kind="stable") if leave_one_out else range(len(points))
+        for i in order:
+            # against the others' mean, unless they weigh nothing
+            others = leave_one_out and weights[i] < 1
+            against = _mean(points, recurrent, weights, plans, options, without=i) if others else None
+            against_points, against_self = against or (target_points, target_self)
+            plans[i], own_costs[i], matrices[i] = _couple(
+                against_points, against_self, points[i], recurrent[i], plans[i], options
             )
-            cost += w * cost_i
-        costs.append(cost)
         if not update_target:
+            costs.append(float(np.dot(weights, own_costs)))
             break
-        new_points = sum(w * averaging(plans[i]) @ points[i] for i, w in enumerate(weights))
-        target_self = [
-            sum(
-                w * _transport_square(plans[i], recurrent[i][r], options.input_transport) for i, w in enumerate(weights)
-            )
-            for r in range(len(target_self))
-        ]
+        new_points, target_self = _mean(points, recurrent, weights, plans, options)
+        own_costs = _costs(new_points, target_self, points, recurrent, plans, options.alpha_h)
+        costs.append(float(np.dot(weights, own_costs)))
         change = (new_points - target_points).norm() / target_points.norm().clamp_min(1e-12)
         target_points = new_points
-        if change < options.tolerance:
+        # the first update may leave a start unmoved that coupling to the others' mean would still move
+        if change < options.tolerance and (iteration > 0 or options.couple_to == "all" or len(points) == 1):
             break
     return plans, target_points, target_self, costs, matrices
+
+
+def _mean(points, recurrent, weights, plans, options: _Options, without: int | None = None):
+    """The weighted mean of the models' units ``(m, features)`` and recurrent matrices ``(m, m, ...)``, each
+    model carried by its coupling, leaving model ``without`` out (the rest's weights renormalised)."""
+    kept = [i for i in range(len(points)) if i != without]
+    total = sum(weights[i] for i in kept)
+    mean_points = sum(weights[i] / total * averaging(plans[i]) @ points[i] for i in kept)
+    mean_self = [
+        sum(weights[i] / total * _transport_square(plans[i], recurrent[i][r], options.input_transport) for i in kept)
+        for r in range(len(recurrent[kept[0]]))
+    ]
+    return mean_points, mean_self
+
+
+def _costs(target_points, target_self, points, recurrent, plans, alpha_h: float) -> np.ndarray:
+    """Each model's coupling cost ``<pi_i, C_i>`` against the target ``(n_models,)``, the recurrent term
+    included."""
+    out = []
+    for plan, model_points, model_self in zip(plans, points, recurrent, strict=True):
+        cost = torch.cdist(target_points, model_points) ** 2
+        if model_self and alpha_h:
+            cost = cost + alpha_h * recurrent_cost(target_self, model_self, plan)
+        out.append(float((plan * cost).sum()))
+    return np.array(out)
 
 
 def _initial_units(n: int, m: int, generator) -> np.ndarray:

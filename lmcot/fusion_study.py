@@ -1,6 +1,7 @@
 """The fusion experiment of one configuration: Wasserstein-barycentre fusion of its models at every target
-width, against vanilla averaging, one-shot OT fusion and the output ensemble, each scored before and after a
-short fine-tuning (:func:`fusion_experiment`).
+width, against vanilla averaging, one-shot OT fusion anchored at each model in turn and the output ensemble,
+each scored before and after a short fine-tuning (:func:`fusion_experiment`). The input-width barycentre's row
+names the anchors whose one-shot fusion it equals (column ``equals_one_shot``).
 
 At the input width the barycentre is also computed from every start (the models' mean and each model; rows
 ``fused_start``, scored before fine-tuning only), which shows how much the result depends on where it starts;
@@ -184,11 +185,27 @@ def _alpha_h_probes(fuser: _Fuser, grid) -> list[Candidate]:
 
 
 def _baselines(fuser: _Fuser) -> list[Candidate]:
-    """Vanilla averaging and one-shot OT fusion anchored at the first model."""
+    """Vanilla averaging and one-shot OT fusion anchored at each model in turn (column ``anchor``)."""
     width, models = fuser.config.width, fuser.models
-    vanilla = Candidate("vanilla", "vanilla average", width, vanilla_average(models, fuser.weights))
-    one_shot = one_shot_fusion(models, weights=fuser.weights, **fuser.ot)
-    return [vanilla, Candidate("one_shot", f"one-shot OT fusion (anchor seed {fuser.seeds[0]})", width, one_shot)]
+    candidates = [Candidate("vanilla", "vanilla average", width, vanilla_average(models, fuser.weights))]
+    for anchor, seed in enumerate(fuser.seeds):
+        one_shot = one_shot_fusion(models, weights=fuser.weights, anchor=anchor, **fuser.ot)
+        label = f"one-shot OT fusion (anchor seed {seed})"
+        candidates.append(Candidate("one_shot", label, width, one_shot, {"anchor": f"seed {seed}"}))
+    return candidates
+
+
+def _mark_one_shot_equals(fused: list[Candidate], baselines: list[Candidate], input_shape) -> None:
+    """Record on the input-width barycentre (column ``equals_one_shot``) the anchors whose one-shot fusion is the
+    same network up to the order of its units (the same outputs on 64 random inputs, to 1e-5), "" where none
+    is: there one-shot fusion from that model is already a fixed point of the barycentre's iterations."""
+    one_shots = [c for c in baselines if c.kind == "one_shot"]
+    x = torch.randn(64, *input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for candidate in (c for c in fused if c.width == one_shots[0].width):
+            out = candidate.model.eval()(x)
+            same = [c.extra["anchor"] for c in one_shots if torch.allclose(c.model.eval()(x), out, atol=1e-5)]
+            candidate.extra["equals_one_shot"] = ", ".join(same)
 
 
 def _aligned_average(fuser: _Fuser) -> tuple[list[Candidate], dict[int, FusedModel]]:
@@ -273,7 +290,9 @@ def fusion_experiment(
         fused, fused_models = _every_width(fuser, by_start, options["width_factors"])
         if config.arch in RECURRENT:
             probes += _alpha_h_probes(fuser, options["alpha_h_grid"])
-        candidates = inputs + fused + _baselines(fuser)
+        baselines = _baselines(fuser)
+        _mark_one_shot_equals(fused, baselines, data.input_shape)
+        candidates = inputs + fused + baselines
     rows, tuned_inputs = score_candidates(config, candidates + probes, data, recipe, seeds[0], device)
     groups = [(False, [m.to(device) for m in models]), (True, tuned_inputs)]
     rows += ensemble_rows(config, groups, data, fuser.weights)

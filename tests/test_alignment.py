@@ -254,6 +254,7 @@ def test_barycentre_alignment_passes_every_option_to_the_fusion(monkeypatch):
     monkeypatch.setattr(lmcot.fusion, "wasserstein_barycenter", lambda models, target, **options: seen.update(options))
     monkeypatch.setattr(lmcot.fusion, "permutations_from_fusion", lambda fusion: "perms")
     options = dict(solver="sinkhorn", epsilon=0.5, max_iterations=3, alpha_h=2.5, start="mean", input_transport="sum")
+    options |= dict(couple_to="all")
     assert align("barycenter", "model a", "model b", **options) == "perms"
     assert seen == options
 

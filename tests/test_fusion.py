@@ -373,11 +373,19 @@ H_MODEL = torch.tensor([[-2.0, 0.0], [5.0, 2.0]], dtype=torch.float64)
 SWAP, IDENTITY = torch.tensor([[0.0, 0.5], [0.5, 0.0]]).double(), torch.eye(2).double() / 2
 
 
-def layer_options(tolerance=0.0, max_iterations=20, input_transport="average", alpha_h=0.0, solver="emd", epsilon=1e-3):
+def layer_options(
+    tolerance=0.0,
+    max_iterations=20,
+    input_transport="average",
+    alpha_h=0.0,
+    solver="emd",
+    epsilon=1e-3,
+    couple_to="others",
+):
     """The barycentre's options for one layer, as ``wasserstein_barycenter`` hands them on."""
     from lmcot.fusion import _Options
 
-    return _Options(solver, epsilon, max_iterations, alpha_h, tolerance, input_transport)
+    return _Options(solver, epsilon, max_iterations, alpha_h, tolerance, input_transport, couple_to)
 
 
 def couple(previous=None, solver="emd", epsilon=1e-3, **cap):
@@ -423,17 +431,18 @@ def test_the_recurrent_fixed_point_stops_when_the_coupling_repeats_or_after_20_s
 
 def test_a_layers_units_carry_their_inputs_by_the_chosen_transport():
     """Layer P1's units, after P0's two units were merged into one (plan ``[[1/2, 1/2]]``): each row of
-    ``layers.1.weight`` becomes the sum of its two entries (``sum``) or their mean (``average``), beside its bias."""
+    ``layers.1.weight`` becomes the sum of its two entries (``sum``) or their mean (``average``); the one input
+    it then carries makes the mean over inputs the row itself, and the bias is not part of the point."""
     from lmcot.fusion import _units
 
     model = build_model("mlp", (2,), 2, 2, 2)
     state = {k: v.double() for k, v in model.state_dict().items()}
-    w, b = state["layers.1.weight"], state["layers.1.bias"]
+    w = state["layers.1.weight"]
     plan = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
     spec = model.permutation_spec()
     for transport, columns in (("sum", w.sum(1)), ("average", w.mean(1))):
         points, recurrent = _units(spec, "P1", state, {"P0": plan}, set(state), ["P0"], transport)
-        torch.testing.assert_close(points, torch.stack([columns, b], 1))
+        torch.testing.assert_close(points, columns[:, None])
         assert recurrent == []
 
 
@@ -630,7 +639,8 @@ def test_the_barycentre_stops_on_the_change_relative_to_the_targets_norm_at_any_
 
     a, b = (scale * torch.tensor([[0.0], [10.0]]).double(), scale * torch.tensor([[2.0], [12.0]]).double())
     for tolerance, iterations in ((0.15, 1), (0.13, 2)):
-        _, units, _, costs, _ = _layer_barycenter([a, b], [[], []], [0.5, 0.5], a, [], layer_options(tolerance), True)
+        options = layer_options(tolerance, couple_to="all")
+        _, units, _, costs, _ = _layer_barycenter([a, b], [[], []], [0.5, 0.5], a, [], options, True)
         assert len(costs) == iterations
         torch.testing.assert_close(units, scale * torch.tensor([[1.0], [11.0]]).double())
 
@@ -683,3 +693,104 @@ def test_a_fusion_keeps_the_cost_matrix_each_coupling_was_solved_for():
             best = solve_lap(-matrices[name])
             least = float(matrices[name][torch.arange(len(best)), best].sum()) / len(best)
             assert float((plan * matrices[name]).sum()) == pytest.approx(least, abs=1e-9)
+
+
+def paper_cost(target_state, model_state, layer, previous, plan, alpha_h):
+    """Akash et al.'s cost of a 2-layer RNN's layer ``layer`` by brute force: ``sum_{j',k'} (W[j,j'] -
+    W_i[k,k'])^2 previous[j',k'] + alpha_h sum_{j',k'} (H[j,j'] - H_i[k,k'])^2 plan[j',k']``, both couplings with
+    entries summing to 1, biases left out."""
+    w, w_i = target_state[f"layers.{layer}.weight_ih"], model_state[f"layers.{layer}.weight_ih"]
+    h, h_i = target_state[f"layers.{layer}.weight_hh"], model_state[f"layers.{layer}.weight_hh"]
+    m, n = plan.shape
+    cost = torch.zeros(m, n, dtype=torch.float64)
+    for j, k in itertools.product(range(m), range(n)):
+        for a, b in itertools.product(range(previous.shape[0]), range(previous.shape[1])):
+            cost[j, k] += (w[j, a] - w_i[k, b]).double() ** 2 * previous[a, b]
+        for a, b in itertools.product(range(m), range(n)):
+            cost[j, k] += alpha_h * (h[j, a] - h_i[k, b]).double() ** 2 * plan[a, b]
+    return cost
+
+
+@pytest.mark.parametrize("alpha_h", [0.5, 3.0])
+def test_a_two_layer_rnns_costs_are_the_papers_by_brute_force(alpha_h):
+    """Started at model 0 for one iteration, model 1's coupling at each layer is solved for the paper's cost
+    against model 0's units: the input term a mean under the previous coupling (the identity over the 8 input
+    features at the first layer, model 1's first coupling at the second), the hidden term a mean under the
+    coupling itself. A sum over the inputs (4 times the input term at the second layer, 8 times at the first)
+    or a bias in the point fails it."""
+    models = [make("rnn", width=4, seed=s) for s in (3, 4)]
+    with torch.no_grad():
+        for model in models:
+            for layer in model.layers:
+                layer["bias"].normal_()  # biases that would change the cost if they were in it
+    states = [{k: v.double() for k, v in m.state_dict().items()} for m in models]
+    fusion = wasserstein_barycenter(models, target("rnn", 4), start=0, max_iterations=1, alpha_h=alpha_h)
+    previous = torch.eye(8, dtype=torch.float64) / 8
+    for layer, name in enumerate(["P0", "P1"]):
+        plan = fusion.couplings[1][name]
+        expected = paper_cost(states[0], states[1], layer, previous, plan, alpha_h)
+        torch.testing.assert_close(fusion.transport_costs[1][name], expected, rtol=1e-10, atol=1e-10)
+        previous = plan
+
+
+def test_coupling_each_model_to_the_others_is_coordinate_descent_that_finds_the_best_matching():
+    """Three sets of four points in the plane, started at the first: coupled to the others' mean, the barycentre
+    cost never rises, each set's final permutation is the best against the mean of the other two (brute force
+    over its 24), and the cost reaches the least over all 24 x 24 matchings in all 40 cases; the paper's loop
+    (coupled to the barycentre, each set's own points included) stops above it in 19 of them, never below."""
+    from lmcot.fusion import _layer_barycenter
+
+    perms = [list(p) for p in itertools.permutations(range(4))]
+
+    def cost(sets):  # sum_i 1/3 <pi_i, C_i> at the mean, pi_i = P_i / 4
+        mean = sum(sets) / 3
+        return float(sum(((mean - s) ** 2).sum() for s in sets)) / 12
+
+    stuck = missed = 0
+    for seed in range(40):
+        generator = torch.Generator().manual_seed(seed)
+        points = [torch.randn(4, 2, generator=generator).double() for _ in range(3)]
+        least = min(cost([points[0], points[1][p], points[2][q]]) for p in perms for q in perms)
+        found = {}
+        for couple_to in ("others", "all"):
+            options = layer_options(couple_to=couple_to)
+            plans, _, _, costs, _ = _layer_barycenter(
+                points, [[], [], []], np.full(3, 1 / 3), points[0], [], options, True
+            )
+            assert all(b <= a + 1e-12 for a, b in zip(costs, costs[1:], strict=False)), (couple_to, costs)
+            found[couple_to] = costs[-1]
+            if couple_to == "others":
+                aligned = [p[solve_lap(plan)] for p, plan in zip(points, plans, strict=True)]  # in the target's order
+                for i in range(3):
+                    others = [aligned[b] for b in range(3) if b != i]
+                    best = min(cost([*others, points[i][p]]) for p in perms)
+                    assert cost([*others, aligned[i]]) == pytest.approx(best, abs=1e-12)
+        assert found["others"] <= found["all"] + 1e-12 and found["all"] >= least - 1e-12
+        stuck += found["all"] > least + 1e-9
+        missed += found["others"] > least + 1e-9
+    assert (stuck, missed) == (19, 0)
+
+
+def test_coupled_to_the_others_a_model_start_moves_past_one_shot_fusion():
+    """Three models started at the first: the paper's loop stops after one update, at one-shot fusion anchored
+    there; coupled to the others' mean it moves on, and at the first layer (whose inputs no coupling changes)
+    ends at a lower cost. From the unaligned mean, the paper's loop stops at once and coupling to the others
+    ends far lower. A start that its first update leaves in place (a model and its copy) is still swept once.
+    Later layers read inputs carried by different couplings, so their costs are not comparable across runs."""
+    models = [make("mlp", seed=s) for s in range(3)]
+    paper = wasserstein_barycenter(models, target("mlp", 6), start=0, couple_to="all")
+    assert set(paper.iterations.values()) == {2}
+    moved = wasserstein_barycenter(models, target("mlp", 6), start=0)
+    assert max(moved.iterations.values()) > 2 and moved.costs["P0"][-1] < paper.costs["P0"][-1] - 1e-6
+    mean_paper = wasserstein_barycenter(models, target("mlp", 6), start="mean", couple_to="all")
+    mean = wasserstein_barycenter(models, target("mlp", 6), start="mean")
+    assert mean_paper.iterations["P0"] == 1 and mean.iterations["P0"] > 2
+    assert mean.cost < 0.7 * mean_paper.cost
+    copies = wasserstein_barycenter([models[0], copy.deepcopy(models[0])], target("mlp", 6), start=0)
+    assert set(copies.iterations.values()) == {2}
+
+
+def test_an_unknown_couple_to_is_refused_by_name():
+    models = [make("mlp", seed=s) for s in range(2)]
+    with pytest.raises(ValueError, match="unknown couple_to 'mine'; valid: others, all"):
+        wasserstein_barycenter(models, target("mlp", 6), couple_to="mine")

@@ -154,3 +154,24 @@ def test_a_transformer_is_fused_by_weight_matching_and_averaging_at_its_width(di
     expected = vanilla_average([models[0], second]).state_dict()
     for key, value in result.fused[8].model.state_dict().items():
         torch.testing.assert_close(value, expected[key], atol=0, rtol=0)
+
+
+def test_one_shot_fusion_runs_from_each_model_and_the_barycentre_names_those_it_equals(experiment, trained_pair):
+    """One one-shot row per anchor (before and after fine-tuning). With two models and exact OT the barycentre,
+    wherever it starts, is the optimal matching of the two, which one-shot fusion from either model also is:
+    the input-width barycentre's row names both anchors; the other widths' rows name none."""
+    from lmcot.fusion import one_shot_fusion
+
+    _, result, _ = experiment
+    one_shot = [r for r in result.rows if r["kind"] == "one_shot" and not r["fine_tuned"]]
+    assert [(r["model"], r["anchor"]) for r in one_shot] == [
+        ("one-shot OT fusion (anchor seed 3)", "seed 3"),
+        ("one-shot OT fusion (anchor seed 5)", "seed 5"),
+    ]
+    fused = {r["target_width"]: r for r in result.rows if r["kind"] == "fused" and not r["fine_tuned"]}
+    assert fused[24]["equals_one_shot"] == "seed 3, seed 5"
+    assert "equals_one_shot" not in fused[12] and "equals_one_shot" not in fused[48]
+    for anchor in range(len(one_shot)):
+        x = torch.randn(8, 64)
+        expected = one_shot_fusion(trained_pair, anchor=anchor)(x)
+        torch.testing.assert_close(result.fused[24].model(x), expected, atol=1e-5, rtol=1e-5)

@@ -10,10 +10,10 @@ from lmcot.report.markdown import alpha_h_verdicts, repair_section
 from lmcot.report.metrics import count_leaves, headline_metrics
 from lmcot.report.tables import (
     alpha_h_table,
+    barycentre_origins,
     bias_comparison,
     fusion_summary,
     interval_table,
-    lowest_cost_starts,
     method_by_width,
     start_table,
 )
@@ -142,19 +142,23 @@ def test_repair_section_puts_each_method_beside_its_corrected_path():
     assert repair_section(plain, corrected.iloc[:0], pd.DataFrame(), {}) == []
 
 
-def fusion_rows(starts, costs_by_start, anchor_seed=0, chosen="seed 1"):
-    """fuse-stage rows of one configuration: test accuracy per start, the fused model (from ``chosen``),
-    vanilla averaging and one-shot fusion; and its cost rows (2 layers, 2 iterations each)."""
+def fusion_rows(starts, costs_by_start, chosen="seed 1", equals=""):
+    """fuse-stage rows of one configuration: test accuracy per start, the fused model (from ``chosen``, equal to
+    one-shot fusion from ``equals``), vanilla averaging and one-shot fusion from seeds 0 and 1 (accuracy 0.4 and
+    0.7); and its cost rows (2 layers, 2 iterations each)."""
     config = {"dataset": "mnist1d", "arch": "mlp", "depth": 2, "width": 32, "lr": 0.05}
     rows = [{**config, "kind": "fused_start", "model": f"start: {s}", "target_width": 32, "fine_tuned": False,
              "start": s, "test_accuracy": acc} for s, acc in starts.items()]  # fmt: skip
     rows += [
         {**config, "kind": "fused", "model": "fused (width 32)", "target_width": 32, "fine_tuned": False,
-         "start": chosen, "test_accuracy": starts[chosen]},
+         "start": chosen, "test_accuracy": starts[chosen], "equals_one_shot": equals},
         {**config, "kind": "vanilla", "model": "vanilla average", "target_width": 32, "fine_tuned": False,
          "test_accuracy": 0.2},
-        {**config, "kind": "one_shot", "model": f"one-shot OT fusion (anchor seed {anchor_seed})",
-         "target_width": 32, "fine_tuned": False, "test_accuracy": starts[f"seed {anchor_seed}"]},
+    ]  # fmt: skip
+    rows += [
+        {**config, "kind": "one_shot", "model": f"one-shot OT fusion (anchor seed {seed})", "anchor": f"seed {seed}",
+         "target_width": 32, "fine_tuned": False, "test_accuracy": accuracy}
+        for seed, accuracy in ((0, 0.4), (1, 0.7))
     ]  # fmt: skip
     costs = [{**config, "target_width": 32, "start": s, "layer": layer, "iteration": it, "cost": c * (3 - it)}
              for s, c in costs_by_start.items() for layer in ("P0", "P1") for it in (1, 2)]  # fmt: skip
@@ -169,14 +173,12 @@ def test_start_table_sums_the_last_iteration_over_layers_and_marks_the_lowest():
     assert list(table.columns) == ["lr", "start mean", "start seed 0", "start seed 1"]  # fixed ones dropped
     # last iteration: cost * 1 per layer, 2 layers
     assert table.iloc[0].tolist()[1:] == ["4.0000 / 0.300", "3.0000 / 0.500", "2.0000 * / 0.600"]
-    # every layer of the chosen start took 2 iterations: stopped after its first update
-    assert lowest_cost_starts(fusion, costs) == {"configurations": 1, "model": 1, "stopped": 1, "anchor": 0}
-    anchored, costs = fusion_rows({"mean": 0.3, "seed 0": 0.5}, {"mean": 2.0, "seed 0": 1.0}, 0, chosen="seed 0")
-    assert lowest_cost_starts(anchored, costs)["anchor"] == 1
-    moved = costs.assign(iteration=costs["iteration"] + 1)  # 3 iterations: the barycentre left its start
-    assert lowest_cost_starts(anchored, moved) == {"configurations": 1, "model": 1, "stopped": 0, "anchor": 0}
+    assert barycentre_origins(fusion) == {"fusions": 1, "mean": 0, "model": 1, "one_shot": 0}
+    equal, _ = fusion_rows({"mean": 0.3, "seed 0": 0.5}, {"mean": 2.0, "seed 0": 1.0}, "mean", equals="seed 0")
+    assert barycentre_origins(equal) == {"fusions": 1, "mean": 1, "model": 0, "one_shot": 1}
     summary = fusion_summary(fusion)
     assert summary.iloc[0]["over starts"] == "0.300–0.600" and "fused start" not in summary
+    assert summary.iloc[0]["one shot"] == pytest.approx(0.55) and summary.iloc[0]["one shot anchors"] == "0.400–0.700"
 
 
 def test_alpha_h_ablation_says_whether_the_best_fusion_beats_averaging_and_by_how_much():

@@ -69,6 +69,7 @@ def barycenter(
     alpha_h: float = 1.0,
     start: str = "best",
     input_transport: str = "average",
+    couple_to: str = "others",
 ) -> Permutations:
     """Fusion as alignment: the Wasserstein barycentre of A and B (lambda = 1/2, from ``start``) couples
     each to the fused model; the couplings, rounded to permutations, put B's units where A's are.
@@ -76,4 +77,4 @@ def barycenter(
     from lmcot.fusion import barycenter_permutations
 
     options = dict(solver=solver, epsilon=epsilon, max_iterations=max_iterations, alpha_h=alpha_h, start=start)
-    return barycenter_permutations(model_a, model_b, input_transport=input_transport, **options)
+    return barycenter_permutations(model_a, model_b, input_transport=input_transport, couple_to=couple_to, **options)

@@ -13,11 +13,11 @@ from lmcot.replication import markdown as markdown_table
 from lmcot.report.summary import summary_section
 from lmcot.report.tables import (
     alpha_h_table,
+    barycentre_origins,
     bias_comparison,
     dimension_by_lr,
     endpoint_table,
     fusion_summary,
-    lowest_cost_starts,
     method_by_lr,
     method_by_width,
     start_table,
@@ -60,7 +60,7 @@ def write_markdown(
         *learning_rate_section(barriers, labels, _embed(figures, "midpoint_vs_lr")),
         *bias_section(barriers),
         *dimension_section(dimensions, _embed(figures, "dimension_vs_lr")),
-        *fusion_section(fusion, fusion_costs, planes, params["fuse"]["ot"]["solver"]),
+        *fusion_section(fusion, fusion_costs, planes, params["fuse"]["ot"]),
         "## Endpoints",
         "",
         markdown_table(endpoint_table(overfit)),
@@ -220,34 +220,35 @@ def undefined_estimates(dimensions: pd.DataFrame) -> list[str]:
 # --- fusion (Akash, Li and Garcia Trillos) ---------------------------------------------------------------
 
 
-def fusion_section(fusion: pd.DataFrame, costs: pd.DataFrame, plane_figures: dict, solver: str) -> list[str]:
+def fusion_section(fusion: pd.DataFrame, costs: pd.DataFrame, plane_figures: dict, ot: dict) -> list[str]:
     """The fusion section: one compact table of test accuracy before fine-tuning, where the barycentre
     starts, the recurrent ablation where it ran, and the landscape planes (one embedded per study, the
     others linked)."""
     return [
         "## Does barycentric fusion beat averaging? (fusion x configuration)",
         "",
-        "Test accuracy before fine-tuning of the input models (mean), vanilla averaging, one-shot OT fusion, the "
-        "Wasserstein-barycentre fusion at each target width, the output ensemble and the range of the barycentre "
-        "over its starts (input width). After `fuse.fine_tune`: `fusion.csv`. Fused BatchNorm models have their "
-        "statistics recomputed on the training data.",
+        "Test accuracy before fine-tuning of the input models (mean), vanilla averaging, one-shot OT fusion (mean "
+        "over its anchors, each model in turn), the Wasserstein-barycentre fusion at each target width, the output "
+        "ensemble, one-shot fusion's worst and best anchor, and the range of the barycentre over its starts (input "
+        "width). After `fuse.fine_tune`: `fusion.csv`. Fused BatchNorm models have their statistics recomputed on "
+        "the training data.",
         "",
         markdown_table(fusion_summary(fusion)),
         "",
-        *_starts(fusion, costs, solver),
+        *_starts(fusion, costs, ot),
         *_alpha_h_ablation(fusion),
         *_planes(plane_figures),
     ]
 
 
-def _starts(fusion: pd.DataFrame, costs: pd.DataFrame, solver: str) -> list[str]:
-    """Where the barycentre starts: its cost and accuracy per start, and how often a model start stopped at once."""
+def _starts(fusion: pd.DataFrame, costs: pd.DataFrame, ot: dict) -> list[str]:
+    """Where the barycentre starts: its cost and accuracy per start, and where it is one-shot fusion."""
     starts = start_table(fusion, costs)
     if not len(starts):
         return []
-    counts = lowest_cost_starts(fusion, costs)
+    counts = barycentre_origins(fusion)
     parts = [
-        "Where the barycentre starts (`fuse.ot.start`): barycentre cost `sum_i lambda_i <pi_i, C_i>` at the "
+        "Where the barycentre starts (`fuse.ot.start`): barycentre cost `sum_i lambda_i <pi_i, C_i>` after the "
         "last iteration, summed over layers (`*`: lowest, the one `best` keeps) / test accuracy before "
         "fine-tuning. `mean` starts at the models' unaligned mean (favours no model); `seed s` at that "
         "model's units. Cost per layer and iteration: `tables/fusion_costs.csv`.",
@@ -255,19 +256,33 @@ def _starts(fusion: pd.DataFrame, costs: pd.DataFrame, solver: str) -> list[str]
         markdown_table(starts),
         "",
     ]
-    if solver == "emd" and counts["configurations"]:
-        parts += [
-            f"The lowest-cost start was a model in {counts['model']} of {counts['configurations']} "
-            f"configurations; from it the barycentre stopped after its first update (no coupling changed) in "
-            f"{counts['stopped']}: there the fused model is one-shot OT fusion anchored at that model, the `one "
-            f"shot` column's model (anchored at the first seed) in {counts['anchor']}. With two models and "
-            "exact OT this always happens (each model's coupling to the mean of the models aligned to the start "
-            "is its coupling to the start; `tests/test_fusion.py::"
-            "test_exact_ot_started_at_one_of_two_models_stops_there_and_is_one_shot_fusion`); with more it need "
-            "not. The spread over starts is how much the result depends on where it starts.",
-            "",
-        ]
+    if counts["fusions"]:
+        parts += [_one_shot_sentence(counts, ot), ""]
     return parts
+
+
+def _one_shot_sentence(counts: dict, ot: dict) -> str:
+    """Where the barycentre kept came from, how often it is one-shot fusion from one of its models, and why."""
+    sentence = (
+        f"The barycentre kept started at the models' mean in {counts['mean']} of {counts['fusions']} fusions and "
+        f"at a model in {counts['model']}; it is one-shot OT fusion from one of its models (the same network up "
+        f"to the order of its units) in {counts['one_shot']} (column `equals_one_shot` of `fusion.csv`)."
+    )
+    if ot.get("couple_to", "others") == "others":
+        why = (
+            " Each model is coupled to the mean of the others (`fuse.ot.couple_to: others`), coordinate descent "
+            "that moves from any start; where it ends at one-shot fusion, that fusion was already a point where "
+            "no model's coupling to the others' mean changes. With two models and exact OT it always is: the "
+            "optimal matching of two equal sets is the same from either side."
+        )
+    else:
+        why = (
+            " Each model is coupled to the barycentre, its own units included (`fuse.ot.couple_to: all`, the "
+            "paper's loop): with exact OT a start at a model stops after its first update, at one-shot fusion "
+            "anchored there (`tests/test_fusion.py::"
+            "test_coupled_to_the_others_a_model_start_moves_past_one_shot_fusion`)."
+        )
+    return sentence + why
 
 
 def _alpha_h_ablation(fusion: pd.DataFrame) -> list[str]:

@@ -174,9 +174,10 @@ def first_group(table: pd.DataFrame) -> pd.DataFrame:
 
 def fusion_summary(fusion: pd.DataFrame) -> pd.DataFrame:
     """Test accuracy before fine-tuning per configuration (rows) and kind of model (columns), mean over the groups
-    of fused models: the input models' mean, vanilla averaging, one-shot OT fusion, the fused model at each
-    target width (as a multiple of the input width), the output ensemble, and the range over the barycentre's
-    starts at the input width."""
+    of fused models: the input models' mean, vanilla averaging, one-shot OT fusion (mean over its anchors), the
+    fused model at each target width (as a multiple of the input width), the output ensemble, the worst and best
+    anchor of one-shot fusion (means over groups) and the range over the barycentre's starts at the input
+    width."""
     rows = fusion[~fusion["fine_tuned"].astype(bool) & ~fusion["kind"].isin(PROBES)].copy()
     rows["column"] = rows.apply(
         lambda r: f"fused x{r['target_width'] / r['width']:g}" if r["kind"] == "fused" else
@@ -187,6 +188,11 @@ def fusion_summary(fusion: pd.DataFrame) -> pd.DataFrame:
     fused = sorted((c for c in table.columns if c.startswith("fused x")), key=lambda c: float(c[len("fused x") :]))
     columns = [c for c in first if c in table] + fused + [c for c in table if c not in first and c not in fused]
     table = table[columns]
+    anchors = rows[rows["kind"] == "one_shot"].groupby(fusion_keys(rows))["test_accuracy"]
+    if anchors.ngroups and anchors.size().max() > 1:  # one-shot fusion from each model: worst to best anchor
+        spread = pd.DataFrame({"low": anchors.min(), "high": anchors.max()}).groupby(CONFIG_KEYS).mean()
+        low, high = spread["low"].map("{:.3f}".format), spread["high"].map("{:.3f}".format)
+        table["one shot anchors"] = (low + "–" + high).reindex(table.index)
     starts = fusion[fusion["kind"] == "fused_start"].groupby(CONFIG_KEYS)["test_accuracy"]
     if len(starts):
         table["over starts"] = (starts.min().map("{:.3f}".format) + "–" + starts.max().map("{:.3f}".format)).reindex(
@@ -221,29 +227,20 @@ def start_table(fusion: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
     return drop_fixed(table[[*CONFIG_KEYS, *order]], "lr")
 
 
-def lowest_cost_starts(fusion: pd.DataFrame, costs: pd.DataFrame) -> dict:
-    """Counts over configurations (and groups of fused models) of the fused model at the input width:
-    ``configurations``; ``model``,
-    those whose lowest-cost start was a model (not the mean); ``stopped``, those of them where every layer's
-    barycentre stopped after its first update (no coupling changed: one-shot OT fusion anchored at that
-    model); ``anchor``, those of these whose start was the one-shot baseline's anchor."""
+def barycentre_origins(fusion: pd.DataFrame) -> dict:
+    """Counts over the fusions (configurations and groups of seeds) of the fused model at the input width:
+    ``fusions``; ``mean`` and ``model``, those whose kept start was the models' mean or a model; ``one_shot``,
+    those that are one-shot OT fusion from one of their models up to the order of the units (column
+    ``equals_one_shot``)."""
     fused = fusion[(fusion["kind"] == "fused") & (fusion["target_width"] == fusion["width"]) & ~fusion["fine_tuned"]]
     if fused.empty or "start" not in fused:
-        return {"configurations": 0, "model": 0, "stopped": 0, "anchor": 0}
-    keys = fusion_keys(fusion)
-    fused = fused.set_index(keys)["start"]
-    anchors = fusion[fusion["kind"] == "one_shot"].drop_duplicates(keys).set_index(keys)["model"]
-    anchor = anchors.str.extract(r"anchor (seed \d+)")[0].reindex(fused.index)
-    at_width = costs[costs["target_width"] == costs["width"]] if len(costs) else costs
-    updates = at_width.groupby([*keys, "start"])["iteration"].max() if len(at_width) else pd.Series()
-    stopped = pd.Series(
-        [fused[key] != "mean" and updates.get((*key, fused[key]), np.inf) <= 2 for key in fused.index], fused.index
-    )
+        return {"fusions": 0, "mean": 0, "model": 0, "one_shot": 0}
+    equal = fused["equals_one_shot"].fillna("") if "equals_one_shot" in fused else pd.Series("", fused.index)
     return {
-        "configurations": len(fused),
-        "model": int((fused != "mean").sum()),
-        "stopped": int(stopped.sum()),
-        "anchor": int((stopped & (fused == anchor)).sum()),
+        "fusions": len(fused),
+        "mean": int((fused["start"] == "mean").sum()),
+        "model": int((fused["start"] != "mean").sum()),
+        "one_shot": int((equal != "").sum()),
     }
 
 
