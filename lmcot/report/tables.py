@@ -219,7 +219,7 @@ def start_table(fusion: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
         for index, cost in group.items():
             start = index[-1]
             mark = " *" if start == lowest else ""
-            row[f"start {start}"] = f"{cost:.4f}{mark} / {accuracy.get(index, np.nan):.3f}"
+            row[f"start {start}"] = f"{cost:.4g}{mark} / {accuracy.get(index, np.nan):.3f}"
         out.append(row)
     table = pd.DataFrame(out)
     order = [c for c in table if c not in CONFIG_KEYS]
