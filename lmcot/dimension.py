@@ -267,7 +267,7 @@ def model_dimensions(model, inputs, repeats: int = 3, seed: int = 0, min_ambient
     from lmcot.permutation import identity_permutations, incoming_weights
 
     spec = model.permutation_spec()
-    state = {k: v.detach().float() for k, v in model.state_dict().items()}
+    state = spec.split({k: v.detach().float() for k, v in model.state_dict().items()})
     unpermuted = identity_permutations(spec, state)
     sigma = input_second_moments(model, inputs)
     activations = activation_second_moments(model, inputs)

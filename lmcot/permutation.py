@@ -21,6 +21,16 @@ runs alike (the permutation of whole heads). Such a permutation is stored like a
 map it is; :func:`check_permutations` checks its structure, :func:`random_permutations` draws one, and
 :func:`lmcot.align.assignment.assign` solves the group's permutations together (heads matched as units).
 
+A permutation may act on a *section* of an axis: where one tensor packs the units of several permutations side by
+side (``nn.MultiheadAttention``'s ``in_proj_weight`` stacks the query, key and value rows; a layer reading a
+concatenation of channels), ``sections[param] = (axis, bounds)`` cuts ``param`` along ``axis`` at ``bounds`` (``(0,
+E, 2 * E, 3 * E)``), and the spec names each part ``param[start:stop]`` (:func:`part_name`) as if it were a tensor of
+its own. :meth:`PermutationSpec.split` cuts a state dict into those parts and :meth:`PermutationSpec.join` puts them
+back; :func:`apply_permutations` does both, so a permuted state keeps the model's own keys.
+
+A head group may also keep each run's order (``whole``): the input channels of a grouped convolution are read in
+groups, so a permutation of them may move whole groups but not reorder a group's channels.
+
 The spec also orders the layers from the input to the output: :func:`unit_parameters` says which tensors
 of a layer's units can be compared once the layers before it are matched. Layer-by-layer alignment
 (:mod:`lmcot.align.layerwise`), the Wasserstein barycentre (:mod:`lmcot.fusion`) and the dimension
@@ -29,6 +39,8 @@ estimates (:mod:`lmcot.dimension`) all walk the layers this way.
 
 from __future__ import annotations
 
+import itertools
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -46,9 +58,17 @@ class PermutationSpec:
     axes: Mapping[str, tuple[tuple[str, int], ...]]
     blocks: Mapping[tuple[str, int], int] = field(default_factory=dict)
     groups: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    sections: Mapping[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
+    whole: frozenset[str] = frozenset()
 
     def __post_init__(self):
         pairs = {pair for pairs in self.axes.values() for pair in pairs}
+        for name in self.whole:
+            if name not in self.groups:
+                raise ValueError(f"permutation {name!r} keeps whole runs but is in no head group")
+        for param, (axis, bounds) in self.sections.items():
+            if len(bounds) < 3 or bounds[0] != 0 or any(b >= c for b, c in itertools.pairwise(bounds)):
+                raise ValueError(f"sections of {param!r} along axis {axis} must cut it at increasing bounds from 0")
         for name, (heads, size) in self.groups.items():
             if name not in self.axes:
                 raise ValueError(f"group {heads!r} names permutation {name!r}, which the spec lacks")
@@ -59,6 +79,42 @@ class PermutationSpec:
                 raise ValueError(f"block size given for {pair!r}, which no permutation acts on")
             if not isinstance(b, int) or b < 1:
                 raise ValueError(f"block size of {pair!r} must be a positive integer, not {b!r}")
+
+    def split(self, state: StateDict) -> dict:
+        """``state`` with every sectioned tensor replaced by its parts (views; :func:`part_name`); a state already
+        split, or a spec without sections, gives ``state``'s entries as they are."""
+        if not self.sections:
+            return dict(state)
+        split = {}
+        for param, tensor in state.items():
+            if param not in self.sections:
+                split[param] = tensor
+                continue
+            axis, bounds = self.sections[param]
+            if tensor.shape[axis] != bounds[-1]:
+                raise ValueError(
+                    f"{param!r} has {tensor.shape[axis]} entries on axis {axis}, its sections {bounds[-1]}"
+                )
+            for start, stop in itertools.pairwise(bounds):
+                split[part_name(param, start, stop)] = tensor.narrow(axis, start, stop - start)
+        return split
+
+    def join(self, state: StateDict) -> dict:
+        """The inverse of :meth:`split`: each sectioned tensor concatenated back from its parts, in ``state``'s
+        order of keys (the parts' place is the first part's)."""
+        if not self.sections:
+            return dict(state)
+        parts = {part_name(p, a, b): (p, axis) for p, (axis, bounds) in self.sections.items() for a, b in
+                 itertools.pairwise(bounds)}  # fmt: skip
+        joined = {}
+        for key, tensor in state.items():
+            if key not in parts:
+                joined[key] = tensor
+            elif parts[key][0] not in joined:
+                param, axis = parts[key]
+                bounds = self.sections[param][1]
+                joined[param] = torch.cat([state[part_name(param, a, b)] for a, b in itertools.pairwise(bounds)], axis)
+        return joined
 
     def block(self, param: str, axis: int) -> int:
         """How many contiguous indices of ``param``'s ``axis`` each unit occupies (1: one index per unit)."""
@@ -83,7 +139,7 @@ class PermutationSpec:
     def sizes(self, state: StateDict) -> dict[str, int]:
         """Number of units of each permutation in ``state`` (an axis's length over its block size); raises if
         the spec does not fit it."""
-        sizes = {}
+        sizes, state = {}, self.split(state)
         for name, pairs in self.axes.items():
             if not pairs:
                 raise ValueError(f"permutation {name!r} acts on no tensor")
@@ -134,6 +190,22 @@ def check_permutations(spec: PermutationSpec, perms: Mapping[str, torch.Tensor],
         moves = [run_permutation(torch.as_tensor(perms[name]), spec.groups[name][1], name) for name in names]
         if any(not torch.equal(moves[0], move) for move in moves[1:]):
             raise ValueError(f"the permutations of group {heads!r} ({', '.join(names)}) move the runs differently")
+        for name, move in zip(names, moves, strict=True):
+            size = spec.groups[name][1]
+            if name in spec.whole and not torch.equal(
+                torch.as_tensor(perms[name]).cpu(), block_indices(move.cpu(), size)
+            ):
+                raise ValueError(f"permutation {name!r} reorders units within its runs of {size}, which it must keep")
+
+
+def part_name(param: str, start: int, stop: int) -> str:
+    """The name a spec gives the part ``[start, stop)`` of sectioned tensor ``param``."""
+    return f"{param}[{start}:{stop}]"
+
+
+def base_name(name: str) -> str:
+    """The tensor a spec's name refers to: ``param`` for a part ``param[start:stop]``, else ``name`` itself."""
+    return name.split("[", 1)[0] if name.endswith("]") else name
 
 
 def run_permutation(perm: torch.Tensor, size: int, name: str = "the permutation") -> torch.Tensor:
@@ -154,9 +226,14 @@ def compose_runs(heads: torch.Tensor, within: torch.Tensor) -> torch.Tensor:
 
 
 def apply_permutations(spec: PermutationSpec, perms: Mapping[str, torch.Tensor], state: StateDict) -> dict:
-    """Return a new state dict with every permuted axis reordered; other tensors are shared, not copied."""
+    """Return a new state dict with every permuted axis reordered; other tensors are shared, not copied. A
+    sectioned tensor is permuted part by part and comes back whole (:meth:`PermutationSpec.split`)."""
     check_permutations(spec, perms, state)
-    return {param: permute_tensor(spec, perms, param, tensor) for param, tensor in state.items()}
+    split = spec.split(state)
+    permuted = OrderedDict(spec.join({param: permute_tensor(spec, perms, param, t) for param, t in split.items()}))
+    if hasattr(state, "_metadata"):  # the modules' versions, which some modules' loading reads (torchvision's MNASNet)
+        permuted._metadata = state._metadata
+    return permuted
 
 
 def permute_tensor(
@@ -192,6 +269,9 @@ def random_permutations(spec: PermutationSpec, state: StateDict, generator: torc
         heads = torch.randperm(runs, generator=generator)
         for name in names:
             size = spec.groups[name][1]
+            if name in spec.whole:
+                perms[name] = block_indices(heads, size)
+                continue
             within = torch.stack([torch.randperm(size, generator=generator) for _ in range(runs)])
             perms[name] = compose_runs(heads, within)
     return {name: perms[name] for name in spec.names}
@@ -248,6 +328,7 @@ def incoming_matrices(spec: PermutationSpec, name: str, state, solved=None, recu
     ``recurrent`` also admits matrices whose other axes are ``name``'s own (hidden-to-hidden weights),
     listed after the others, so that the input-only rows are a column prefix of the rows with them.
     """
+    state = spec.split(state)
     if solved is None:
         inputs, own = [p for p, axis in spec.axes[name] if axis == 0], []
         for p in inputs:
@@ -268,7 +349,7 @@ def incoming_weights(
     :func:`incoming_matrices` in that order, their other axes permuted by ``perms``, so that a layer
     of B is compared after its inputs were aligned. With ``recurrent``, the hidden-to-hidden columns come
     last, permuted by ``perms[name]`` itself."""
-    matrices = incoming_matrices(spec, name, state, solved, recurrent)
+    matrices, state = incoming_matrices(spec, name, state, solved, recurrent), spec.split(state)
     return torch.cat([permute_tensor(spec, perms, p, state[p], skip_axis=0).flatten(1) for p in matrices], dim=1)
 
 

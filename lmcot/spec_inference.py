@@ -38,6 +38,7 @@ module's qualified name, in the order the modules first run (input to output, th
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 
@@ -45,9 +46,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 from torch.nn import functional as F
+from torchvision import ops as torchvision_ops
 
 from lmcot.errors import UserError
-from lmcot.permutation import PermutationSpec
+from lmcot.permutation import PermutationSpec, base_name, part_name
 
 Element = tuple[str, int]  # (parameter or buffer name, axis)
 FIXED: Element = ("", -1)  # the class of the axes no permutation may touch: the input's, the output's
@@ -71,6 +73,8 @@ class UnionFind:
     def __init__(self):
         self.parent: dict[Element, Element] = {FIXED: FIXED}
         self.factor: dict[Element, int] = {FIXED: 1}
+        # root -> (heads, run size, whole): the class moves runs of that many units as its heads element says
+        self.runs: dict[Element, tuple[Element, int, bool]] = {}
 
     def find(self, element: Element) -> Element:
         self.parent.setdefault(element, element)
@@ -107,12 +111,44 @@ class UnionFind:
                 raise BlockConflict(f"it joins {x} and {y}, blocks of {fx} and {fy} entries of the same units")
         elif FIXED in (rx, ry):
             self.parent[rx], self.parent[ry] = FIXED, FIXED
+            for root in (rx, ry):
+                if root in self.runs:  # a fixed class moves no runs: its heads stay where they are
+                    self._join(self.runs.pop(root)[0], FIXED)
         elif fx % fy == 0:
             self.parent[ry], self.factor[ry] = rx, fx // fy
+            self._move_runs(ry, rx)
         elif fy % fx == 0:
             self.parent[rx], self.factor[rx] = ry, fy // fx
+            self._move_runs(rx, ry)
         else:
             raise BlockConflict(f"it joins {x} and {y}, blocks of {fx} and {fy} entries of units")
+
+    def set_runs(self, element: Element, heads: Element, size: int, whole: bool) -> None:
+        """The class of ``element`` moves runs of ``size`` of its entries as ``heads`` moves (``whole``: and keeps
+        each run's order); a fixed class fixes ``heads``."""
+        root, b = self.find(element), self.block(element)
+        if root == FIXED:
+            self._join(heads, FIXED)
+        elif size % b:
+            raise BlockConflict(f"runs of {size} entries split the blocks of {b} entries of {element}")
+        else:
+            self._merge_runs(root, (heads, size // b, whole))
+
+    def _move_runs(self, child: Element, root: Element) -> None:
+        if child in self.runs:
+            if self.factor[child] != 1:
+                raise BlockConflict(f"it joins runs of {child} to {root} in blocks of {self.factor[child]}")
+            self._merge_runs(root, self.runs.pop(child))
+
+    def _merge_runs(self, root: Element, runs: tuple[Element, int, bool]) -> None:
+        if root not in self.runs:
+            self.runs[root] = runs
+            return
+        (heads, size, whole), (other, other_size, other_whole) = self.runs[root], runs
+        if size != other_size:
+            raise BlockConflict(f"it joins units moved in runs of {size} and of {other_size}")
+        self._join(heads, other)
+        self.runs[root] = (heads, size, whole or other_whole)
 
     def permuted(self, element: Element) -> bool:
         """Whether the class may still be permuted (it is not fixed so far)."""
@@ -135,7 +171,8 @@ _ELEMENTWISE_FUNCTIONS = {
     *(torch.add, torch.sub, torch.mul, torch.div, torch.neg, torch.abs, torch.exp, torch.clamp),
     *(torch.relu, torch.sigmoid, torch.tanh, torch.softmax, torch.log_softmax, torch.maximum, torch.minimum),
     *(F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.mish, F.elu, F.hardtanh, F.hardswish, F.softplus),
-    *(F.sigmoid, F.tanh, F.dropout, F.softmax, F.log_softmax),
+    *(F.sigmoid, F.tanh, F.dropout, F.softmax, F.log_softmax, F.hardsigmoid, F.silu),
+    torchvision_ops.stochastic_depth,  # in training, a random 0 or 1 / (1 - p) per sample or per batch
 }
 _ELEMENTWISE_METHODS = {
     *("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "neg", "abs", "exp", "clamp", "clamp_"),
@@ -160,6 +197,7 @@ _REDUCTIONS = {torch.sum, torch.mean, torch.amax, torch.amin, "sum", "mean", "am
 _CONCATENATIONS = {torch.cat, torch.concat}
 _TRANSPOSES = {torch.transpose, torch.swapaxes, torch.movedim, torch.permute, "transpose", "swapaxes", "movedim"}
 _TRANSPOSES |= {"permute"}
+_EXPANSIONS = {"expand", "expand_as", torch.broadcast_to}
 _METADATA = {"size", "dim", getattr, operator.getitem}  # results that are not tensors (shapes, sizes)
 
 
@@ -181,13 +219,19 @@ class _Inference:
 
     def __init__(self, graph_module: fx.GraphModule, shapes: dict, state: set[str]):
         self.module, self.shapes, self.state = graph_module, shapes, state
+        self.parameters = {name for name, _ in graph_module.named_parameters()}
         self.classes = UnionFind()
         self.axes: dict[fx.Node, list[Element] | None] = {}
         self.producers: dict[Element, str] = {}  # Linear/Conv weight axis 0 -> module name, in running order
         self.inner: dict[Element, PermutationSpec] = {}  # a module's own permutations, where it runs
+        # a concatenated axis -> its parts' (element, entries), side by side
+        self.segments: dict[Element, list[tuple[Element, int]]] = {}
+        self.sections: dict[str, tuple[int, tuple[int, ...]]] = {}  # a tensor read part by part: (axis, bounds)
+        self.items: dict[fx.Node, list] = {}  # a module returning a tuple: the axes of each item
 
     def spec(self) -> PermutationSpec:
-        axes, blocks, groups, seen = {}, {}, {}, set()
+        self.fix_unmoved_runs()
+        axes, blocks, groups, whole, seen = {}, {}, {}, set(), set()
         for element, name in self.producers.items():
             if element in self.inner:
                 axes.update(self.inner[element].axes)
@@ -198,6 +242,16 @@ class _Inference:
                 seen.add(root)
                 axes[name] = tuple(e for e in self.classes.members(root) if not _merged(e))
                 unit = self.classes.block(element)  # the producer's axis 0 holds one entry per unit
+                if root in self.classes.runs:
+                    heads, size, keep = self.classes.runs[root]
+                    if unit != 1:
+                        raise SpecInferenceError(
+                            f"cannot infer the permutation spec: module {name!r}'s units move in runs and in blocks "
+                            "of several entries at once. Write the model's permutation_spec() by hand."
+                        )
+                    groups[name] = (self.classes.find(heads)[0], size)
+                    if keep:
+                        whole.add(name)
                 for e in axes[name]:
                     b, rest = divmod(self.classes.block(e), unit)
                     if rest:
@@ -207,27 +261,44 @@ class _Inference:
                         )
                     if b > 1:
                         blocks[e] = b
-        return PermutationSpec(axes, blocks, groups)
+        sections = {
+            p: v for p, v in self.sections.items() if any(base_name(e[0]) == p for ps in axes.values() for e in ps)
+        }
+        return PermutationSpec(axes, blocks, groups, sections, frozenset(whole))
+
+    def fix_unmoved_runs(self) -> None:
+        """A class whose heads may not move is fixed: its units may not leave their runs, and a head group is
+        all or nothing (every class of fixed heads, fixed)."""
+        changed = True
+        while changed:
+            changed = False
+            for root, (heads, _, _) in list(self.classes.runs.items()):
+                if not self.classes.permuted(heads):
+                    self.classes.union(FIXED, root)
+                    changed = True
 
     def visit(self, node: fx.Node) -> None:
         shape = self.shapes.get(node)
         tensors = [n for n in node.all_input_nodes if self.axes.get(n) is not None]
         if node.op == "output":
             for n in tensors:
-                self.classes.union(FIXED, *self.axes[n])
+                for element in self.axes[n]:
+                    self.join(FIXED, element)
             return
         if node.op == "call_module" and isinstance(self.module.get_submodule(node.target), nn.MultiheadAttention):
-            raise self.refusal(
-                node,
-                "nn.MultiheadAttention packs q, k and v in one in_proj_weight, whose rows no PermutationSpec can split "
-                "into heads; use separate projections with a symmetry() (lmcot.models.transformer.SelfAttention)",
-            )
-        if shape is None:  # a size, a shape or a tuple
+            try:
+                self.items[node] = self.multihead_attention(node, self.module.get_submodule(node.target))
+            except BlockConflict as conflict:
+                raise self.refusal(node, str(conflict)) from None
+            self.axes[node] = None
+        elif node.target is operator.getitem and node.args[0] in self.items:  # an item of a module's tuple
+            self.axes[node] = self.items[node.args[0]][node.args[1]]
+        elif shape is None:  # a size, a shape or a tuple
             if tensors and node.target not in _METADATA:
                 raise self.refusal(node, "it returns no tensor")
             self.axes[node] = None
-        elif node.op == "get_attr":  # a parameter or buffer's axes are its own elements; a constant's are fixed
-            own = node.target in self.state
+        elif node.op == "get_attr":  # a parameter's axes are its own elements; a buffer's or a constant's are fixed
+            own = node.target in self.parameters
             self.axes[node] = [(node.target, a) if own and n > 1 else FIXED for a, n in enumerate(shape)]
         elif node.op == "placeholder" or not tensors:  # the input, or a tensor made from no tensor
             self.axes[node] = [FIXED] * len(shape)
@@ -247,34 +318,28 @@ class _Inference:
         if _states_symmetry(module):
             return self.own_symmetry(node, module, x)
         if isinstance(module, nn.Linear):  # (..., in) -> (..., out)
-            self.classes.union(x[-1], (self.param(node, "weight"), 1))
+            self.read(x[-1], self.param(node, "weight"), 1)
             return [*x[:-1], self.produce(node, module)]
         if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):  # ([batch,] in, *spatial) -> (..., out, *spatial)
-            if module.groups != 1:
-                raise self.refusal(node, f"a grouped convolution ({module.groups} groups) permutes within groups")
             d = len(module.kernel_size)
             channels = len(x) - d - 1
             self.require_fixed(node, x, range(channels + 1, len(x)), "a convolution mixes its spatial axes")
-            self.classes.union(x[channels], (self.param(node, "weight"), 1))
-            return [*x[:channels], self.produce(node, module), *[FIXED] * d]
+            if module.groups == 1:
+                self.read(x[channels], self.param(node, "weight"), 1)
+                return [*x[:channels], self.produce(node, module), *[FIXED] * d]
+            return [*x[:channels], self.grouped_convolution(node, module, x[channels]), *[FIXED] * d]
         if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d | nn.SyncBatchNorm | nn.GroupNorm):
-            if isinstance(module, nn.GroupNorm) and module.num_groups not in (1, module.num_channels):
-                raise self.refusal(
-                    node,
-                    f"GroupNorm of {module.num_channels // module.num_groups} channels per group: a permutation "
-                    "must keep channels within their groups, which a PermutationSpec cannot express",
-                )
             names = ("weight", "bias", "running_mean", "running_var")  # (batch, channels, ...)
-            self.classes.union(x[1], *[(self.param(node, n), 0) for n in names if getattr(module, n, None) is not None])
+            params = [self.param(node, n) for n in names if getattr(module, n, None) is not None]
+            groups = module.num_groups if isinstance(module, nn.GroupNorm) else None
+            self.normalise(x[1], self.shapes[node][1], params, groups)
             return x
         if isinstance(module, nn.LayerNorm):  # normalises the last len(normalized_shape) axes
-            k = len(module.normalized_shape)
-            for i, axis in enumerate(range(len(x) - k, len(x))):
-                own = [(self.param(node, n), i) for n in ("weight", "bias") if getattr(module, n, None) is not None]
-                self.classes.union(x[axis], *own)
+            params = [self.param(node, n) for n in ("weight", "bias") if getattr(module, n, None) is not None]
+            self.layer_norm(x, len(module.normalized_shape), params)
             return x
         if isinstance(module, nn.PReLU) and module.num_parameters > 1:  # one slope per channel (axis 1)
-            self.classes.union(x[1], (self.param(node, "weight"), 0))
+            self.read(x[1], self.param(node, "weight"), 0)
             return x
         if isinstance(module, _ELEMENTWISE_MODULES):
             return self.elementwise(node)
@@ -298,7 +363,68 @@ class _Inference:
             return self.concatenation(node)
         if target in _TRANSPOSES:
             return self.transpose(node)
+        if target in _EXPANSIONS:
+            return self.expansion(node)
+        if target is operator.getitem:
+            return self.indexing(node)
+        if target is F.layer_norm:  # (x, normalized_shape, weight, bias, eps)
+            shape = _argument(node, 1, "normalized_shape", ())
+            k = len(shape) if isinstance(shape, tuple | list) else 1
+            self.layer_norm(self.axes[node.args[0]], k, self.affine(node))
+            return self.axes[node.args[0]]
+        if target is F.group_norm:  # (x, num_groups, weight, bias, eps): channels on axis 1
+            x, channels = self.axes[node.args[0]], self.shapes[node][1]
+            self.normalise(x[1], channels, self.affine(node), _argument(node, 1, "num_groups", 1))
+            return x
         raise self.refusal(node, "an operation the inference does not know")
+
+    def grouped_convolution(self, node: fx.Node, module: nn.Module, x: Element) -> Element:
+        """A convolution of ``g`` groups: group ``i`` of its outputs reads group ``i`` of its inputs only. A depthwise
+        one (as many groups as input and output channels) carries its input's permutation; otherwise a
+        permutation may move whole groups, alike on both sides, and reorder the outputs within a group but not
+        the inputs (the weight holds each group's inputs in their order)."""
+        g, weight = module.groups, self.param(node, "weight")
+        if x in self.segments:
+            raise self.refusal(node, "a grouped convolution reading a concatenation")
+        if module.in_channels == module.out_channels == g:
+            bias = [(self.param(node, "bias"), 0)] if module.bias is not None else []
+            self.classes.union(x, (weight, 0), *bias)
+            return x
+        heads = (f"<{node.target} groups>", 0)
+        self.classes.set_runs(x, heads, module.in_channels // g, whole=True)
+        out = self.produce(node, module)
+        self.classes.set_runs(out, heads, module.out_channels // g, whole=False)
+        return out
+
+    def normalise(self, channels: Element, count: int, params: list[str], groups: int | None) -> None:
+        """BatchNorm or GroupNorm over ``count`` ``channels``: its per-channel tensors join them. A GroupNorm of
+        several channels per group normalises each group alone: a permutation may move whole groups and reorder
+        channels within them."""
+        for param in params:
+            self.read(channels, param, 0)
+        if groups not in (None, 1, count) and self.permuted(channels):
+            if channels in self.segments:
+                raise BlockConflict("a GroupNorm of several channels per group reads a concatenation")
+            heads = (f"<{params[0] if params else channels[0]} groups>", 0)
+            self.classes.set_runs(channels, heads, count // groups, whole=False)
+
+    def affine(self, node: fx.Node) -> list[str]:
+        """The parameters a functional norm gets as ``weight`` and ``bias`` (arguments 2 and 3)."""
+        params = []
+        for index, name in ((2, "weight"), (3, "bias")):
+            given = _argument(node, index, name, None)
+            if isinstance(given, fx.Node):
+                if given.op != "get_attr" or given.target not in self.parameters:
+                    raise self.refusal(node, f"its {name} is computed, not a parameter of the model")
+                params.append(given.target)
+        return params
+
+    def layer_norm(self, x: list[Element], k: int, params: list[str]) -> None:
+        """A layer norm over the last ``k`` axes of ``x``: its weight's and bias's axes join them (statistics over
+        an axis do not depend on its order)."""
+        for i, axis in enumerate(range(len(x) - k, len(x))):
+            for param in params:
+                self.read(x[axis], param, i)
 
     def own_symmetry(self, node: fx.Node, module: nn.Module, x: list[Element]) -> list[Element]:
         """A module that states its symmetry: ``(..., in) -> (..., out)``, its inner permutations kept as stated."""
@@ -306,6 +432,8 @@ class _Inference:
         for param, _ in (*reads, *writes, *(pair for pairs in inner.axes.values() for pair in pairs)):
             if param not in self.state:
                 raise self.refusal(node, f"its symmetry names {param!r}, which is not in the state dict")
+        if x[-1] in self.segments:
+            raise BlockConflict("a module that states its symmetry reads a concatenation")
         self.classes.union(x[-1], *reads)
         inside = (f"<{node.name}>", 0)  # where the module's own permutations come in the running order
         self.producers[inside], self.inner[inside] = node.target, inner
@@ -332,12 +460,12 @@ class _Inference:
         return [x[a] for a in order]
 
     def produce(self, node: fx.Node, module: nn.Module) -> Element:
-        """A Linear/Conv's output units: its weight's axis 0 and its bias."""
-        element = (self.param(node, "weight"), 0)
-        self.producers.setdefault(element, node.target)
+        """A Linear/Conv's output units: its weight's axis 0 (every part, where it reads a concatenation) and its
+        bias."""
+        weight = self.elements(self.param(node, "weight"), 0)
+        self.producers.setdefault(weight[0], node.target)
         bias = [(self.param(node, "bias"), 0)] if module.bias is not None else []
-        self.classes.union(element, *bias)
-        return element
+        return self.classes.union(*weight, *bias)
 
     def elementwise(self, node: fx.Node) -> list[Element]:
         """Broadcasting: every operand's axis aligned with an output axis (its size not 1) joins that axis."""
@@ -349,7 +477,7 @@ class _Inference:
             for axis, (size, element) in enumerate(zip(self.shapes[operand], self.axes[operand], strict=True)):
                 if size > 1:
                     k = axis + offset
-                    out[k] = element if out[k] is None else self.classes.union(out[k], element)
+                    out[k] = element if out[k] is None else self.join(out[k], element)
         return [FIXED if e is None else e for e in out]
 
     def pool(self, node: fx.Node, d: int) -> list[Element]:
@@ -367,19 +495,21 @@ class _Inference:
         before, after = self.shapes[node.all_input_nodes[0]], self.shapes[node]
         out = [FIXED] * len(after)
         for a, element in enumerate(x):
-            if before[a] == 1 or not self.classes.permuted(element):
+            if before[a] == 1 or not self.permuted(element):
                 continue
             start = [b for b in range(len(after)) if math.prod(after[:b]) == math.prod(before[:a])]
             same = [b for b in start if after[b] == before[a]]
             if same:
                 out[same[0]] = element
                 continue
+            if element in self.segments:
+                raise self.refusal(node, f"it merges a concatenated axis {a} with other axes")
             merged = [  # (axis of the result, the number of axes after a merged into it)
                 (b, k)
                 for b in start
                 for k in range(1, len(before) - a)
                 if after[b] == math.prod(before[a : a + k + 1])
-                and not any(self.classes.permuted(e) for e in x[a + 1 : a + k + 1])
+                and not any(self.permuted(e) for e in x[a + 1 : a + k + 1])
             ]
             if not merged:
                 raise self.refusal(
@@ -409,14 +539,86 @@ class _Inference:
         return [FIXED if a in reduced else e for a, e in enumerate(x) if keepdim or a not in reduced]
 
     def concatenation(self, node: fx.Node) -> list[Element]:
-        """Concatenation along an axis no permutation acts on; the operands' other axes join."""
+        """The operands' other axes join; the concatenated axis carries each operand's units side by side (a
+        segment each), or is fixed where none is permuted."""
         operands = _argument(node, 0, "tensors", ())
         dim = _argument(node, 1, "dim", 0) % len(self.shapes[node])
-        if any(self.classes.permuted(self.axes[n][dim]) for n in operands):
-            raise self.refusal(node, f"a concatenation along permuted axis {dim}")
-        out = [self.classes.union(*[self.axes[n][a] for n in operands]) for a in range(len(self.shapes[node]))]
-        out[dim] = FIXED
+        out = [
+            self.join(*[self.axes[n][a] for n in operands]) if a != dim else FIXED
+            for a in range(len(self.shapes[node]))
+        ]
+        segments = [piece for n in operands for piece in self.pieces(self.axes[n][dim], self.shapes[n][dim])]
+        if not any(self.classes.permuted(e) for e, _ in segments):
+            out[dim] = FIXED
+        elif len(segments) == 1:
+            out[dim] = segments[0][0]
+        else:
+            out[dim] = (f"<{node.name}>", dim)
+            self.segments[out[dim]] = segments
         return out
+
+    def expansion(self, node: fx.Node) -> list[Element]:
+        """``expand``/``expand_as``/``repeat``-free broadcasting of size-1 axes: kept axes keep their units; axes
+        grown from size 1 or added in front hold copies, so they are fixed."""
+        x, before, after = self.axes[node.args[0]], self.shapes[node.args[0]], self.shapes[node]
+        offset = len(after) - len(before)
+        return [FIXED] * offset + [e if before[a] == after[a + offset] else FIXED for a, e in enumerate(x)]
+
+    def indexing(self, node: fx.Node) -> list[Element]:
+        """``x[...]`` with integers, full or partial slices, ``None`` and ``...``: an integer drops its axis, a
+        slice keeps it; only whole slices may touch a permuted axis (a part of the units is no permutation's)."""
+        x, shape = self.axes[node.args[0]], self.shapes[node.args[0]]
+        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        if Ellipsis in index:
+            at = index.index(Ellipsis)
+            index = (*index[:at], *[slice(None)] * (len(x) - len(index) + 1 + index.count(None)), *index[at + 1 :])
+        out, axis = [], 0
+        for item in index:
+            if item is None:
+                out.append(FIXED)
+                continue
+            whole = isinstance(item, slice) and slice(*item.indices(shape[axis])) == slice(0, shape[axis], 1)
+            if not (isinstance(item, int | slice)):
+                raise self.refusal(node, f"an index by {type(item).__name__}")
+            if self.permuted(x[axis]) and not whole:
+                raise self.refusal(node, f"it indexes part of permuted axis {axis}")
+            if isinstance(item, slice):
+                out.append(x[axis] if whole else FIXED)
+            axis += 1
+        return out + x[axis:]
+
+    def multihead_attention(self, node: fx.Node, module: nn.MultiheadAttention) -> list:
+        """``nn.MultiheadAttention(query, key, value)`` -> ``(output, weights)``. Its heads move as blocks; within a
+        head the query and key dimensions move jointly (their dot products stay), and the value dimensions with
+        the output projection's inputs. The packed ``in_proj_weight`` (rows: query, key, value) is read in three
+        sections; the output projection's units are the output's last axis."""
+        if module.bias_k is not None:
+            raise BlockConflict("add_bias_kv appends learnt key and value rows, which are not implemented")
+        e, heads_count = module.embed_dim, module.num_heads
+        query, key, value = (self.axes[_argument(node, i, n, None)] for i, n in enumerate(("query", "key", "value")))
+        if module._qkv_same_embed_dim:
+            weights = [part_name(f"{node.target}.in_proj_weight", i * e, (i + 1) * e) for i in range(3)]
+            self.sections[f"{node.target}.in_proj_weight"] = (0, (0, e, 2 * e, 3 * e))
+        else:
+            weights = [f"{node.target}.{n}_proj_weight" for n in ("q", "k", "v")]
+        biases = []
+        if module.in_proj_bias is not None:
+            biases = [part_name(f"{node.target}.in_proj_bias", i * e, (i + 1) * e) for i in range(3)]
+            self.sections[f"{node.target}.in_proj_bias"] = (0, (0, e, 2 * e, 3 * e))
+        for inputs, weight in zip((query, key, value), weights, strict=True):
+            self.classes.union(inputs[-1], (weight, 1))
+        qk = self.classes.union((weights[0], 0), (weights[1], 0), *[(b, 0) for b in biases[:2]])
+        vo = self.classes.union((weights[2], 0), *[(b, 0) for b in biases[2:]], (f"{node.target}.out_proj.weight", 1))
+        heads = (f"<{node.target} heads>", 0)
+        for element, name in ((qk, "qk"), (vo, "vo")):
+            self.producers.setdefault(element, f"{node.target}.{name}")
+            self.classes.set_runs(element, heads, e // heads_count, whole=False)
+        out = (f"{node.target}.out_proj.weight", 0)
+        self.producers.setdefault(out, f"{node.target}.out_proj")
+        if module.out_proj.bias is not None:
+            self.classes.union(out, (f"{node.target}.out_proj.bias", 0))
+        weights_axes = [FIXED] * (len(query) if module.batch_first or len(query) == 2 else len(query))
+        return [[*query[:-1], out], weights_axes]
 
     # --- helpers -------------------------------------------------------------------------------------------
 
@@ -426,9 +628,56 @@ class _Inference:
             raise self.refusal(node, f"its {attribute} is not in the state dict (a parametrised module?)")
         return name
 
+    def read(self, element: Element, param: str, axis: int) -> None:
+        """``param``'s ``axis`` holds ``element``'s units; where ``element`` is a concatenation, each segment's
+        units are a section of the axis (:attr:`~lmcot.permutation.PermutationSpec.sections`)."""
+        if element not in self.segments:
+            self.classes.union(element, *self.elements(param, axis))
+            return
+        pieces = self.segments[element]
+        bounds = tuple(itertools.accumulate([0, *[n for _, n in pieces]]))
+        if self.sections.setdefault(param, (axis, bounds)) != (axis, bounds):
+            raise BlockConflict(f"it reads {param} in sections {bounds} along axis {axis}, and elsewhere otherwise")
+        for (piece, _), start, stop in zip(pieces, bounds, bounds[1:], strict=False):
+            self.classes.union(piece, (part_name(param, start, stop), axis))
+
+    def elements(self, param: str, axis: int) -> list[Element]:
+        """``param``'s ``axis`` as elements: one, or one per part where another axis of ``param`` is sectioned."""
+        if param in self.sections and self.sections[param][0] != axis:
+            bounds = self.sections[param][1]
+            return [(part_name(param, a, b), axis) for a, b in itertools.pairwise(bounds)]
+        if param in self.sections:
+            raise BlockConflict(f"it uses {param}'s sectioned axis {axis} whole")
+        return [(param, axis)]
+
+    def pieces(self, element: Element, entries: int) -> list[tuple[Element, int]]:
+        """The segments ``(element, entries)`` of an axis: its concatenated parts, or itself."""
+        return self.segments.get(element, [(element, entries)])
+
+    def join(self, *elements: Element) -> Element:
+        """:meth:`UnionFind.union`, concatenated axes segment by segment (of the same sizes); returns the first."""
+        concatenated = [e for e in elements if e in self.segments]
+        if not concatenated:
+            return self.classes.union(*elements)
+        sizes = [n for _, n in self.segments[concatenated[0]]]
+        for e in elements:
+            if e == FIXED:
+                for piece, _ in self.segments[concatenated[0]]:
+                    self.classes.union(FIXED, piece)
+            elif e not in self.segments or [n for _, n in self.segments[e]] != sizes:
+                raise BlockConflict("it joins a concatenated axis with an axis not concatenated the same way")
+            else:
+                for (a, _), (b, _) in zip(self.segments[concatenated[0]], self.segments[e], strict=True):
+                    self.classes.union(a, b)
+        return elements[0]
+
+    def permuted(self, element: Element) -> bool:
+        """Whether some permutation may still act on ``element`` (on some segment of a concatenation)."""
+        return any(self.classes.permuted(e) for e, _ in self.segments.get(element, [(element, 0)]))
+
     def require_fixed(self, node: fx.Node, x: list[Element], axes, why: str) -> None:
         for a in axes:
-            if self.classes.permuted(x[a]):
+            if self.permuted(x[a]):
                 raise self.refusal(node, f"{why}, and axis {a} is permuted")
 
     def refusal(self, node: fx.Node, reason: str) -> SpecInferenceError:

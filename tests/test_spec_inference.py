@@ -80,27 +80,6 @@ def test_a_transformer_is_inferred_whole_heads_and_all():
         assert {heads for heads, _ in spec.groups.values()} == {"blocks.0.attn.heads", "blocks.1.attn.heads"}
 
 
-class PackedAttention(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed, self.attn, self.head = (
-            nn.Linear(4, 8),
-            nn.MultiheadAttention(8, 2, batch_first=True),
-            nn.Linear(8, 3),
-        )
-
-    def forward(self, x):
-        h = self.embed(x)
-        return self.head(self.attn(h, h, h, need_weights=False)[0].mean(1))
-
-
-def test_packed_attention_is_refused_naming_the_node():
-    with pytest.raises(
-        SpecInferenceError, match=r"node 'attn' \(module 'attn', MultiheadAttention\): .*in_proj_weight"
-    ):
-        infer_spec(PackedAttention(), torch.randn(2, 5, 4))
-
-
 class Transposed(nn.Module):
     """Channels moved last for a Linear and back: the transposes carry the permuted axis."""
 
@@ -305,8 +284,8 @@ class Refused(nn.Module):
     def __init__(self, op):
         super().__init__()
         self.op = op
-        self.conv, self.other = nn.Conv2d(3, 8, 3), nn.Conv2d(3, 8, 3)
-        self.norm, self.grouped, self.up = nn.GroupNorm(2, 8), nn.Conv2d(8, 8, 1, groups=2), nn.ConvTranspose2d(8, 8, 2)
+        self.conv, self.other, self.wide = nn.Conv2d(3, 8, 3), nn.Conv2d(3, 8, 3), nn.Conv2d(3, 16, 3)
+        self.norm, self.grouped, self.up = nn.GroupNorm(2, 8), nn.Conv2d(8, 8, 1, groups=4), nn.ConvTranspose2d(8, 8, 2)
 
     def forward(self, x):
         h = self.conv(x)
@@ -314,10 +293,9 @@ class Refused(nn.Module):
             "custom": lambda: custom_scale(h),
             "split channels": lambda: h.view(h.size(0), 2, 4, h.size(2), h.size(3)).sum(1),
             "indexing": lambda: h[:, :4],
-            "group norm": lambda: self.norm(h),
-            "grouped conv": lambda: self.grouped(h),
+            "groups of different sizes": lambda: self.grouped(self.norm(h)),
             "unknown module": lambda: self.up(h),
-            "channel concatenation": lambda: torch.cat([h, self.other(x)], 1),
+            "concatenation with a plain axis": lambda: torch.cat([h, self.other(x)], 1) + self.wide(x),
         }[self.op]()
         return h.mean((1, 2, 3))
 
@@ -327,11 +305,13 @@ class Refused(nn.Module):
     [
         ("custom", r"node 'custom_scale' \(function custom_scale\): an operation the inference does not know"),
         ("split channels", r"node 'view' \(method .view\(\)\): it mixes permuted axis 1 \(8 units\)"),
-        ("indexing", r"node 'getitem' \(function getitem\)"),
-        ("group norm", r"node 'norm' \(module 'norm', GroupNorm\): GroupNorm of 4 channels per group"),
-        ("grouped conv", r"node 'grouped' \(module 'grouped', Conv2d\): a grouped convolution"),
+        ("indexing", r"node 'getitem' \(function getitem\): it indexes part of permuted axis 1"),
+        ("groups of different sizes", r"node 'grouped' \(module 'grouped', Conv2d\): it joins units moved in runs"),
         ("unknown module", r"node 'up' \(module 'up', ConvTranspose2d\): a module the inference does not know"),
-        ("channel concatenation", r"node 'cat' \(function cat\): a concatenation along permuted axis 1"),
+        (
+            "concatenation with a plain axis",
+            r"node 'add' \(function add\): it joins a concatenated axis with an axis not",
+        ),
     ],
 )
 def test_what_it_cannot_reason_about_is_refused_naming_the_node(op, message):

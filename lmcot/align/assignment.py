@@ -42,21 +42,26 @@ def assign(spec: PermutationSpec, scores: Mapping[str, torch.Tensor], solve: Sol
         missing = [n for n in spec.head_groups()[heads] if n not in names]
         if missing:
             raise ValueError(f"group {heads!r} must be solved together; no scores for {', '.join(missing)}")
-        perms.update(assign_heads({n: (scores[n], spec.groups[n][1]) for n in names}, solve))
+        perms.update(assign_heads({n: (scores[n], spec.groups[n][1]) for n in names}, solve, spec.whole))
     return {name: perms[name] for name in scores}
 
 
-def assign_heads(scores: Mapping[str, tuple[torch.Tensor, int]], solve: Solve = lap) -> Permutations:
+def assign_heads(
+    scores: Mapping[str, tuple[torch.Tensor, int]], solve: Solve = lap, whole: frozenset[str] = frozenset()
+) -> Permutations:
     """The permutations of one head group: ``scores[name] = (score, size)``, ``score`` ``(h*size, h*size)``.
 
     Returns the run-preserving permutation of each name that maximises the summed scores, all moving the ``h``
-    heads alike."""
+    heads alike; a name in ``whole`` keeps each run's order (a grouped convolution's input channels)."""
     h = {len(score) // size for score, size in scores.values()}.pop()
     value = torch.zeros(h, h, dtype=torch.float64)
     within = {}  # name -> (h, h, size): the best order of B's head k's units for A's head i
     for name, (score, size) in scores.items():
         blocks = score.double().reshape(h, size, h, size).transpose(1, 2)  # [i, k] = A's head i x B's head k
-        best = torch.stack([torch.stack([solve(name, blocks[i, k]) for k in range(h)]) for i in range(h)])
+        if name in whole:
+            best = torch.arange(size).expand(h, h, size)
+        else:
+            best = torch.stack([torch.stack([solve(name, blocks[i, k]) for k in range(h)]) for i in range(h)])
         value += torch.gather(blocks, 3, best.unsqueeze(3)).squeeze(3).sum(2)
         within[name] = best
     heads = solve_lap(value)

@@ -36,8 +36,8 @@ def layerwise(model_a, model_b, unit_scores, solve=None, recurrent_iterations: i
     with torch.no_grad():
         solve = solve or lap
         spec = model_a.permutation_spec()
-        state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
-        state_b = {k: v.detach().float() for k, v in model_b.state_dict().items()}
+        state_a = spec.split({k: v.detach().float() for k, v in model_a.state_dict().items()})
+        state_b = spec.split({k: v.detach().float() for k, v in model_b.state_dict().items()})
         identity_perms = identity_permutations(spec, state_a)
         perms = dict(identity_perms)
         for done, name in enumerate(spec.names):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from lmcot.align.assignment import assign
-from lmcot.permutation import Permutations, PermutationSpec, identity_permutations, permute_tensor
+from lmcot.permutation import Permutations, PermutationSpec, base_name, identity_permutations, permute_tensor
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,12 @@ def weight_matching(
     with torch.no_grad():
         spec = model_a.permutation_spec()
         scored = {name for name, _ in model_a.named_parameters() if biases or not is_bias(name)}
-        spec = PermutationSpec(
-            {name: tuple(p for p in pairs if p[0] in scored) for name, pairs in spec.axes.items()},
-            spec.blocks,
-            spec.groups,
+        spec = replace(
+            spec, axes={name: tuple(p for p in pairs if base_name(p[0]) in scored) for name, pairs in spec.axes.items()}
         )
-        state_a = {k: v.detach().float() for k, v in model_a.state_dict().items()}
-        state_b = {
-            k: v.detach().float().to(next(iter(state_a.values())).device) for k, v in model_b.state_dict().items()
-        }
+        state_a = spec.split({k: v.detach().float() for k, v in model_a.state_dict().items()})
+        device = next(iter(state_a.values())).device
+        state_b = spec.split({k: v.detach().float().to(device) for k, v in model_b.state_dict().items()})
         perms = identity_permutations(spec, state_a)
         rng = np.random.default_rng(seed)
         own = _self_dependent(spec)
@@ -52,8 +50,7 @@ def weight_matching(
             # the identity those terms are noise that can swamp a small input matrix, so the descent starts
             # from the assignment of the other terms alone (the input-only answer), then adds them.
             inputs_only = {n: tuple(p for p in pairs if p[0] not in own.get(n, ())) for n, pairs in spec.axes.items()}
-            perms = _descend(PermutationSpec(inputs_only, spec.blocks, spec.groups), state_a, state_b, perms, rng,
-                             max_sweeps, {})  # fmt: skip
+            perms = _descend(replace(spec, axes=inputs_only), state_a, state_b, perms, rng, max_sweeps, {})
         return _descend(spec, state_a, state_b, perms, rng, max_sweeps, own)
 
 

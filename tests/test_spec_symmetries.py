@@ -1,0 +1,247 @@
+"""The symmetries of today's networks, read by spec inference: depthwise and grouped convolutions, concatenation
+along the permuted axis, ``nn.MultiheadAttention`` with a class token and a position embedding, functional
+norms and squeeze-and-excitation gating. For each: the permutations keep the function, and weight matching puts
+a planted permutation back exactly."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import SqueezeExcitation
+
+from lmcot.align.methods import align, permuted_copy
+from lmcot.any_network import with_inferred_spec
+from lmcot.permutation import (
+    apply_permutations,
+    check_permutations,
+    invert_permutations,
+    part_name,
+    random_permutations,
+)
+from lmcot.spec_inference import SpecInferenceError, infer_spec
+
+
+class Depthwise(nn.Module):
+    """MobileNet's inverted residual: expand, depthwise (one permutation in and out), project; then a depthwise
+    convolution with a channel multiplier of 2 (groups of 1 input and 2 outputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand, self.bn = nn.Conv2d(3, 6, 1), nn.BatchNorm2d(6)
+        self.depthwise, self.project = nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.Conv2d(6, 4, 1)
+        self.multiplier, self.head = nn.Conv2d(4, 8, 3, groups=4), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.project(F.relu6(self.depthwise(F.relu(self.bn(self.expand(x))))))
+        return self.head(F.relu(self.multiplier(h)).mean((2, 3)))
+
+
+class Grouped(nn.Module):
+    """ResNeXt's bottleneck: a grouped convolution of 4 groups (3 inputs and 3 outputs each) between 1 x 1 ones, a
+    GroupNorm of the same 4 groups after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 12, 1), nn.Conv2d(12, 12, 3, padding=1, groups=4)
+        self.norm, self.c, self.head = nn.GroupNorm(4, 12), nn.Conv2d(12, 5, 1), nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = F.relu(self.norm(self.b(F.relu(self.a(x)))))
+        return self.head(self.c(h).mean((2, 3)))
+
+
+class Dense(nn.Module):
+    """DenseNet's block: each layer reads the concatenation of all before it (a BatchNorm and a convolution read
+    the concatenated axis part by part), and an Inception-like concatenation of two branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.norm1, self.layer1 = nn.BatchNorm2d(4), nn.Conv2d(4, 3, 3, padding=1)
+        self.norm2, self.layer2 = nn.BatchNorm2d(7), nn.Conv2d(7, 3, 3, padding=1)
+        self.left, self.right, self.head = nn.Conv2d(10, 2, 1), nn.Conv2d(10, 5, 1), nn.Linear(7, 3)
+
+    def forward(self, x):
+        features = [self.stem(x)]
+        features.append(self.layer1(F.relu(self.norm1(torch.cat(features, 1)))))
+        features.append(self.layer2(F.relu(self.norm2(torch.cat(features, 1)))))
+        h = torch.cat(features, 1)
+        branches = torch.cat([F.relu(self.left(h)), F.relu(self.right(h))], 1)
+        return self.head(branches.mean((2, 3)))
+
+
+class ChannelsLast(nn.Module):
+    """ConvNeXt's block: a depthwise convolution, a functional layer_norm over channels moved last, an MLP, a
+    per-channel layer scale and a residual; squeeze-and-excitation gating after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.depthwise = nn.Conv2d(3, 8, 2, stride=2), nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.norm_weight, self.norm_bias = nn.Parameter(torch.rand(8) + 0.5), nn.Parameter(torch.randn(8))
+        self.up, self.down = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.scale = nn.Parameter(torch.rand(8, 1, 1) + 0.5)
+        self.gate, self.head = SqueezeExcitation(8, 4), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.stem(x)
+        y = self.depthwise(h).permute(0, 2, 3, 1)
+        y = F.layer_norm(y, (8,), self.norm_weight, self.norm_bias)
+        y = self.down(F.gelu(self.up(y))).permute(0, 3, 1, 2)
+        h = self.gate(h + self.scale * y)
+        return self.head(F.group_norm(h, 1).mean((2, 3)))
+
+
+class Attention(nn.Module):
+    """A small ViT on nn.MultiheadAttention: patches, a class token expanded over the batch and concatenated
+    along the tokens, a position embedding, pre-norm attention and MLP on the residual stream, the class token's
+    output read by indexing."""
+
+    def __init__(self, batch_first=True):
+        super().__init__()
+        self.batch_first = batch_first
+        self.patch = nn.Conv2d(3, 8, 4, stride=4)
+        self.token, self.position = nn.Parameter(torch.randn(1, 1, 8)), nn.Parameter(torch.randn(1, 5, 8))
+        self.norm1, self.attention = nn.LayerNorm(8), nn.MultiheadAttention(8, 2, batch_first=batch_first)
+        self.norm2, self.mlp = nn.LayerNorm(8), nn.Sequential(nn.Linear(8, 12), nn.GELU(), nn.Linear(12, 8))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.patch(x).flatten(2).transpose(1, 2)  # (batch, 4 patches, 8)
+        h = torch.cat([self.token.expand(x.shape[0], -1, -1), h], dim=1) + self.position
+        y = self.norm1(h) if self.batch_first else self.norm1(h).transpose(0, 1)
+        y = self.attention(y, y, y, need_weights=False)[0]
+        h = h + (y if self.batch_first else y.transpose(0, 1))
+        h = h + self.mlp(self.norm2(h))
+        return self.head(h[:, 0])
+
+
+NETWORKS = {
+    "depthwise": Depthwise,
+    "grouped": Grouped,
+    "dense": Dense,
+    "channels last": ChannelsLast,
+    "attention": Attention,
+    "attention, sequence first": lambda: Attention(batch_first=False),
+}
+
+
+def random_network(build, x) -> nn.Module:
+    """``build()`` with random weights and BatchNorm statistics, in eval mode."""
+    torch.manual_seed(0)
+    model = build()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        model.train()(x)
+    return model.eval()
+
+
+@pytest.mark.parametrize("network", NETWORKS.values(), ids=NETWORKS.keys())
+def test_permutations_keep_the_function_and_weight_matching_recovers_a_planted_one(network):
+    x = torch.randn(6, 3, 8, 8)
+    model = with_inferred_spec(random_network(network, x), x)
+    spec, state = model.permutation_spec(), model.state_dict()
+    planted = random_permutations(spec, state, torch.Generator().manual_seed(3))
+    check_permutations(spec, planted, state)
+    moved = permuted_copy(model, planted)
+    assert any(not torch.equal(v, moved.state_dict()[k]) for k, v in state.items())
+    with torch.no_grad():
+        torch.testing.assert_close(moved(x), model(x), atol=1e-5, rtol=1e-5)
+    found = align("weight_matching", model, moved)
+    expected = invert_permutations(planted)
+    assert {n: found[n].tolist() for n in spec.names} == {n: expected[n].tolist() for n in spec.names}
+
+
+def test_a_depthwise_convolution_carries_one_permutation_and_a_multiplier_groups_its_outputs():
+    x = torch.randn(2, 3, 8, 8)
+    spec = infer_spec(random_network(Depthwise, x), x)
+    assert spec.names == ["expand", "project", "multiplier", "head"][:3]
+    assert {("depthwise.weight", 0), ("depthwise.bias", 0), ("bn.weight", 0), ("project.weight", 1)} <= set(
+        spec.axes["expand"]
+    )
+    # the multiplier's 4 groups each read 1 channel of project's and write 2: project's units move as whole runs
+    # of 1 (any permutation), the multiplier's in runs of 2 that move alike
+    assert spec.groups == {"project": ("<multiplier groups>", 1), "multiplier": ("<multiplier groups>", 2)}
+    assert spec.whole == {"project"}
+
+
+def test_a_grouped_convolution_moves_whole_groups_and_reorders_only_its_outputs_within_them():
+    x = torch.randn(2, 3, 8, 8)
+    model = random_network(Grouped, x)
+    spec = infer_spec(model, x)
+    assert spec.groups == {"a": ("<b groups>", 3), "b": ("<b groups>", 3)}  # the GroupNorm's groups are b's
+    assert spec.whole == {"a"}
+    state = model.state_dict()
+    perms = random_permutations(spec, state, torch.Generator().manual_seed(0))
+    runs = perms["a"].reshape(4, 3)
+    assert torch.equal(runs, runs[:, :1] + torch.arange(3))  # a's channels keep their order within a group
+    assert torch.equal(perms["b"].reshape(4, 3).div(3, rounding_mode="floor")[:, 0], runs[:, 0] // 3)
+    reordered = {**perms, "a": perms["a"].reshape(4, 3).flip(1).flatten()}
+    with pytest.raises(ValueError, match="'a' reorders units within its runs of 3"):
+        check_permutations(spec, reordered, state)
+
+
+def test_a_concatenation_gives_each_part_its_section_of_the_axes_that_read_it():
+    x = torch.randn(2, 3, 8, 8)
+    spec = infer_spec(random_network(Dense, x), x)
+    assert spec.sections["norm2.weight"] == (0, (0, 4, 7))
+    assert spec.sections["left.weight"] == (1, (0, 4, 7, 10))
+    assert spec.sections["head.weight"] == (1, (0, 2, 7))
+    assert (part_name("norm2.running_mean", 4, 7), 0) in spec.axes["layer1"]
+    assert (part_name("left.weight", 7, 10), 1) in spec.axes["layer2"]
+    assert {(part_name("left.weight", a, b), 0) for a, b in ((0, 4), (4, 7), (7, 10))} <= set(spec.axes["left"])
+
+
+def test_multihead_attention_permutes_heads_as_blocks_and_its_packed_projection_by_sections():
+    x = torch.randn(2, 3, 8, 8)
+    model = random_network(Attention, x)
+    spec = infer_spec(model, x)
+    weight = "attention.in_proj_weight"
+    assert spec.sections[weight] == (0, (0, 8, 16, 24))
+    assert spec.groups["attention.qk"] == spec.groups["attention.vo"] == ("<attention heads>", 4)
+    assert set(spec.axes["attention.qk"]) == {
+        (part_name(weight, 0, 8), 0), (part_name(weight, 8, 16), 0),
+        (part_name("attention.in_proj_bias", 0, 8), 0), (part_name("attention.in_proj_bias", 8, 16), 0),
+    }  # fmt: skip
+    assert ("attention.out_proj.weight", 1) in spec.axes["attention.vo"]
+    stream = next(n for n in spec.names if ("token", 2) in spec.axes[n])
+    assert {("position", 2), ("patch.weight", 0), ("attention.out_proj.weight", 0), ("mlp.2.weight", 0)} | {
+        (part_name(weight, a, a + 8), 1) for a in (0, 8, 16)
+    } <= set(spec.axes[stream])
+    # the state keeps the model's own keys after permuting
+    permuted = apply_permutations(
+        spec, random_permutations(spec, model.state_dict(), torch.Generator()), model.state_dict()
+    )
+    assert list(permuted) == list(model.state_dict())
+
+
+class Refused(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.attention = nn.MultiheadAttention(4, 2, add_bias_kv=True, batch_first=True)
+
+    def forward(self, x):
+        h = torch.cat([self.a(x), self.b(x)], 1)  # (batch, 8, h, w)
+        if self.op == "shuffle":  # ShuffleNet's channel shuffle interleaves the two parts
+            h = h.view(h.size(0), 2, 4, h.size(2), h.size(3)).transpose(1, 2).reshape(h.shape)
+        if self.op == "part":
+            h = h[:, 2:6]
+        if self.op == "bias_kv":
+            t = self.a(x).flatten(2).transpose(1, 2)
+            return self.attention(t, t, t)[0].mean((1, 2))
+        return h.mean((1, 2, 3))
+
+
+@pytest.mark.parametrize(
+    "op, message",
+    [
+        ("shuffle", r"node 'view' \(method .view\(\)\): it merges a concatenated axis 1 with other axes"),
+        ("part", r"node 'getitem' \(function getitem\): it indexes part of permuted axis 1"),
+        ("bias_kv", r"node 'attention' \(module 'attention', MultiheadAttention\): add_bias_kv"),
+    ],
+)
+def test_what_has_no_permutation_symmetry_is_refused_naming_the_node(op, message):
+    with pytest.raises(SpecInferenceError, match=message):
+        infer_spec(Refused(op), torch.randn(2, 3, 6, 6))
