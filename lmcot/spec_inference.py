@@ -198,6 +198,7 @@ _CONCATENATIONS = {torch.cat, torch.concat}
 _TRANSPOSES = {torch.transpose, torch.swapaxes, torch.movedim, torch.permute, "transpose", "swapaxes", "movedim"}
 _TRANSPOSES |= {"permute"}
 _EXPANSIONS = {"expand", "expand_as", torch.broadcast_to}
+_MATRIX_PRODUCTS = {torch.matmul, operator.matmul, "matmul", torch.bmm, "bmm"}
 _METADATA = {"size", "dim", getattr, operator.getitem}  # results that are not tensors (shapes, sizes)
 
 
@@ -228,6 +229,8 @@ class _Inference:
         self.segments: dict[Element, list[tuple[Element, int]]] = {}
         self.sections: dict[str, tuple[int, tuple[int, ...]]] = {}  # a tensor read part by part: (axis, bounds)
         self.items: dict[fx.Node, list] = {}  # a module returning a tuple: the axes of each item
+        # an axis of one head's dimensions, split from a class's units (``view(B, T, heads, size)``) -> that class
+        self.within: dict[Element, Element] = {}
 
     def spec(self) -> PermutationSpec:
         self.fix_unmoved_runs()
@@ -269,6 +272,9 @@ class _Inference:
     def fix_unmoved_runs(self) -> None:
         """A class whose heads may not move is fixed: its units may not leave their runs, and a head group is
         all or nothing (every class of fixed heads, fixed)."""
+        for heads, _, _ in list(self.classes.runs.values()):  # a tensor with one entry per head: no spec moves it
+            if any(not _merged(e) for e in self.classes.members(heads)):
+                self.classes.union(FIXED, heads)
         changed = True
         while changed:
             changed = False
@@ -367,6 +373,10 @@ class _Inference:
             return self.expansion(node)
         if target is operator.getitem:
             return self.indexing(node)
+        if target in _MATRIX_PRODUCTS:
+            return self.matrix_product(node)
+        if target is F.scaled_dot_product_attention:
+            return self.attention(node)
         if target is F.layer_norm:  # (x, normalized_shape, weight, bias, eps)
             shape = _argument(node, 1, "normalized_shape", ())
             k = len(shape) if isinstance(shape, tuple | list) else 1
@@ -493,9 +503,9 @@ class _Inference:
         is a block of as many entries as those axes hold."""
         x = self.axes[node.all_input_nodes[0]]
         before, after = self.shapes[node.all_input_nodes[0]], self.shapes[node]
-        out = [FIXED] * len(after)
+        out, merged_heads = [FIXED] * len(after), set()
         for a, element in enumerate(x):
-            if before[a] == 1 or not self.permuted(element):
+            if before[a] == 1 or not self.permuted(element) or a in merged_heads:
                 continue
             start = [b for b in range(len(after)) if math.prod(after[:b]) == math.prod(before[:a])]
             same = [b for b in start if after[b] == before[a]]
@@ -504,6 +514,23 @@ class _Inference:
                 continue
             if element in self.segments:
                 raise self.refusal(node, f"it merges a concatenated axis {a} with other axes")
+            if a + 1 < len(x) and x[a + 1] in self.within:  # heads merged back: (..., heads, size) -> (..., units)
+                b = next((b for b in start if after[b] == before[a] * before[a + 1]), None)
+                units = self.within[x[a + 1]]
+                runs = self.classes.runs.get(self.classes.find(units))
+                if b is None or runs is None or self.classes.find(runs[0]) != self.classes.find(element):
+                    raise self.refusal(node, f"it merges axes {a} and {a + 1}, which are not one class's heads")
+                out[b] = units
+                merged_heads.add(a + 1)
+                continue
+            split = [b for b in start if b + 1 < len(after) and after[b] * after[b + 1] == before[a]]
+            if split and element not in self.within and after[split[0]] > 1 and after[split[0] + 1] > 1:
+                # units split into heads: the class moves runs of a head's dimensions, as its heads axis says
+                b = split[0]
+                out[b], out[b + 1] = (f"<{node.name}>", b), (f"<{node.name}>", b + 1)
+                self.within[out[b + 1]] = element
+                self.classes.set_runs(element, out[b], after[b + 1], whole=False)
+                continue
             merged = [  # (axis of the result, the number of axes after a merged into it)
                 (b, k)
                 for b in start
@@ -536,6 +563,11 @@ class _Inference:
         elif not all(isinstance(d, int) for d in dim):
             raise self.refusal(node, f"a reduction over {dim!r}")
         reduced = {d % len(x) for d in dim}
+        heads = {self.classes.find(h) for h, _, _ in self.classes.runs.values()}
+        if any(self.classes.find(x[a]) in heads for a in reduced) and any(
+            x[a] in self.within for a in range(len(x)) if a not in reduced
+        ):  # each head's dimensions are reordered on their own: a sum over heads would mix the orders
+            raise self.refusal(node, "it reduces over heads and keeps their dimensions")
         return [FIXED if a in reduced else e for a, e in enumerate(x) if keepdim or a not in reduced]
 
     def concatenation(self, node: fx.Node) -> list[Element]:
@@ -587,6 +619,40 @@ class _Inference:
             axis += 1
         return out + x[axis:]
 
+    def matrix_product(self, node: fx.Node) -> list[Element]:
+        """``a @ b`` of ``(..., n, k)`` by ``(..., k, m)``: ``a``'s last axis and ``b``'s second last hold the same
+        units (they are summed over); the leading axes broadcast."""
+        a, b = (self.axes[n] for n in node.args[:2])
+        if len(a) < 2 or len(b) < 2:
+            raise self.refusal(node, "a product with a vector")
+        self.join(a[-1], b[-2])
+        return [*self.broadcast(node, [n for n in node.args[:2]], 2), a[-2], b[-1]]
+
+    def attention(self, node: fx.Node) -> list[Element]:
+        """``F.scaled_dot_product_attention(q, k, v)``: queries and keys are compared dimension by dimension (their
+        last axes hold the same units), keys and values share the tokens, the leading axes (batch, heads)
+        broadcast; the output holds the values' units."""
+        q, k, v = (self.axes[_argument(node, i, n, None)] for i, n in enumerate(("query", "key", "value")))
+        mask = _argument(node, 3, "attn_mask", None)
+        if isinstance(mask, fx.Node) and any(self.permuted(e) for e in self.axes[mask]):
+            raise self.refusal(node, "its attention mask varies along a permuted axis")
+        self.join(q[-1], k[-1])
+        self.join(k[-2], v[-2])
+        operands = [_argument(node, i, n, None) for i, n in enumerate(("query", "key", "value"))]
+        return [*self.broadcast(node, operands, 2), q[-2], v[-1]]
+
+    def broadcast(self, node: fx.Node, operands: list[fx.Node], trailing: int) -> list[Element]:
+        """The leading axes of the result (all but the last ``trailing``), each operand's axis of size > 1 joined
+        into the one it broadcasts to."""
+        out: list[Element | None] = [None] * (len(self.shapes[node]) - trailing)
+        for operand in operands:
+            shape, axes = self.shapes[operand][:-trailing], self.axes[operand][:-trailing]
+            for axis, (size, element) in enumerate(zip(shape, axes, strict=True)):
+                k = axis + len(out) - len(shape)
+                if size > 1:
+                    out[k] = element if out[k] is None else self.join(out[k], element)
+        return [FIXED if e is None else e for e in out]
+
     def multihead_attention(self, node: fx.Node, module: nn.MultiheadAttention) -> list:
         """``nn.MultiheadAttention(query, key, value)`` -> ``(output, weights)``. Its heads move as blocks; within a
         head the query and key dimensions move jointly (their dot products stay), and the value dimensions with
@@ -631,6 +697,8 @@ class _Inference:
     def read(self, element: Element, param: str, axis: int) -> None:
         """``param``'s ``axis`` holds ``element``'s units; where ``element`` is a concatenation, each segment's
         units are a section of the axis (:attr:`~lmcot.permutation.PermutationSpec.sections`)."""
+        if element in self.within:
+            raise BlockConflict(f"{param} reads one head's dimensions, which the heads' permutations reorder")
         if element not in self.segments:
             self.classes.union(element, *self.elements(param, axis))
             return
@@ -656,6 +724,12 @@ class _Inference:
 
     def join(self, *elements: Element) -> Element:
         """:meth:`UnionFind.union`, concatenated axes segment by segment (of the same sizes); returns the first."""
+        within = [e for e in elements if e in self.within]
+        if within:  # one head's dimensions: those of every operand are the same units (queries and keys)
+            if any(e not in self.within and e != FIXED for e in elements):
+                raise BlockConflict("it joins one head's dimensions with an axis of other units")
+            self.classes.union(*[self.within.get(e, FIXED) for e in elements])
+            return elements[0]
         concatenated = [e for e in elements if e in self.segments]
         if not concatenated:
             return self.classes.union(*elements)
@@ -673,6 +747,7 @@ class _Inference:
 
     def permuted(self, element: Element) -> bool:
         """Whether some permutation may still act on ``element`` (on some segment of a concatenation)."""
+        element = self.within.get(element, element)
         return any(self.classes.permuted(e) for e, _ in self.segments.get(element, [(element, 0)]))
 
     def require_fixed(self, node: fx.Node, x: list[Element], axes, why: str) -> None:

@@ -304,7 +304,7 @@ class Refused(nn.Module):
     "op, message",
     [
         ("custom", r"node 'custom_scale' \(function custom_scale\): an operation the inference does not know"),
-        ("split channels", r"node 'view' \(method .view\(\)\): it mixes permuted axis 1 \(8 units\)"),
+        ("split channels", r"node 'sum_1' \(method .sum\(\)\): it reduces over heads and keeps their dimensions"),
         ("indexing", r"node 'getitem' \(function getitem\): it indexes part of permuted axis 1"),
         ("groups of different sizes", r"node 'grouped' \(module 'grouped', Conv2d\): it joins units moved in runs"),
         ("unknown module", r"node 'up' \(module 'up', ConvTranspose2d\): a module the inference does not know"),

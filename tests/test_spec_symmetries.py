@@ -115,6 +115,30 @@ class Attention(nn.Module):
         return self.head(h[:, 0])
 
 
+class HandWrittenAttention(nn.Module):
+    """Attention as PyTorch users write it: separate projections, a view into heads, ``F.scaled_dot_product_attention``
+    (or its matmul-softmax-matmul form), the heads merged back, a residual stream and a functional linear map
+    ``x @ W`` on it."""
+
+    def __init__(self, fused=True):
+        super().__init__()
+        self.fused, self.heads = fused, 2
+        self.embed, self.q, self.k, self.v, self.o = (nn.Linear(5, 8), *[nn.Linear(8, 8) for _ in range(4)])
+        self.mix, self.head = nn.Parameter(torch.randn(8, 8) / 3), nn.Linear(8, 3)
+
+    def forward(self, x):  # (batch, tokens, 5)
+        h = self.embed(x)
+        b, t, e = h.shape
+        q, k, v = (p(h).view(b, t, self.heads, e // self.heads).transpose(1, 2) for p in (self.q, self.k, self.v))
+        if self.fused:
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:
+            y = torch.softmax(q @ k.transpose(-2, -1) / 2.0, dim=-1) @ v
+        h = h + self.o(y.transpose(1, 2).reshape(b, t, e))
+        h = h + torch.relu(h @ self.mix)
+        return self.head(h.mean(1))
+
+
 NETWORKS = {
     "depthwise": Depthwise,
     "grouped": Grouped,
@@ -122,7 +146,10 @@ NETWORKS = {
     "channels last": ChannelsLast,
     "attention": Attention,
     "attention, sequence first": lambda: Attention(batch_first=False),
+    "scaled_dot_product_attention": HandWrittenAttention,
+    "matmul attention": lambda: HandWrittenAttention(fused=False),
 }
+INPUTS = {"scaled_dot_product_attention": (6, 4, 5), "matmul attention": (6, 4, 5)}
 
 
 def random_network(build, x) -> nn.Module:
@@ -136,9 +163,9 @@ def random_network(build, x) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("network", NETWORKS.values(), ids=NETWORKS.keys())
-def test_permutations_keep_the_function_and_weight_matching_recovers_a_planted_one(network):
-    x = torch.randn(6, 3, 8, 8)
+@pytest.mark.parametrize("name", NETWORKS)
+def test_permutations_keep_the_function_and_weight_matching_recovers_a_planted_one(name):
+    network, x = NETWORKS[name], torch.randn(*INPUTS.get(name, (6, 3, 8, 8)))
     model = with_inferred_spec(random_network(network, x), x)
     spec, state = model.permutation_spec(), model.state_dict()
     planted = random_permutations(spec, state, torch.Generator().manual_seed(3))
@@ -213,6 +240,17 @@ def test_multihead_attention_permutes_heads_as_blocks_and_its_packed_projection_
         spec, random_permutations(spec, model.state_dict(), torch.Generator()), model.state_dict()
     )
     assert list(permuted) == list(model.state_dict())
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["scaled_dot_product_attention", "matmul"])
+def test_heads_split_by_a_view_group_the_projections_queries_with_keys_values_with_the_output(fused):
+    x = torch.randn(2, 4, 5)
+    spec = infer_spec(random_network(lambda: HandWrittenAttention(fused), x), x)
+    assert spec.names == ["embed", "q", "v"]
+    assert {("q.weight", 0), ("k.weight", 0), ("k.bias", 0)} < set(spec.axes["q"])
+    assert {("v.weight", 0), ("o.weight", 1)} < set(spec.axes["v"])
+    assert spec.groups["q"][1] == spec.groups["v"][1] == 4 and spec.groups["q"][0] == spec.groups["v"][0]
+    assert {("o.weight", 0), ("mix", 0), ("mix", 1), ("head.weight", 1)} < set(spec.axes["embed"])
 
 
 class Refused(nn.Module):
