@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmcot.errors import DamagedFileError, MissingFileError, UserError
+from lmcot.errors import DamagedFileError, MissingFileError, UnsupportedModelError, UserError
 from lmcot.models.base import _channels_last
 from lmcot.permutation import PermutationSpec, incoming_matrices
 from lmcot.spec_inference import infer_spec
@@ -45,85 +45,134 @@ class InferredSpec:
 
 
 @torch.no_grad()
-def module_tensors(model: nn.Module, modules: dict[str, str], x: torch.Tensor, which: str) -> dict[str, torch.Tensor]:
-    """Per key of ``modules`` (key -> a module's qualified name in ``model``), that module's first input
-    (``which="input"``) or its output (``"output"``) in one forward pass of ``model`` on ``x``; a module run
-    several times gives its tensors concatenated along the batch axis."""
-    seen: dict[str, list[torch.Tensor]] = {name: [] for name in set(modules.values())}
+def module_tensors(model: nn.Module, where: dict[str, tuple[str, str]], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per key of ``where`` (key -> ``(module, which)``: a module's qualified name in ``model`` and ``"input"`` or
+    ``"output"``), that module's first input or its output in one forward pass of ``model`` on ``x``; a module run
+    several times gives its tensors concatenated along the batch axis.
 
-    def hook(name):
-        return lambda module, inputs, output: seen[name].append(inputs[0] if which == "input" else output)
+    Each tensor is cloned the moment a hook sees it (an input before the module runs, an output as soon as it is
+    made): a later in-place op (``nn.ReLU(inplace=True)``, a residual ``out += identity``) would otherwise
+    overwrite what was kept."""
+    seen: dict[tuple[str, str], list[torch.Tensor]] = {place: [] for place in where.values()}
 
-    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in seen]
+    def keep(place):
+        if place[1] == "input":
+            return lambda module, inputs: seen[place].append(inputs[0].detach().clone())
+        return lambda module, inputs, output: seen[place].append(output.detach().clone())
+
+    handles = []
     try:
+        for name, which in seen:
+            module = model.get_submodule(name)
+            register = module.register_forward_pre_hook if which == "input" else module.register_forward_hook
+            handles.append(register(keep((name, which))))
         model(x)
     finally:
         for handle in handles:
             handle.remove()
-    return {key: torch.cat(seen[name]) for key, name in modules.items()}
+    return {key: seen[place][0] if len(seen[place]) == 1 else torch.cat(seen[place]) for key, place in where.items()}
+
+
+def stating_modules(model: nn.Module, spec: PermutationSpec) -> dict[str, str]:
+    """Permutation name -> qualified name of the module that states it in its ``symmetry(prefix)`` (an attention's
+    ``<module>.qk`` and ``<module>.vo``), for the permutations of ``spec`` named after no module of their own."""
+    owners = {}
+    for owner, module in model.named_modules():
+        if callable(getattr(module, "symmetry", None)):
+            owners |= {name: owner for name in module.symmetry(owner)[0].names if name in spec.axes}
+    return owners
 
 
 class ProducerOutputs:
     """``hidden_activations(x)`` of a model whose spec was inferred: per permutation, the ``(samples, units)``
     outputs of its producer, the Linear/Conv it is named after (the first in running order whose weight's axis 0
     it permutes). A Conv's ``(batch, channels, *spatial)`` outputs count each position as a sample
-    (``(batch * positions, channels)``); a Linear's ``(..., units)``, each leading index.
+    (``(batch * positions, channels)``); a Linear's ``(..., units)``, each leading index. A permutation stated by a
+    module (:func:`stating_modules`) gets what that module's ``hidden_activations(input, prefix)`` gives
+    (:meth:`lmcot.models.transformer.SelfAttention.hidden_activations`); a module without one is refused.
 
     These are the producer's own outputs: the pre-activations where an activation (or a BatchNorm) follows,
     unlike lmcot's architectures, whose ``hidden_activations`` are post-activation. Held by the model as an
     instance attribute that refers to it, so a deepcopy of the model refers to the copy."""
 
-    def __init__(self, model: nn.Module, names: list[str]):
-        self.model, self.producers = model, {name: name for name in names}
+    def __init__(self, model: nn.Module, names: list[str], owners: dict[str, str] | None = None):
+        self.model, self.names, self.owners = model, list(names), dict(owners or {})
 
+    @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = module_tensors(self.model, self.producers, x, "output")
-        return {name: self._units_last(self.model.get_submodule(name), out) for name, out in outputs.items()}
-
-    @staticmethod
-    def _units_last(producer: nn.Module, out: torch.Tensor) -> torch.Tensor:
-        if isinstance(producer, nn.Linear):
-            return out.reshape(-1, out.shape[-1])
-        return _channels_last(out)  # a Conv's (batch, channels, *spatial)
+        for name, owner in self.owners.items():
+            module = self.model.get_submodule(owner)
+            if not callable(getattr(module, "hidden_activations", None)):
+                raise UnsupportedModelError(
+                    f"hidden activations (activation matching, activation covariance): permutation {name!r} is stated "
+                    f"by {type(module).__name__} {owner!r}, which has no hidden_activations(x, prefix) giving its "
+                    "units' activations; use a method that reads weights only (weight_matching)"
+                )
+        where = {name: (self.owners[name], "input") if name in self.owners else (name, "output") for name in self.names}
+        tensors, stated, acts = module_tensors(self.model, where, x), {}, {}
+        for name in self.names:
+            module = self.model.get_submodule(where[name][0])
+            if name in self.owners:  # the module's inner permutations, from its input; once per module
+                owner = self.owners[name]
+                if owner not in stated:
+                    stated[owner] = module.hidden_activations(tensors[name], owner)
+                acts[name] = stated[owner][name]
+            elif isinstance(module, nn.modules.conv._ConvNd):
+                acts[name] = _channels_last(tensors[name])  # (batch, channels, *spatial)
+            else:  # a Linear, or a module stating its symmetry whose output starts a stream: (..., units)
+                acts[name] = tensors[name].reshape(-1, tensors[name].shape[-1])
+        return acts
 
 
 class LayerInputs:
     """``layer_inputs(x)`` of a model whose spec was inferred: per permutation, the ``(samples, fan_in)`` inputs of
     the one Linear or 2-D Conv whose weight is its units' incoming matrix (:func:`layer_input_modules`), columns
     in the order of ``weight.flatten(1)`` (a Conv's: the unfolded ``(batch * positions, in_channels * kernel)``
-    patches). Where some permutation has no such layer, calling it raises a :class:`UserError` saying which and
-    why."""
+    patches); a permutation stated by a module with a ``layer_inputs(input, prefix)`` gets what that gives
+    (:meth:`lmcot.models.transformer.SelfAttention.layer_inputs`). Where some permutation has neither, calling it
+    raises a :class:`UnsupportedModelError` saying which and why."""
 
     def __init__(self, model: nn.Module, modules: dict[str, str] | None, refusal: str | None = None):
         self.model, self.modules, self.refusal = model, modules, refusal
 
+    @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.refusal is not None:
-            raise UserError(
+            raise UnsupportedModelError(
                 f"layer inputs (covariance-aware matching): {self.refusal}; use a method that does not read them"
             )
-        inputs = module_tensors(self.model, self.modules, x, "input")
-        return {name: self._columns(self.model.get_submodule(self.modules[name]), h) for name, h in inputs.items()}
-
-    @staticmethod
-    def _columns(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
-        if isinstance(layer, nn.Linear):
-            return h.reshape(-1, h.shape[-1])
-        patches = nn.functional.unfold(h, layer.kernel_size, padding=layer.padding, stride=layer.stride)
-        return patches.transpose(1, 2).flatten(0, 1)
+        inputs = module_tensors(self.model, {name: (owner, "input") for name, owner in self.modules.items()}, x)
+        columns, stated = {}, {}
+        for name, h in inputs.items():
+            owner = self.modules[name]
+            layer = self.model.get_submodule(owner)
+            if isinstance(layer, nn.Linear):
+                columns[name] = h.reshape(-1, h.shape[-1])
+            elif isinstance(layer, nn.Conv2d):
+                patches = nn.functional.unfold(h, layer.kernel_size, padding=layer.padding, stride=layer.stride)
+                columns[name] = patches.transpose(1, 2).flatten(0, 1)
+            else:  # a module stating its symmetry: its inner permutations' inputs, once per module
+                if owner not in stated:
+                    stated[owner] = layer.layer_inputs(h, owner)
+                columns[name] = stated[owner][name]
+        return columns
 
 
 def layer_input_modules(model: nn.Module, spec: PermutationSpec) -> tuple[dict[str, str] | None, str | None]:
     """Per permutation, the qualified name of the module whose weight is the one incoming matrix of its units
     (:func:`lmcot.permutation.incoming_matrices`, with the permutations before it in spec order solved): a Linear,
-    or a Conv2d of dilation 1, one group, numeric zero padding. Returns ``(names, None)``, or ``(None, why)`` naming
-    the first permutation that has no such layer."""
-    state, modules = model.state_dict(), {}
+    or a Conv2d of dilation 1, one group, numeric zero padding; for a permutation stated by a module with its own
+    ``layer_inputs(x, prefix)`` (:func:`stating_modules`), that module. Returns ``(names, None)``, or
+    ``(None, why)`` naming the first permutation that has neither."""
+    state, modules, owners = model.state_dict(), {}, stating_modules(model, spec)
     for i, name in enumerate(spec.names):
         try:
             matrices = incoming_matrices(spec, name, state, spec.names[:i])
         except ValueError as error:
             return None, f"permutation {name!r}: {error}"
+        if name in owners and callable(getattr(model.get_submodule(owners[name]), "layer_inputs", None)):
+            modules[name] = owners[name]  # the module says what its units read
+            continue
         if len(matrices) != 1:
             return None, (
                 f"permutation {name!r} has {len(matrices)} incoming weight matrices ({', '.join(matrices)}), "
@@ -158,7 +207,7 @@ def with_inferred_spec(model: nn.Module, example_input: torch.Tensor) -> nn.Modu
     spec = infer_spec(model, example_input)
     # instance attributes: deepcopies (permuted_copy) keep them, referring to the copy
     model.permutation_spec = InferredSpec(spec)
-    model.hidden_activations = ProducerOutputs(model, spec.names)
+    model.hidden_activations = ProducerOutputs(model, spec.names, stating_modules(model, spec))
     model.layer_inputs = LayerInputs(model, *layer_input_modules(model, spec))
     return model
 

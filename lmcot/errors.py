@@ -15,3 +15,8 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class DamagedFileError(UserError, ValueError):
     """An input file that is there but cannot be read as what it should be; the message names it."""
+
+
+class UnsupportedModelError(UserError, ValueError):
+    """A method that cannot handle this model (an attention head group, a layer it cannot read); the message names
+    the method and the permutation or layer, says why and what to use instead."""

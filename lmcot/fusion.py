@@ -70,6 +70,7 @@ import numpy as np
 import torch
 
 from lmcot.choices import COUPLE_TO, INPUT_TRANSPORTS, STARTS
+from lmcot.errors import UnsupportedModelError
 from lmcot.ot import SOLVERS, solve_lap, uniform_plan
 from lmcot.permutation import Permutations, PermutationSpec, unit_parameters
 
@@ -236,8 +237,14 @@ def wasserstein_barycenter(
             raise ValueError("update_target=False needs a model to anchor on (start=<model index>)")
         options = _Options(solver, epsilon, max_iterations, alpha_h, tolerance, input_transport, couple_to)
         spec = target.permutation_spec()
+        if spec.sections:
+            raise UnsupportedModelError(
+                f"the Wasserstein barycentre does not fuse tensors that hold several permutations' units side by side "
+                f"yet ({', '.join(spec.sections)}: a concatenation or a packed attention projection); fuse with "
+                "weight matching and averaging instead"
+            )
         if spec.groups:
-            raise ValueError(
+            raise UnsupportedModelError(
                 f"the Wasserstein barycentre couples units one at a time, so it may split an attention head "
                 f"({', '.join(spec.head_groups())}); align heads with weight_matching or activation_matching instead"
             )

@@ -12,6 +12,7 @@ from lmcot.align.covariance import _unit_bias
 from lmcot.align.methods import METHODS, align, align_pairs, method_options, output_change, permuted_copy
 from lmcot.align.weight_matching import is_bias
 from lmcot.design import seed_pairs
+from lmcot.errors import UserError
 from lmcot.models import build_model
 from lmcot.ot import solve_lap
 from lmcot.permutation import (
@@ -240,10 +241,10 @@ def test_bias_aware_matching_needs_one_matrix_and_one_bias_per_unit():
     one = PermutationSpec({"P0": (("a.weight", 0), ("a.bias", 0))})
     assert _unit_bias(one, "P0", state).tolist() == [0.0, 1.0, 2.0]
     two = PermutationSpec({"P0": (("a.weight", 0), ("b.weight", 0), ("a.bias", 0))})
-    with pytest.raises(ValueError, match=r"it has a\.weight, b\.weight and a 'a\.bias'$"):
+    with pytest.raises(UserError, match=r"it has a\.weight, b\.weight and a 'a\.bias'; use cov_weight_matching"):
         _unit_bias(two, "P0", state)
     none = PermutationSpec({"P0": (("a.weight", 0),)})
-    with pytest.raises(ValueError, match=r"permutation 'P0' .* it has a\.weight and no 'a\.bias'$"):
+    with pytest.raises(UserError, match=r"permutation 'P0' .* it has a\.weight and no 'a\.bias'; use cov_weight"):
         _unit_bias(none, "P0", state)
 
 

@@ -8,6 +8,7 @@ from functools import partial
 import torch
 
 from lmcot.align.layerwise import layerwise
+from lmcot.errors import UnsupportedModelError
 from lmcot.moments import input_second_moments
 from lmcot.permutation import Permutations, PermutationSpec, has_recurrent_weights, incoming_matrices
 
@@ -51,7 +52,7 @@ def cov_weight_matching(
             return w_a @ sigma[name][:fan_in, :fan_in].to(w_a) @ w_b.T
 
         return layerwise(model_a, model_b, cov_score, recurrent_iterations=recurrent_iterations)
-    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+    state_a, state_b = spec.split(model_a.state_dict()), spec.split(model_b.state_dict())
 
     def score(name, w_a, w_b):
         bias_a, bias_b = (_unit_bias(spec, name, state) for state in (state_a, state_b))
@@ -74,14 +75,14 @@ def _with_constant(features):
 
 def _unit_bias(spec: PermutationSpec, name: str, state) -> torch.Tensor:
     """The bias beside the one incoming weight matrix of permutation ``name`` (as :func:`layerwise` compares
-    it); ``ValueError`` if the units have several incoming matrices or no bias of their own."""
+    it); :class:`UnsupportedModelError` if the units have several incoming matrices or no bias of their own."""
     solved = spec.names[: spec.names.index(name)]
     matrices = incoming_matrices(spec, name, state, solved)
     bias = f"{matrices[0].rsplit('.', 1)[0]}.bias"
     if len(matrices) > 1 or (bias, 0) not in spec.axes[name]:
-        raise ValueError(
+        raise UnsupportedModelError(
             f"bias-aware covariance matching needs each unit of permutation {name!r} to have one incoming weight "
             f"matrix and one bias; it has {', '.join(matrices)} and {'a' if (bias, 0) in spec.axes[name] else 'no'} "
-            f"{bias!r}"
+            f"{bias!r}; use cov_weight_matching (without biases) instead"
         )
     return state[bias].flatten()

@@ -61,6 +61,28 @@ class SelfAttention(nn.Module):
         mixed = (weights @ split(v)).transpose(1, 2).reshape(batch, tokens, width)
         return {"q": q, "k": k, "mixed": mixed}
 
+    def hidden_activations(self, x: torch.Tensor, prefix: str = "") -> dict[str, torch.Tensor]:
+        """Per inner permutation of :meth:`symmetry` (named under ``prefix``), ``(samples, units)`` on the module's
+        input ``x`` ``(batch, tokens, width)`` (:meth:`unit_activations`)."""
+        return self.unit_activations(self.parts(x), prefix)
+
+    @staticmethod
+    def unit_activations(parts: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+        """Per inner permutation, ``(samples, units)`` from :meth:`parts`, every token a sample: ``qk`` the queries
+        and the keys stacked (``(2 * batch * tokens, width)``), ``vo`` the heads' outputs before ``o``."""
+        p = f"{prefix}." if prefix else ""
+        return {f"{p}qk": _tokens(torch.cat([parts["q"], parts["k"]], 1)), f"{p}vo": _tokens(parts["mixed"])}
+
+    def layer_inputs(self, x: torch.Tensor, prefix: str = "") -> dict[str, torch.Tensor]:
+        """Per inner permutation, the ``(samples, fan_in)`` inputs of its units' incoming weights, in the column
+        order of :func:`lmcot.permutation.incoming_weights`, from the module's input ``x`` ``(batch, tokens,
+        width)``. ``qk``'s rows are q's and k's weights side by side, each reading ``x``: its inputs are ``[h, 0]``
+        and ``[0, h]`` stacked (``(2 * batch * tokens, 2 * width)``), so that their second moment is
+        block-diagonal and a score sums q's and k's; ``vo``: ``h`` (``(batch * tokens, width)``)."""
+        p, h = f"{prefix}." if prefix else "", _tokens(x)
+        zeros = torch.zeros_like(h)
+        return {f"{p}qk": torch.cat([torch.cat([h, zeros], 1), torch.cat([zeros, h], 1)]), f"{p}vo": h}
+
     def symmetry(self, prefix: str) -> tuple[PermutationSpec, list[tuple[str, int]], list[tuple[str, int]]]:
         """The permutations inside the module (names and parameters under ``prefix``), the ``(parameter, axis)``
         pairs that read its input's channels, and those that write its output's channels."""
@@ -144,23 +166,19 @@ class ViT(nn.Module):
         seen, depth = self._trace(x), len(self.blocks)
         acts = {"embed": _tokens(torch.cat([seen[f"{i}.stream"] for i in range(depth)] + [seen["stream"]], 1))}
         for i in range(depth):
-            acts[f"blocks.{i}.attn.qk"] = _tokens(torch.cat([seen[f"{i}.q"], seen[f"{i}.k"]], 1))
-            acts[f"blocks.{i}.attn.vo"] = _tokens(seen[f"{i}.mixed"])
+            parts = {key: seen[f"{i}.{key}"] for key in ("q", "k", "mixed")}
+            acts.update(SelfAttention.unit_activations(parts, f"blocks.{i}.attn"))
             acts[f"blocks.{i}.fc1"] = _tokens(seen[f"{i}.hidden"])
         return acts
 
     def layer_inputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per permutation, the ``(samples, fan_in)`` inputs of its units' incoming weights, in the column order
-        of :func:`lmcot.permutation.incoming_weights`. ``qk``'s rows are q's and k's weights side by side, each
-        reading the same normalised stream: its inputs are ``[h, 0]`` and ``[0, h]`` stacked, so that their
-        second moment is block-diagonal and the score sums q's and k's."""
+        of :func:`lmcot.permutation.incoming_weights`; an attention's ``qk`` and ``vo`` read its normalised stream
+        (:meth:`SelfAttention.layer_inputs`)."""
         seen = self._trace(x)
         inputs = {"embed": _tokens(seen["patches"])}
-        for i in range(len(self.blocks)):
-            h = _tokens(seen[f"{i}.norm1"])
-            zeros = torch.zeros_like(h)
-            inputs[f"blocks.{i}.attn.qk"] = torch.cat([torch.cat([h, zeros], 1), torch.cat([zeros, h], 1)])
-            inputs[f"blocks.{i}.attn.vo"] = h
+        for i, block in enumerate(self.blocks):
+            inputs.update(block.attn.layer_inputs(seen[f"{i}.norm1"], f"blocks.{i}.attn"))
             inputs[f"blocks.{i}.fc1"] = _tokens(seen[f"{i}.norm2"])
         return inputs
 
