@@ -300,8 +300,9 @@ def read_tensor(path, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def infer_num_classes(state: dict[str, torch.Tensor]) -> int:
-    """The rows of the state dict's last matrix: the classifier's outputs in torchvision's models."""
-    matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    """The rows of the state dict's last weight of a Linear or Conv (two or more axes): the classifier's outputs in
+    torchvision's models (SqueezeNet's is a 1 x 1 convolution)."""
+    matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() >= 2]
     if not matrices:
         raise ValueError("no matrix in the state dict")
     return matrices[-1].shape[0]

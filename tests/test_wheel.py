@@ -79,3 +79,34 @@ def test_the_installed_command_aligns_two_networks_outside_the_checkout(installe
         with torch.no_grad():
             assert torch.allclose(aligned(x), models[1](x), atol=1e-4)
         assert not torch.equal(aligned.conv1.weight, models[1].conv1.weight)
+
+
+@pytest.mark.slow
+def test_the_installed_commands_fuse_and_measure_a_barrier_on_the_users_data(installed, tmp_path):
+    """``lmcot fuse`` and ``lmcot barrier`` from the wheel, with no params.yaml at hand: two small torchvision
+    SqueezeNets (a concatenation in every block), a tensor file of the user's inputs and labels."""
+    import torchvision
+
+    site = installed.parent.parent / "site"
+    for seed, name in ((0, "a.pt"), (1, "b.pt")):
+        torch.manual_seed(seed)
+        torch.save(torchvision.models.squeezenet1_1(num_classes=3).state_dict(), tmp_path / name)
+    torch.save({"inputs": torch.randn(12, 3, 32, 32), "labels": torch.arange(12) % 3}, tmp_path / "data.pt")
+    networks = ["a.pt", "b.pt", "--arch", "squeezenet1_1"]
+    fused = outside_the_checkout(["-m", "lmcot", "fuse", *networks, "--method", "average", "--out", "f.pt",
+                                  "--input-shape", "3,32,32"], site, tmp_path)  # fmt: skip
+    assert fused.returncode == 0, fused.stderr
+    assert set(torch.load(tmp_path / "f.pt")) == set(torch.load(tmp_path / "a.pt"))
+    barrier = outside_the_checkout(["-m", "lmcot", "barrier", *networks, "--data", "data.pt", "--alphas", "3",
+                                    "--align", "weight_matching", "--json"], site, tmp_path)  # fmt: skip
+    assert barrier.returncode == 0, barrier.stderr
+    assert '"split": "data"' in barrier.stdout
+
+
+def test_the_installed_commands_defaults_are_the_projects_params():
+    from lmcot.__main__ import INSTALLED_PARAMS
+    from lmcot.config import PROJECT_PARAMS, load_params
+
+    params = load_params(PROJECT_PARAMS)
+    for group, values in INSTALLED_PARAMS.items():
+        assert {key: params[group][key] for key in values} == values
