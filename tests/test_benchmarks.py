@@ -47,3 +47,19 @@ def test_quick_benchmark_writes_every_headline_key(tmp_path):
     for r in result["rebasin_port"]:
         assert r["port_objective"] == pytest.approx(r["lmcot_objective"], rel=1e-6)
     assert "rebasin_port_over_lmcot_w4096" in result["targets"]
+
+
+def test_the_torchvision_zoo_table_accepts_or_refuses_each_model_and_counts_what_matching_puts_back(tmp_path):
+    """Two small models of the zoo script: SqueezeNet (concatenations) accepted, its function kept and a planted
+    permutation put back layer by layer; ShuffleNet refused naming the channel shuffle; the table has both."""
+    out = tmp_path / "rows.jsonl"
+    cmd = [sys.executable, str(ROOT / "benchmarks/torchvision_zoo.py"), "--out", str(out), "--only"]
+    subprocess.run([*cmd, "squeezenet1_1", "shufflenet_v2_x0_5"], check=True, capture_output=True, text=True)
+    rows = {r["model"]: r for r in map(json.loads, out.read_text().splitlines())}
+    squeezenet, shufflenet = rows["squeezenet1_1"], rows["shufflenet_v2_x0_5"]
+    assert squeezenet["accepted"] and squeezenet["sectioned"] == 8 and squeezenet["relative_change"] < 1e-5
+    assert squeezenet["naive_weight_matching_recovered"] == squeezenet["units"] == 2944
+    assert not shufflenet["accepted"] and "it merges a concatenated axis 1 with other axes" in shufflenet["reason"]
+    table = subprocess.run([*cmd[:-1], "--table"], check=True, capture_output=True, text=True).stdout
+    assert "| squeezenet1_1 | 0.7 M | 25 (0, 8) |" in table and "2944 / 2944" in table
+    assert "| shufflenet_v2_x0_5 | 0.4 M | refused: node 'view' (method .view()): it merges" in table
