@@ -38,6 +38,8 @@ module's qualified name, in the order the modules first run (input to output, th
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import math
 import operator
@@ -45,7 +47,9 @@ import operator
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.fx._symbolic_trace import _maybe_revert_all_patches
 from torch.nn import functional as F
+from torch.utils import _pytree as pytree
 from torchvision import ops as torchvision_ops
 
 from lmcot.errors import UserError
@@ -172,11 +176,14 @@ _ELEMENTWISE_FUNCTIONS = {
     *(torch.relu, torch.sigmoid, torch.tanh, torch.softmax, torch.log_softmax, torch.maximum, torch.minimum),
     *(F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.mish, F.elu, F.hardtanh, F.hardswish, F.softplus),
     *(F.sigmoid, F.tanh, F.dropout, F.softmax, F.log_softmax, F.hardsigmoid, F.silu),
+    *(operator.pow, torch.pow, torch.sqrt, torch.rsqrt, torch.where, torch.masked_fill, torch.erf, torch.square),
     torchvision_ops.stochastic_depth,  # in training, a random 0 or 1 / (1 - p) per sample or per batch
 }
 _ELEMENTWISE_METHODS = {
     *("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "neg", "abs", "exp", "clamp", "clamp_"),
     *("relu", "relu_", "sigmoid", "tanh", "softmax", "log_softmax", "contiguous", "clone", "detach"),
+    *("to", "type", "type_as", "float", "double", "half", "bfloat16", "pow", "sqrt", "rsqrt", "masked_fill"),
+    *("gelu", "silu", "square", "erf"),
 }
 # pooling over the last d axes (d: 1, 2, 3), as a function or a module
 _POOL_FUNCTIONS = {
@@ -199,6 +206,8 @@ _TRANSPOSES = {torch.transpose, torch.swapaxes, torch.movedim, torch.permute, "t
 _TRANSPOSES |= {"permute"}
 _EXPANSIONS = {"expand", "expand_as", torch.broadcast_to}
 _MATRIX_PRODUCTS = {torch.matmul, operator.matmul, "matmul", torch.bmm, "bmm"}
+_SPLITS = {torch.split, torch.chunk, "split", "chunk"}
+_NEW_TENSORS = {"new_zeros", "new_ones", "new_full", "new_empty", torch.zeros_like, torch.ones_like, torch.full_like}
 _METADATA = {"size", "dim", getattr, operator.getitem}  # results that are not tensors (shapes, sizes)
 
 
@@ -207,9 +216,9 @@ def infer_spec(model: nn.Module, example_input: torch.Tensor) -> PermutationSpec
 
     ``example_input``: a batch ``(batch, *input_shape)`` the model runs on once, in eval mode and without
     gradients (its training flags are restored), to learn every intermediate tensor's shape."""
-    graph_module = _trace(model)
-    shapes = _shapes(graph_module, example_input)
-    inference = _Inference(graph_module, shapes, set(model.state_dict()))
+    graph_module = _trace(model, example_input)
+    shapes, items = _shapes(graph_module, example_input)
+    inference = _Inference(graph_module, shapes, set(model.state_dict()), items)
     for node in graph_module.graph.nodes:
         inference.visit(node)
     return inference.spec()
@@ -218,7 +227,7 @@ def infer_spec(model: nn.Module, example_input: torch.Tensor) -> PermutationSpec
 class _Inference:
     """The one pass: ``axes[node]`` holds one element per axis of the node's tensor (None if not a tensor)."""
 
-    def __init__(self, graph_module: fx.GraphModule, shapes: dict, state: set[str]):
+    def __init__(self, graph_module: fx.GraphModule, shapes: dict, state: set[str], item_shapes: dict | None = None):
         self.module, self.shapes, self.state = graph_module, shapes, state
         self.parameters = {name for name, _ in graph_module.named_parameters()}
         self.classes = UnionFind()
@@ -231,6 +240,8 @@ class _Inference:
         self.items: dict[fx.Node, list] = {}  # a module returning a tuple: the axes of each item
         # an axis of one head's dimensions, split from a class's units (``view(B, T, heads, size)``) -> that class
         self.within: dict[Element, Element] = {}
+        self.dissolved: set[Element] = set()  # classes cut into sections (:meth:`cut`): no permutation of their own
+        self.item_shapes: dict[fx.Node, list[tuple[int, ...]]] = item_shapes or {}  # a split's pieces
 
     def spec(self) -> PermutationSpec:
         self.fix_unmoved_runs()
@@ -241,9 +252,12 @@ class _Inference:
                 groups.update(self.inner[element].groups)
                 continue
             root = self.classes.find(element)
-            if root != FIXED and root not in seen:
+            if root != FIXED and root not in seen and root not in self.dissolved:
                 seen.add(root)
-                axes[name] = tuple(e for e in self.classes.members(root) if not _merged(e))
+                # a tensor cut into sections is named by its parts only (the whole may have joined before the cut)
+                axes[name] = tuple(
+                    e for e in self.classes.members(root) if not _merged(e) and e[0] not in self.sections
+                )
                 unit = self.classes.block(element)  # the producer's axis 0 holds one entry per unit
                 if root in self.classes.runs:
                     heads, size, keep = self.classes.runs[root]
@@ -297,6 +311,12 @@ class _Inference:
             except BlockConflict as conflict:
                 raise self.refusal(node, str(conflict)) from None
             self.axes[node] = None
+        elif node.target in _SPLITS and self.axes.get(node.args[0]) is not None:
+            try:
+                self.items[node] = self.split(node)
+            except BlockConflict as conflict:
+                raise self.refusal(node, str(conflict)) from None
+            self.axes[node] = None
         elif node.target is operator.getitem and node.args[0] in self.items:  # an item of a module's tuple
             self.axes[node] = self.items[node.args[0]][node.args[1]]
         elif shape is None:  # a size, a shape or a tuple
@@ -344,6 +364,8 @@ class _Inference:
             params = [self.param(node, n) for n in ("weight", "bias") if getattr(module, n, None) is not None]
             self.layer_norm(x, len(module.normalized_shape), params)
             return x
+        if isinstance(module, nn.Embedding):  # indices (fixed) -> (..., dim): the weight's axis 1 is the output's
+            return [*x, (self.param(node, "weight"), 1)]
         if isinstance(module, nn.PReLU) and module.num_parameters > 1:  # one slope per channel (axis 1)
             self.read(x[1], self.param(node, "weight"), 0)
             return x
@@ -369,12 +391,18 @@ class _Inference:
             return self.concatenation(node)
         if target in _TRANSPOSES:
             return self.transpose(node)
+        if target in _NEW_TENSORS:  # made from the operand's shape and dtype only: constant axes
+            return [FIXED] * len(self.shapes[node])
         if target in _EXPANSIONS:
             return self.expansion(node)
         if target is operator.getitem:
             return self.indexing(node)
         if target in _MATRIX_PRODUCTS:
             return self.matrix_product(node)
+        if target is F.embedding:  # (indices, weight)
+            return [*self.axes[node.args[0]], self.axes[_argument(node, 1, "weight", None)][1]]
+        if target is torch.addmm:  # bias + x @ weight, weight (in, out): a Linear stored transposed (GPT-2's Conv1D)
+            return self.transposed_linear(node)
         if target is F.scaled_dot_product_attention:
             return self.attention(node)
         if target is F.layer_norm:  # (x, normalized_shape, weight, bias, eps)
@@ -619,6 +647,58 @@ class _Inference:
             axis += 1
         return out + x[axis:]
 
+    def transposed_linear(self, node: fx.Node) -> list[Element]:
+        """``torch.addmm(bias, x, weight)`` with parameters ``weight`` ``(in, out)`` and ``bias`` ``(out,)``: the
+        weight's axis 0 reads ``x``'s last axis, its axis 1 and the bias are the output's units, named after the
+        module that holds the weight."""
+        bias, x, weight = (node.args[i] for i in range(3))
+        if not all(isinstance(n, fx.Node) and n.op == "get_attr" for n in (bias, weight)):
+            raise BlockConflict("an addmm of computed tensors, not a layer's weight and bias")
+        self.read(self.axes[x][-1], weight.target, 0)
+        out = self.classes.union(*self.elements(weight.target, 1), *self.elements(bias.target, 0))
+        self.producers.setdefault(out, weight.target.rpartition(".")[0])
+        return [self.axes[x][0], out]
+
+    def split(self, node: fx.Node) -> list[list[Element]]:
+        """``split``/``chunk`` along an axis: the pieces' axes. Along a permuted axis, the units the pieces hold
+        become permutations of their own (GPT-2 packs queries, keys and values in one layer's outputs): every tensor
+        of the class is cut into those sections."""
+        x, dim = self.axes[node.args[0]], _argument(node, 2, "dim", 0)
+        dim %= len(x)
+        sizes = [shape[dim] for shape in self.item_shapes[node]]
+        if not self.permuted(x[dim]):
+            return [[*x[:dim], FIXED, *x[dim + 1 :]] for _ in sizes]
+        pieces = self.cut(x[dim], sizes)
+        return [[*x[:dim], piece, *x[dim + 1 :]] for piece in pieces]
+
+    def cut(self, element: Element, sizes: list[int]) -> list[Element]:
+        """The class of ``element`` cut into sections of ``sizes`` units: each tensor axis of the class into parts,
+        each section a class of its own (named after the class's producer and the section); ``element`` itself
+        becomes their concatenation."""
+        if element in self.segments or element in self.within:
+            raise BlockConflict("a split of a concatenated or head axis")
+        root = self.classes.find(element)
+        members = self.classes.members(element)
+        bounds = tuple(itertools.accumulate([0, *sizes]))
+        if root in self.classes.runs or any(_merged(e) or self.classes.block(e) != 1 for e in members):
+            raise BlockConflict("a split of units that move in runs or blocks")
+        producer = next((self.producers.pop(e) for e in members if e in self.producers), None)
+        pieces = []
+        for start, stop in itertools.pairwise(bounds):
+            parts = [(part_name(param, start, stop), axis) for param, axis in members]
+            pieces.append(self.classes.union(*parts))
+            if producer is not None:
+                self.producers.setdefault(parts[0], part_name(producer, start, stop))
+        for param, axis in members:
+            if param in self.sections:
+                raise BlockConflict(f"{param} would be cut along two axes")
+            self.sections[param] = (axis, bounds)
+            for other in [e for e in self.classes.parent if e[0] == param and e[1] != axis]:  # read before the cut
+                self.classes.union(other, *self.elements(param, other[1]))
+        self.segments[element] = list(zip(pieces, sizes, strict=True))
+        self.dissolved.add(root)
+        return pieces
+
     def matrix_product(self, node: fx.Node) -> list[Element]:
         """``a @ b`` of ``(..., n, k)`` by ``(..., k, m)``: ``a``'s last axis and ``b``'s second last hold the same
         units (they are summed over); the leading axes broadcast."""
@@ -801,21 +881,125 @@ class _Tracer(fx.Tracer):
         return self.last
 
 
-def _trace(model: nn.Module) -> fx.GraphModule:
+def _trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
+    """The model's graph: traced symbolically, or, where its Python code branches on shapes, dtypes or optional
+    arguments (Hugging Face's models), traced on ``example_input`` (:class:`_ConcreteTracer`): a graph of the
+    branches the example takes."""
     tracer = _Tracer()
     try:
-        graph = tracer.trace(model)
-    except Exception as error:  # any tracing failure: the analysis has no graph to read
+        return fx.GraphModule(model, tracer.trace(model))
+    except Exception as error:  # any tracing failure: try again with the example's shapes known
         where = f"past {_describe(tracer.last, model)}" if tracer.last is not None else "at its start"
+        symbolic = f"torch.fx cannot trace the model {where}: {error}"
+    concrete = _ConcreteTracer(example_input)
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            graph = concrete.trace(model)
+    except Exception as error:  # neither: the analysis has no graph to read
         raise SpecInferenceError(
-            f"torch.fx cannot trace the model {where}: {error}. Write the model's permutation_spec() by hand."
+            f"{symbolic}; traced on the example input, it fails too ({type(error).__name__}: {error}). Write the "
+            "model's permutation_spec() by hand."
         ) from error
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    if concrete.data_dependent:
+        raise SpecInferenceError(
+            f"{symbolic}; traced on the example input, its control flow depends on tensor values "
+            f"({concrete.data_dependent[0]}), so the graph would hold for this input only. Write the model's "
+            "permutation_spec() by hand."
+        )
     return fx.GraphModule(model, graph)
 
 
-def _shapes(graph_module: fx.GraphModule, example_input: torch.Tensor) -> dict[fx.Node, tuple[int, ...] | None]:
-    """Each node's tensor shape on ``example_input`` (None if it is not a tensor)."""
-    shapes = {}
+class _ConcreteProxy(fx.Proxy):
+    """A proxy that carries its value on the example input: what is not a tensor (a shape, a dtype, a device, a
+    flag) is that plain value, so Python code that branches on it takes the example's branch."""
+
+    def __init__(self, node: fx.Node, tracer: _ConcreteTracer, value):
+        super().__init__(node, tracer)
+        self.value = value
+
+    def __getattr__(self, name):
+        if name in ("value", "node", "tracer"):
+            raise AttributeError(name)
+        attribute = getattr(self.value, name)
+        if not isinstance(attribute, torch.Tensor) and not callable(attribute):  # .shape, .dtype, .ndim, ...
+            return attribute
+        return super().__getattr__(name)
+
+    def __len__(self):
+        return len(self.value)
+
+    def __iter__(self):
+        return iter([self[i] for i in range(len(self.value))])
+
+    def __bool__(self):
+        return self.tracer.concrete(self, bool)
+
+    def __int__(self):
+        return self.tracer.concrete(self, int)
+
+    def __index__(self):
+        return self.tracer.concrete(self, int)
+
+
+class _ConcreteTracer(_Tracer):
+    """torch.fx tracing with the example input running alongside (:class:`_ConcreteProxy`); results that hold no
+    tensor are folded into the graph as constants, and a branch on a tensor's value is recorded."""
+
+    def __init__(self, example_input: torch.Tensor):
+        super().__init__()
+        self.example, self.data_dependent = example_input, []
+
+    def create_args_for_root(self, root_fn, is_module, concrete_args=None):
+        """One placeholder, the input: ``forward``'s other arguments (masks, flags, ``**kwargs``) keep defaults."""
+        name = list(inspect.signature(root_fn).parameters)[1 if is_module else 0]
+        x = self.create_proxy("placeholder", name, (), {})
+        return root_fn, [self.root, x] if is_module else [x]
+
+    def concrete(self, proxy: _ConcreteProxy, kind):
+        self.data_dependent.append(f"{kind.__name__}() of {_describe(proxy.node, self.root)}")
+        return kind(proxy.value)
+
+    def iter(self, obj):
+        return iter(obj)
+
+    def keys(self, obj):
+        return obj.value.keys()
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
+        value = self.run(kind, target, args, kwargs)
+        if kind not in ("placeholder", "get_attr", "output") and not any(
+            isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(value)
+        ):
+            return value  # a size, a shape, a flag: a constant of the graph
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        return _ConcreteProxy(proxy.node, self, value)
+
+    def run(self, kind, target, args, kwargs):
+        """The value of one call on the example, with torch.fx's patches of torch functions off."""
+        plain = pytree.tree_map(lambda a: a.value if isinstance(a, _ConcreteProxy) else a, (args, kwargs))
+        with _maybe_revert_all_patches():
+            if kind == "placeholder":
+                return self.example
+            if kind == "get_attr":
+                return functools.reduce(getattr, target.split("."), self.root)
+            if kind == "call_function":
+                return target(*plain[0], **plain[1])
+            if kind == "call_method":
+                return getattr(plain[0][0], target)(*plain[0][1:], **plain[1])
+            if kind == "call_module":
+                return self.root.get_submodule(target)(*plain[0], **plain[1])
+        return None
+
+
+def _shapes(graph_module: fx.GraphModule, example_input: torch.Tensor) -> tuple[dict, dict]:
+    """Each node's tensor shape on ``example_input`` (None if it is not a tensor), and the shapes of the tensors
+    of each node that returns a tuple of them."""
+    shapes, items = {}, {}
 
     class Recorder(fx.Interpreter):
         def run_node(self, node):
@@ -826,6 +1010,8 @@ def _shapes(graph_module: fx.GraphModule, example_input: torch.Tensor) -> dict[f
                     f"the model fails on the example input at {_describe(node, graph_module)}: {error}"
                 ) from error
             shapes[node] = tuple(result.shape) if isinstance(result, torch.Tensor) else None
+            if isinstance(result, tuple | list) and result and all(isinstance(r, torch.Tensor) for r in result):
+                items[node] = [tuple(r.shape) for r in result]  # a split's pieces
             return result
 
     modes = {m: m.training for m in graph_module.modules()}
@@ -836,4 +1022,4 @@ def _shapes(graph_module: fx.GraphModule, example_input: torch.Tensor) -> dict[f
     finally:
         for m, training in modes.items():
             m.training = training
-    return shapes
+    return shapes, items

@@ -113,9 +113,29 @@ def test_names_are_the_producing_modules_from_input_to_output():
 
 
 @pytest.mark.parametrize("arch", UNTRACEABLE)
-def test_untraceable_architectures_are_refused_naming_a_node(arch):
-    with pytest.raises(SpecInferenceError, match=r"torch.fx cannot trace the model past node '\w+' .*by hand"):
+def test_recurrent_architectures_are_refused_naming_the_fused_kernel(arch):
+    """lmcot's rnn and lstm branch on the input's rank, so they trace on the example only; there they call
+    PyTorch's fused recurrent kernel, which returns a tuple the inference cannot look into."""
+    kernel = {"rnn": "rnn_tanh", "lstm": "lstm"}[arch]
+    with pytest.raises(SpecInferenceError, match=rf"at node '{kernel}' \(function {kernel}\): it returns no tensor"):
         infer_spec(make(arch, (1, 8, 8)), torch.randn(2, 1, 8, 8))
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        if h.sum() > 0:  # control flow on a tensor's value: no graph holds for every input
+            h = -h
+        return self.b(h)
+
+
+def test_control_flow_on_tensor_values_is_refused_even_on_the_example():
+    with pytest.raises(SpecInferenceError, match=r"its control flow depends on tensor values \(bool\(\) of node"):
+        infer_spec(DataDependent(), torch.randn(2, 3))
 
 
 def test_torchvision_resnet18(generator):
