@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from cli_networks import seeded
 from torch import nn
 from torch.nn import functional as F
 from torchvision.models import resnet18, vgg11_bn
@@ -161,16 +162,7 @@ def test_torchvision_resnet18(generator):
 
 def random_vgg11_bn(seed: int = 0) -> nn.Module:
     """VGG-11 with BatchNorm for 10 classes, random positive BatchNorm statistics (so that they matter), eval mode."""
-    torch.manual_seed(seed)
-    model = vgg11_bn(weights=None, num_classes=10)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return model.eval()
+    return seeded(lambda: vgg11_bn(weights=None, num_classes=10), seed)
 
 
 @pytest.mark.slow
