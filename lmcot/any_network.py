@@ -108,6 +108,14 @@ class ProducerOutputs:
                     f"by {type(module).__name__} {owner!r}, which has no hidden_activations(x, prefix) giving its "
                     "units' activations; use a method that reads weights only (weight_matching)"
                 )
+        modules = dict(self.model.named_modules())
+        for name in self.names:
+            if name not in self.owners and name not in modules:
+                raise UnsupportedModelError(
+                    f"hidden activations (activation matching, activation covariance): permutation {name!r} is no "
+                    "module's output (units inside nn.MultiheadAttention, or a section of a layer's outputs that a "
+                    "split cuts), which hooks cannot read; use a method that reads weights only (weight_matching)"
+                )
         where = {name: (self.owners[name], "input") if name in self.owners else (name, "output") for name in self.names}
         tensors, stated, acts = module_tensors(self.model, where, x), {}, {}
         for name in self.names:
@@ -136,7 +144,13 @@ class LayerInputs:
         self.model, self.modules, self.refusal = model, modules, refusal
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, with_state: bool = False) -> dict[str, torch.Tensor]:
+        if with_state:  # covariance matching's fixed point for units that read themselves through a square weight
+            raise UnsupportedModelError(
+                "layer inputs with the units' own outputs (covariance-aware matching of units that read themselves "
+                "through a square weight): hooks give a layer's input, not that state; use recurrent_iterations=0 "
+                "or weight_matching"
+            )
         if self.refusal is not None:
             raise UnsupportedModelError(
                 f"layer inputs (covariance-aware matching): {self.refusal}; use a method that does not read them"

@@ -9,8 +9,9 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import SqueezeExcitation
 
-from lmcot.align.methods import align, permuted_copy
+from lmcot.align.methods import METHODS, align, output_change, permuted_copy
 from lmcot.any_network import with_inferred_spec
+from lmcot.errors import UserError
 from lmcot.permutation import (
     apply_permutations,
     check_permutations,
@@ -152,9 +153,9 @@ NETWORKS = {
 INPUTS = {"scaled_dot_product_attention": (6, 4, 5), "matmul attention": (6, 4, 5)}
 
 
-def random_network(build, x) -> nn.Module:
+def random_network(build, x, seed: int = 0) -> nn.Module:
     """``build()`` with random weights and BatchNorm statistics, in eval mode."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build()
     with torch.no_grad():
         for p in model.parameters():
@@ -283,3 +284,19 @@ class Refused(nn.Module):
 def test_what_has_no_permutation_symmetry_is_refused_naming_the_node(op, message):
     with pytest.raises(SpecInferenceError, match=message):
         infer_spec(Refused(op), torch.randn(2, 3, 6, 6))
+
+
+@pytest.mark.parametrize(
+    "method", [pytest.param(m, marks=pytest.mark.slow) if m == "ot_sinkhorn" else m for m in METHODS]
+)
+@pytest.mark.parametrize("name", ["depthwise", "grouped", "dense", "attention", "scaled_dot_product_attention"])
+def test_every_method_keeps_the_function_or_refuses_in_one_line(name, method):
+    x = torch.randn(*INPUTS.get(name, (16, 3, 8, 8)))
+    model_a = with_inferred_spec(random_network(NETWORKS[name], x), x)
+    model_b = with_inferred_spec(random_network(NETWORKS[name], x, seed=5), x)
+    try:
+        perms = align(method, model_a, model_b, x)
+    except UserError as refusal:
+        assert "\n" not in str(refusal) and len(str(refusal)) < 400
+        return
+    assert output_change(model_b, perms, x) < 1e-4
