@@ -405,6 +405,8 @@ class _Inference:
             return self.transposed_linear(node)
         if target is F.scaled_dot_product_attention:
             return self.attention(node)
+        if target is torch.einsum:
+            return self.einsum(node)
         if target is F.layer_norm:  # (x, normalized_shape, weight, bias, eps)
             shape = _argument(node, 1, "normalized_shape", ())
             k = len(shape) if isinstance(shape, tuple | list) else 1
@@ -625,17 +627,27 @@ class _Inference:
         return [FIXED] * offset + [e if before[a] == after[a + offset] else FIXED for a, e in enumerate(x)]
 
     def indexing(self, node: fx.Node) -> list[Element]:
-        """``x[...]`` with integers, full or partial slices, ``None`` and ``...``: an integer drops its axis, a
-        slice keeps it; only whole slices may touch a permuted axis (a part of the units is no permutation's)."""
+        """``x[...]`` with integers, full or partial slices, ``None``, ``...`` and one tensor of indices: an integer
+        drops its axis, a slice keeps it, a tensor replaces it by its own axes; only whole slices may touch a
+        permuted axis (a part of the units is no permutation's)."""
         x, shape = self.axes[node.args[0]], self.shapes[node.args[0]]
         index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
         if Ellipsis in index:
             at = index.index(Ellipsis)
             index = (*index[:at], *[slice(None)] * (len(x) - len(index) + 1 + index.count(None)), *index[at + 1 :])
+        if sum(isinstance(item, fx.Node) for item in index) > 1:
+            raise self.refusal(node, "an index by several tensors")
         out, axis = [], 0
         for item in index:
             if item is None:
                 out.append(FIXED)
+                continue
+            if isinstance(item, fx.Node):  # a gather along an unpermuted axis (a table of relative positions)
+                if self.permuted(x[axis]) and {e[0] for e in self.classes.members(x[axis])} != {x[axis][0]}:
+                    raise self.refusal(node, f"it gathers entries of permuted axis {axis} by a tensor of indices")
+                self.join(FIXED, x[axis])  # a parameter's own axis, read by position: it stays in place
+                out += [FIXED] * len(self.shapes[item])
+                axis += 1
                 continue
             whole = isinstance(item, slice) and slice(*item.indices(shape[axis])) == slice(0, shape[axis], 1)
             if not (isinstance(item, int | slice)):
@@ -707,6 +719,22 @@ class _Inference:
             raise self.refusal(node, "a product with a vector")
         self.join(a[-1], b[-2])
         return [*self.broadcast(node, [n for n in node.args[:2]], 2), a[-2], b[-1]]
+
+    def einsum(self, node: fx.Node) -> list[Element]:
+        """``torch.einsum(equation, *operands)``: the axes of one index letter hold the same units (summed over or
+        kept); a letter of the result carries them."""
+        equation, operands = node.args[0].replace(" ", ""), list(node.args[1:])
+        if len(operands) == 1 and isinstance(operands[0], list | tuple):
+            operands = list(operands[0])
+        if "..." in equation or "->" not in equation:
+            raise self.refusal(node, f"an einsum {node.args[0]!r} without an explicit result or with '...'")
+        inputs, result = equation.split("->")
+        letters: dict[str, Element] = {}
+        for spec, operand in zip(inputs.split(","), operands, strict=True):
+            for letter, size, element in zip(spec, self.shapes[operand], self.axes[operand], strict=True):
+                if size > 1:
+                    letters[letter] = self.join(letters[letter], element) if letter in letters else element
+        return [letters.get(letter, FIXED) for letter in result]
 
     def attention(self, node: fx.Node) -> list[Element]:
         """``F.scaled_dot_product_attention(q, k, v)``: queries and keys are compared dimension by dimension (their

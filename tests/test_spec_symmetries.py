@@ -140,6 +140,27 @@ class HandWrittenAttention(nn.Module):
         return self.head(h.mean(1))
 
 
+class EinsumAttention(nn.Module):
+    """MaxViT's attention: one Linear packs queries, keys and values (``chunk`` cuts its units in three), heads by a
+    reshape, ``torch.einsum`` for the products, a relative-position bias per head gathered from a table by a
+    buffer of indices (so heads may not move; the units within them may not leave them: both stay in place)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.to_qkv, self.merge = nn.Linear(5, 8), nn.Linear(8, 24), nn.Linear(8, 8)
+        self.table, self.head = nn.Parameter(torch.randn(7, 2)), nn.Linear(8, 3)
+        self.register_buffer("index", torch.randint(0, 7, (16,)))
+
+    def forward(self, x):  # (batch, 4 tokens, 5)
+        h = self.embed(x)
+        b, p, d = h.shape
+        q, k, v = (t.reshape(b, p, 2, 4).permute(0, 2, 1, 3) for t in torch.chunk(self.to_qkv(h), 3, dim=-1))
+        bias = self.table[self.index].view(p, p, 2).permute(2, 0, 1).unsqueeze(0)
+        scores = torch.softmax(torch.einsum("b h i d, b h j d -> b h i j", q, k) + bias, dim=-1)
+        out = torch.einsum("b h i j, b h j d -> b h i d", scores, v).permute(0, 2, 1, 3).reshape(b, p, d)
+        return self.head((h + self.merge(out)).mean(1))
+
+
 NETWORKS = {
     "depthwise": Depthwise,
     "grouped": Grouped,
@@ -149,8 +170,9 @@ NETWORKS = {
     "attention, sequence first": lambda: Attention(batch_first=False),
     "scaled_dot_product_attention": HandWrittenAttention,
     "matmul attention": lambda: HandWrittenAttention(fused=False),
+    "einsum attention": EinsumAttention,
 }
-INPUTS = {"scaled_dot_product_attention": (6, 4, 5), "matmul attention": (6, 4, 5)}
+INPUTS = {"scaled_dot_product_attention": (6, 4, 5), "matmul attention": (6, 4, 5), "einsum attention": (6, 4, 5)}
 
 
 def random_network(build, x, seed: int = 0) -> nn.Module:
@@ -252,6 +274,14 @@ def test_heads_split_by_a_view_group_the_projections_queries_with_keys_values_wi
     assert {("v.weight", 0), ("o.weight", 1)} < set(spec.axes["v"])
     assert spec.groups["q"][1] == spec.groups["v"][1] == 4 and spec.groups["q"][0] == spec.groups["v"][0]
     assert {("o.weight", 0), ("mix", 0), ("mix", 1), ("head.weight", 1)} < set(spec.axes["embed"])
+
+
+def test_a_packed_projection_chunked_into_heads_with_a_bias_per_head_keeps_its_heads_in_place():
+    x = torch.randn(2, 4, 5)
+    spec = infer_spec(random_network(EinsumAttention, x), x)
+    assert spec.sections["to_qkv.weight"] == (0, (0, 8, 16, 24)) and not spec.groups
+    assert spec.names == ["embed"]  # queries, keys, values: fixed by the table's heads; the stream: permuted
+    assert {("merge.weight", 0), ("to_qkv.weight[0:8]", 1), ("to_qkv.weight[16:24]", 1)} < set(spec.axes["embed"])
 
 
 class Refused(nn.Module):
