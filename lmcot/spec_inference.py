@@ -51,6 +51,7 @@ from torch.fx._symbolic_trace import _maybe_revert_all_patches
 from torch.nn import functional as F
 from torch.utils import _pytree as pytree
 from torchvision import ops as torchvision_ops
+from torchvision.models import swin_transformer
 
 from lmcot.errors import UserError
 from lmcot.permutation import PermutationSpec, base_name, part_name
@@ -207,6 +208,11 @@ _TRANSPOSES |= {"permute"}
 _EXPANSIONS = {"expand", "expand_as", torch.broadcast_to}
 _MATRIX_PRODUCTS = {torch.matmul, operator.matmul, "matmul", torch.bmm, "bmm"}
 _SPLITS = {torch.split, torch.chunk, "split", "chunk"}
+_SWIN = {
+    swin_transformer.shifted_window_attention: "window_attention",
+    swin_transformer._get_relative_position_bias: "position_bias",
+    swin_transformer._patch_merging_pad: "patch_merging",
+}
 _NEW_TENSORS = {"new_zeros", "new_ones", "new_full", "new_empty", torch.zeros_like, torch.ones_like, torch.full_like}
 _METADATA = {"size", "dim", getattr, operator.getitem}  # results that are not tensors (shapes, sizes)
 
@@ -407,6 +413,8 @@ class _Inference:
             return self.attention(node)
         if target is torch.einsum:
             return self.einsum(node)
+        if target in _SWIN:  # torchvision wraps these for torch.fx: one node each
+            return getattr(self, _SWIN[target])(node)
         if target is F.layer_norm:  # (x, normalized_shape, weight, bias, eps)
             shape = _argument(node, 1, "normalized_shape", ())
             k = len(shape) if isinstance(shape, tuple | list) else 1
@@ -719,6 +727,39 @@ class _Inference:
             raise self.refusal(node, "a product with a vector")
         self.join(a[-1], b[-2])
         return [*self.broadcast(node, [n for n in node.args[:2]], 2), a[-2], b[-1]]
+
+    def window_attention(self, node: fx.Node) -> list[Element]:
+        """torchvision's ``shifted_window_attention(x, qkv_weight, proj_weight, bias, ...)`` (Swin): one node for a
+        whole attention. Its heads carry a relative-position bias each, so they stay in place, and so do the
+        query, key and value dimensions; the input's channels are the packed projection's inputs, the output's
+        the projection's units."""
+        x, qkv, proj = (self.axes[node.args[i]] for i in range(3))
+        self.join(x[-1], qkv[1])
+        self.join(FIXED, qkv[0], proj[1])
+        for name in ("qkv_bias", "logit_scale"):
+            if isinstance(given := node.kwargs.get(name), fx.Node):
+                self.join(FIXED, *self.axes[given])
+        bias = node.kwargs.get("proj_bias")
+        out = self.classes.union(proj[0], *(self.axes[bias] if isinstance(bias, fx.Node) else []))
+        self.producers.setdefault(out, node.args[2].target.rpartition(".")[0])
+        return [*x[:-1], out]
+
+    def position_bias(self, node: fx.Node) -> list[Element]:
+        """torchvision's ``_get_relative_position_bias(table, index, window)``: a bias per head and pair of
+        positions, gathered from the table; heads and positions stay in place."""
+        self.join(FIXED, *self.axes[node.args[0]])
+        return [FIXED] * len(self.shapes[node])
+
+    def patch_merging(self, node: fx.Node) -> list[Element]:
+        """torchvision's ``_patch_merging_pad(x)``: ``(..., H, W, C) -> (..., H/2, W/2, 4 C)``, the channels of
+        four neighbouring positions side by side (a concatenation of four copies of the channels' units)."""
+        x = self.axes[node.args[0]]
+        self.require_fixed(node, x, range(len(x) - 3, len(x) - 1), "patch merging mixes positions")
+        out = [*x[:-1], FIXED]
+        if self.permuted(x[-1]):
+            out[-1] = (f"<{node.name}>", len(x) - 1)
+            self.segments[out[-1]] = self.pieces(x[-1], self.shapes[node.args[0]][-1]) * 4
+        return out
 
     def einsum(self, node: fx.Node) -> list[Element]:
         """``torch.einsum(equation, *operands)``: the axes of one index letter hold the same units (summed over or

@@ -161,6 +161,14 @@ class EinsumAttention(nn.Module):
         return self.head((h + self.merge(out)).mean(1))
 
 
+def tiny_swin(version: int) -> nn.Module:
+    """torchvision's Swin Transformer (v1 or v2) at a small size: window attention, patch merging."""
+    from torchvision.models import swin_transformer as swin
+
+    blocks = {} if version == 1 else {"block": swin.SwinTransformerBlockV2, "downsample_layer": swin.PatchMergingV2}
+    return swin.SwinTransformer([2, 2], 8, [1, 1], [2, 2], [2, 2], num_classes=3, **blocks)
+
+
 NETWORKS = {
     "depthwise": Depthwise,
     "grouped": Grouped,
@@ -171,6 +179,8 @@ NETWORKS = {
     "scaled_dot_product_attention": HandWrittenAttention,
     "matmul attention": lambda: HandWrittenAttention(fused=False),
     "einsum attention": EinsumAttention,
+    "swin": lambda: tiny_swin(1),
+    "swin v2": lambda: tiny_swin(2),
 }
 INPUTS = {"scaled_dot_product_attention": (6, 4, 5), "matmul attention": (6, 4, 5), "einsum attention": (6, 4, 5)}
 
