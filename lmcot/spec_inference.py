@@ -1,35 +1,51 @@
 """Infer a model's :class:`~lmcot.permutation.PermutationSpec` from its torch.fx graph.
 
-Every axis of every parameter or buffer is an *element* ``(name, axis)``. One pass over the traced graph
-follows, for each intermediate tensor, which element's permutation each of its axes carries, and joins in
-one class (union-find) the elements that one permutation must act on together:
+Every axis of every parameter is an *element* ``(name, axis)``; a module's buffers (BatchNorm's statistics) join
+through its rule, and a buffer the graph reads itself, or a constant, is fixed. One pass over the traced graph
+follows, for each intermediate tensor, which element's permutation each of its axes carries, and joins in one
+class (union-find) the elements that one permutation must act on together:
 
-- a Linear or Conv produces a class: its weight's axis 0 and its bias; the input axis it reads (the last,
-  or the channels) joins its weight's axis 1;
-- elementwise and broadcasting operations (activations, dropout, ``+ - * /``, softmax) join the operands'
-  aligned axes: a residual addition merges the two streams' classes;
-- BatchNorm, LayerNorm and GroupNorm with 1 group or one channel per group keep the axes; their weights,
-  biases and running statistics join the normalised axis;
-- pooling keeps the channels; a sum, mean, max or min over an axis drops it (they are symmetric in it);
+- a Linear or Conv (or ``torch.addmm`` of a weight stored ``(in, out)``) produces a class: its weight's output
+  axis and its bias; the input axis it reads joins its weight's input axis; an Embedding's weight axis 1 is its
+  output's last axis;
+- elementwise and broadcasting operations (activations, dropout, ``+ - * /``, softmax, casts, ``where``) join the
+  operands' aligned axes: a residual addition merges the two streams' classes; ``expand`` keeps the axes;
+- BatchNorm, LayerNorm and GroupNorm (modules or functions) keep the axes; their weights, biases and running
+  statistics join the normalised axis;
+- pooling keeps the channels; a sum, mean, max or min over an axis drops it (they are symmetric in it); indexing
+  keeps whole axes and drops or fixes the others; a gather by a tensor of indices fixes the axis it reads;
 - a view, reshape, flatten, squeeze or unsqueeze keeps a permuted axis when it survives intact (global
   pooling then flatten); one that merges a permuted axis with the unpermuted axes after it (a flatten of
   ``C x 7 x 7`` channels into a Linear) gives the merged axis blocks of ``7 * 7`` entries per unit, which the
   Linear's weight axis 1 then carries (:attr:`~lmcot.permutation.PermutationSpec.blocks`);
-- concatenation along an axis that no permutation acts on keeps the others; a transpose or permute of axes
-  moves them;
+- a depthwise convolution carries its input's class; a grouped one, and a GroupNorm of several channels per
+  group, make the classes move *runs* (groups) alike, as heads do
+  (:attr:`~lmcot.permutation.PermutationSpec.groups`; a grouped convolution's inputs keep each run's order,
+  :attr:`~lmcot.permutation.PermutationSpec.whole`);
+- a view that splits a class's units into ``(heads, size)`` makes it move runs of ``size`` as the heads axis
+  says; a matmul, einsum or ``F.scaled_dot_product_attention`` joins the axes it sums over (queries with keys)
+  and the heads; merging ``(heads, size)`` back gives the class again;
+- a concatenation along a permuted axis holds its parts side by side (*segments*): a tensor that reads it is
+  cut into sections, one per part (:attr:`~lmcot.permutation.PermutationSpec.sections`); a ``split`` or
+  ``chunk`` of a class's units cuts every tensor of the class into sections, each a class of its own (GPT-2's
+  packed query, key and value); ``nn.MultiheadAttention`` reads its packed ``in_proj_weight`` in three
+  sections, the query and key dimensions one class, the value dimensions with the output projection's inputs
+  another, in the same heads; a transpose or permute of axes moves them;
 - a module with a ``symmetry(prefix)`` method (:class:`lmcot.models.transformer.SelfAttention`) is not traced
   inside: it states the permutations within it (an attention's query/key and value/output dimensions and its
   heads, :attr:`~lmcot.permutation.PermutationSpec.groups`), which parameters read its input's last axis and
-  which write its output's last axis;
-- the model's input and output are never permuted: their classes are fixed.
+  which write its output's last axis; torchvision's Swin functions (wrapped for torch.fx) have rules of their own;
+- the model's input and output are never permuted: their classes are fixed; heads that a tensor holds one entry
+  each of (a bias per head) stay in place, and with them the units in their runs.
 
 Each element has a block size relative to its class's root (a weighted union-find): joined elements must
 carry the same units in the same block size. Anything else raises :class:`SpecInferenceError` naming the node:
-an operation it does not know, a view that splits a permuted axis or merges it with axes before it or with
-other permuted axes, axes of one permutation joined in different block sizes, a grouped convolution, a
-GroupNorm of several channels per group, a concatenation along a permuted axis, ``nn.MultiheadAttention`` (its
-packed ``in_proj_weight`` holds q, k and v in one tensor), or a model torch.fx cannot trace (data-dependent control
-flow). The model's hand-written ``permutation_spec()`` is then needed.
+an operation it does not know, a view that splits a permuted axis other than into heads or merges it with axes
+before it or with other permuted axes, axes of one permutation joined in different block sizes or runs, a sum
+over heads that keeps their dimensions. A model that torch.fx cannot trace symbolically (Python code that branches
+on shapes, dtypes or optional arguments) is traced on the example input (:class:`_ConcreteTracer`); one whose
+control flow depends on a tensor's value is refused. The model's hand-written ``permutation_spec()`` is then
+needed.
 
 Each class that contains a Linear/Conv output and is not fixed is one permutation, named after that
 module's qualified name, in the order the modules first run (input to output, the order
