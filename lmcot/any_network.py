@@ -44,7 +44,6 @@ class InferredSpec:
         return self.spec
 
 
-@torch.no_grad()
 def module_tensors(model: nn.Module, where: dict[str, tuple[str, str]], x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per key of ``where`` (key -> ``(module, which)``: a module's qualified name in ``model`` and ``"input"`` or
     ``"output"``), that module's first input or its output in one forward pass of ``model`` on ``x``; a module run
@@ -66,7 +65,8 @@ def module_tensors(model: nn.Module, where: dict[str, tuple[str, str]], x: torch
             module = model.get_submodule(name)
             register = module.register_forward_pre_hook if which == "input" else module.register_forward_hook
             handles.append(register(keep((name, which))))
-        model(x)
+        with torch.no_grad():
+            model(x)
     finally:
         for handle in handles:
             handle.remove()
@@ -98,7 +98,6 @@ class ProducerOutputs:
     def __init__(self, model: nn.Module, names: list[str], owners: dict[str, str] | None = None):
         self.model, self.names, self.owners = model, list(names), dict(owners or {})
 
-    @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         for name, owner in self.owners.items():
             module = self.model.get_submodule(owner)
@@ -123,7 +122,8 @@ class ProducerOutputs:
             if name in self.owners:  # the module's inner permutations, from its input; once per module
                 owner = self.owners[name]
                 if owner not in stated:
-                    stated[owner] = module.hidden_activations(tensors[name], owner)
+                    with torch.no_grad():
+                        stated[owner] = module.hidden_activations(tensors[name], owner)
                 acts[name] = stated[owner][name]
             elif isinstance(module, nn.modules.conv._ConvNd):
                 acts[name] = _channels_last(tensors[name])  # (batch, channels, *spatial)
@@ -143,7 +143,6 @@ class LayerInputs:
     def __init__(self, model: nn.Module, modules: dict[str, str] | None, refusal: str | None = None):
         self.model, self.modules, self.refusal = model, modules, refusal
 
-    @torch.no_grad()
     def __call__(self, x: torch.Tensor, with_state: bool = False) -> dict[str, torch.Tensor]:
         if with_state:  # covariance matching's fixed point for units that read themselves through a square weight
             raise UnsupportedModelError(
@@ -167,7 +166,8 @@ class LayerInputs:
                 columns[name] = patches.transpose(1, 2).flatten(0, 1)
             else:  # a module stating its symmetry: its inner permutations' inputs, once per module
                 if owner not in stated:
-                    stated[owner] = layer.layer_inputs(h, owner)
+                    with torch.no_grad():
+                        stated[owner] = layer.layer_inputs(h, owner)
                 columns[name] = stated[owner][name]
         return columns
 
