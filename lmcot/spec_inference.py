@@ -194,13 +194,15 @@ _ELEMENTWISE_FUNCTIONS = {
     *(F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.mish, F.elu, F.hardtanh, F.hardswish, F.softplus),
     *(F.sigmoid, F.tanh, F.dropout, F.softmax, F.log_softmax, F.hardsigmoid, F.silu),
     *(operator.pow, torch.pow, torch.sqrt, torch.rsqrt, torch.where, torch.masked_fill, torch.erf, torch.square),
+    *(operator.gt, operator.ge, operator.lt, operator.le, operator.eq, operator.ne, operator.invert, operator.and_),
+    operator.or_,
     torchvision_ops.stochastic_depth,  # in training, a random 0 or 1 / (1 - p) per sample or per batch
 }
 _ELEMENTWISE_METHODS = {
     *("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "neg", "abs", "exp", "clamp", "clamp_"),
     *("relu", "relu_", "sigmoid", "tanh", "softmax", "log_softmax", "contiguous", "clone", "detach"),
     *("to", "type", "type_as", "float", "double", "half", "bfloat16", "pow", "sqrt", "rsqrt", "masked_fill"),
-    *("gelu", "silu", "square", "erf"),
+    *("gelu", "silu", "square", "erf", "gt", "ge", "lt", "le", "eq", "ne", "logical_not", "bool"),
 }
 # pooling over the last d axes (d: 1, 2, 3), as a function or a module
 _POOL_FUNCTIONS = {

@@ -340,3 +340,55 @@ def test_every_method_keeps_the_function_or_refuses_in_one_line(name, method):
         assert "\n" not in str(refusal) and len(str(refusal)) < 400
         return
     assert output_change(model_b, perms, x) < 1e-4
+
+
+class Operations(nn.Module):
+    """One operation of attention code after a Linear of 8 units (tokens ``(batch, 4, 8)``), as ``op`` says."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op, self.a, self.b = op, nn.Linear(3, 8), nn.Linear(8, 2)
+        self.register_buffer("causal", torch.tril(torch.ones(4, 4, dtype=torch.bool)))
+
+    def forward(self, x):  # (batch, 4, 3)
+        h = self.a(x)
+        q = h.view(h.shape[0], 4, 2, 4).transpose(1, 2)  # (batch, 2 heads, 4 tokens, 4)
+        if self.op == "causal mask":
+            y = F.scaled_dot_product_attention(q, q, q, attn_mask=self.causal)
+        elif self.op == "mask along units":
+            y = F.scaled_dot_product_attention(q, q, q, attn_mask=q > 0)  # (batch, heads, tokens, 4 dimensions)
+        elif self.op == "vector product":
+            return (h @ h[0, 0]).mean(1, keepdim=True)
+        elif self.op == "einsum with ellipsis":
+            y = torch.einsum("...d,...d->...", q, q)[..., None].expand(-1, -1, -1, 4)
+        elif self.op == "split of tokens":
+            first, second = h.split(2, dim=1)
+            return self.b(first + second).mean(1)
+        elif self.op == "two index tensors":
+            return self.b(h[torch.tensor([0, 1]), torch.tensor([1, 2])])
+        return self.b(y.transpose(1, 2).reshape(h.shape).mean(1))
+
+
+@pytest.mark.parametrize("op", ["causal mask", "split of tokens"])
+def test_masks_over_tokens_and_splits_of_tokens_keep_the_units_permuted(op):
+    x = torch.randn(5, 4, 3)
+    model = with_inferred_spec(random_network(lambda: Operations(op), x), x)
+    spec, state = model.permutation_spec(), model.state_dict()
+    assert ("a.weight", 0) in spec.axes[spec.names[0]]
+    moved = permuted_copy(model, random_permutations(spec, state, torch.Generator().manual_seed(2)))
+    with torch.no_grad():
+        torch.testing.assert_close(moved(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "op, message",
+    [
+        ("mask along units", r"node 'scaled_dot_product_attention' .*: its attention mask varies along a permuted"),
+        ("vector product", r"node 'matmul' .*: a product with a vector"),
+        ("einsum with ellipsis", r"node 'einsum' .*: an einsum '...d,...d->...' without an explicit result or with"),
+        ("two index tensors", r"node 'getitem\w*' .*: an index by several tensors"),
+    ],
+)
+def test_attention_code_it_cannot_read_is_refused_naming_the_node(op, message):
+    with pytest.raises(SpecInferenceError, match=message):
+        infer_spec(Operations(op), torch.randn(2, 4, 3))
