@@ -646,8 +646,8 @@ class _Inference:
         return out
 
     def expansion(self, node: fx.Node) -> list[Element]:
-        """``expand``/``expand_as``/``repeat``-free broadcasting of size-1 axes: kept axes keep their units; axes
-        grown from size 1 or added in front hold copies, so they are fixed."""
+        """``expand``/``expand_as``/``broadcast_to``: axes kept at their size keep their units; axes grown from
+        size 1 or added in front hold copies, so they are fixed."""
         x, before, after = self.axes[node.args[0]], self.shapes[node.args[0]], self.shapes[node]
         offset = len(after) - len(before)
         return [FIXED] * offset + [e if before[a] == after[a + offset] else FIXED for a, e in enumerate(x)]
