@@ -302,10 +302,10 @@ def read_tensor(path, shape: tuple[int, ...]) -> torch.Tensor:
         raise MissingFileError(f"{path}: no such file; give a tensor of inputs saved with torch.save")
     try:
         tensor = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # any unpickling failure: not a tensor file
-        tensor = None
-    if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape[1:]) != tuple(shape) or len(tensor) == 0:
         found = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+    except Exception:  # any unpickling failure: not a tensor file
+        tensor, found = None, "nothing that torch.load reads"
+    if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape[1:]) != tuple(shape) or len(tensor) == 0:
         raise DamagedFileError(
             f"{path}: holds {found}, not a tensor of inputs (samples, {', '.join(map(str, shape))}) "
             "saved with torch.save"
