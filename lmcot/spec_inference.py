@@ -245,7 +245,14 @@ def infer_spec(model: nn.Module, example_input: torch.Tensor) -> PermutationSpec
     inference = _Inference(graph_module, shapes, set(model.state_dict()), items)
     for node in graph_module.graph.nodes:
         inference.visit(node)
-    return inference.spec()
+    spec = inference.spec()
+    try:  # a rule that joined axes of different lengths (a comparison of heads of other sizes) gives no permutation
+        spec.sizes(model.state_dict())
+    except (KeyError, ValueError) as error:
+        raise SpecInferenceError(
+            f"cannot infer the permutation spec: {error.args[0]}. Write the model's permutation_spec() by hand."
+        ) from None
+    return spec
 
 
 class _Inference:
@@ -345,7 +352,7 @@ class _Inference:
             self.axes[node] = self.items[node.args[0]][node.args[1]]
         elif shape is None:  # a size, a shape or a tuple
             if tensors and node.target not in _METADATA:
-                raise self.refusal(node, "it returns no tensor")
+                raise self.refusal(node, "it returns no single tensor (a number, or a tuple of tensors)")
             self.axes[node] = None
         elif node.op == "get_attr":  # a parameter's axes are its own elements; a buffer's or a constant's are fixed
             own = node.target in self.parameters
@@ -677,7 +684,7 @@ class _Inference:
                 continue
             whole = isinstance(item, slice) and slice(*item.indices(shape[axis])) == slice(0, shape[axis], 1)
             if not (isinstance(item, int | slice)):
-                raise self.refusal(node, f"an index by {type(item).__name__}")
+                raise self.refusal(node, f"an index by {'list' if isinstance(item, list) else type(item).__name__}")
             if self.permuted(x[axis]) and not whole:
                 raise self.refusal(node, f"it indexes part of permuted axis {axis}")
             if isinstance(item, slice):
@@ -694,7 +701,7 @@ class _Inference:
             raise BlockConflict("an addmm of computed tensors, not a layer's weight and bias")
         self.read(self.axes[x][-1], weight.target, 0)
         out = self.classes.union(*self.elements(weight.target, 1), *self.elements(bias.target, 0))
-        self.producers.setdefault(out, weight.target.rpartition(".")[0])
+        self.producers.setdefault(out, _holder(weight.target))
         return [self.axes[x][0], out]
 
     def split(self, node: fx.Node) -> list[list[Element]]:
@@ -759,7 +766,7 @@ class _Inference:
                 self.join(FIXED, *self.axes[given])
         bias = node.kwargs.get("proj_bias")
         out = self.classes.union(proj[0], *(self.axes[bias] if isinstance(bias, fx.Node) else []))
-        self.producers.setdefault(out, node.args[2].target.rpartition(".")[0])
+        self.producers.setdefault(out, _holder(node.args[2].target))
         return [*x[:-1], out]
 
     def position_bias(self, node: fx.Node) -> list[Element]:
@@ -937,6 +944,11 @@ def _merged(element: Element) -> bool:
 def _argument(node: fx.Node, index: int, name: str, default):
     """Argument ``index`` of a call (counting the tensor a method is called on), or keyword ``name``."""
     return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
+
+
+def _holder(param: str) -> str:
+    """The qualified name of the module that holds parameter ``param``; ``param`` itself where the model does."""
+    return param.rpartition(".")[0] or param
 
 
 def _describe(node: fx.Node, root: nn.Module) -> str:

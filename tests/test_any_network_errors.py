@@ -182,7 +182,8 @@ def test_a_state_dict_that_does_not_fit_names_the_first_keys():
     own = model.state_dict()
     cases = [
         ({}, "4 missing: 0.weight, 0.bias, 1.weight and 1 more"),
-        ({"0.weight": own["0.weight"], "extra": torch.ones(1)}, "3 missing: 0.bias, 1.weight, 1.bias; 1 unexpected: extra"),
+        ({"0.weight": own["0.weight"], "extra": torch.ones(1)},
+         "3 missing: 0.bias, 1.weight, 1.bias; 1 unexpected: extra"),
         (own | {"0.weight": torch.ones(5, 2), "1.bias": torch.ones(1)},
          "2 wrong shape (file vs model): 0.weight [5, 2] vs [3, 2], 1.bias [1] vs [4]"),
     ]  # fmt: skip

@@ -1,0 +1,144 @@
+"""Whole inferred specs checked against ones written by hand, on networks that spell operations in their less common
+ways: keyword arguments (``F.scaled_dot_product_attention(query=...)``, ``F.layer_norm(weight=...)``), a permute by
+a tuple or by varargs, a transpose by keywords, a movedim, an einsum of a list of operands or of separate ones, an
+embedding (module and function), a linear map stored ``(in, out)`` and applied by ``torch.addmm``, a PReLU per
+channel, a functional group norm, attention across units (keys with values) and a mask given positionally. Every
+permutation, every pair it acts on, its runs and its blocks are compared (nothing more, nothing less); the
+permutations keep the function and weight matching recovers a planted one."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lmcot.align.methods import align, permuted_copy
+from lmcot.any_network import with_inferred_spec
+from lmcot.permutation import invert_permutations, random_permutations
+from lmcot.spec_inference import infer_spec
+
+
+class Spelled(nn.Module):
+    """Attention with keyword arguments, its heads split by a view and put back by a movedim and a reshape, then an
+    einsum of a list of operands."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.q, self.k, self.v, self.o = nn.Linear(3, 8), *[nn.Linear(8, 8) for _ in range(4)]
+        self.w, self.bias = nn.Parameter(torch.rand(8) + 0.5), nn.Parameter(torch.randn(8))
+        self.mix, self.head = nn.Parameter(torch.randn(8, 6) / 3), nn.Linear(6, 2)
+
+    def forward(self, x):  # (batch, 4 tokens, 3)
+        h = F.layer_norm(self.a(x), normalized_shape=(8,), weight=self.w, bias=self.bias)
+        q = self.q(h).view(h.shape[0], 4, 2, 4).permute((0, 2, 1, 3))  # (batch, 2 heads, 4 tokens, 4)
+        k = self.k(h).view(h.shape[0], 4, 2, 4).permute(0, 2, 1, 3)
+        v = self.v(h).view(h.shape[0], 4, 2, 4).transpose(dim0=1, dim1=2)
+        y = F.scaled_dot_product_attention(query=q, key=k, value=v)
+        h = h + self.o(y.movedim(1, 2).reshape(h.shape))
+        h = torch.einsum("btd,de->bte", [h, self.mix])  # mix is no layer: its outputs are no permutation's
+        return self.head(h.sum(dim=1, keepdim=True).squeeze(1))
+
+
+class Positional(nn.Module):
+    """Positional spellings and the less common layers: an embedding (module and function), a transposed linear map
+    by ``torch.addmm``, a PReLU per channel, a functional group norm, a movedim, an einsum of separate operands."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.table = nn.Embedding(10, 6), nn.Parameter(torch.randn(10, 6))
+        self.proj_w, self.proj_b = nn.Parameter(torch.randn(6, 4) / 2), nn.Parameter(torch.randn(4))
+        self.conv, self.slope = nn.Conv1d(4, 6, 1), nn.PReLU(6)
+        self.gn_w, self.gn_b = nn.Parameter(torch.rand(6) + 0.5), nn.Parameter(torch.randn(6))
+        self.w, self.b = nn.Parameter(torch.rand(6) + 0.5), nn.Parameter(torch.randn(6))
+        self.up, self.head = nn.Linear(6, 5), nn.Linear(5, 2)
+
+    def forward(self, tokens):  # (batch, 3) indices
+        h = self.embed(tokens) + F.embedding(tokens, self.table)  # (batch, 3, 6): no layer's outputs
+        h = torch.addmm(self.proj_b, h.flatten(0, 1), self.proj_w).view(-1, 3, 4)  # (batch, 3, 4)
+        h = self.slope(self.conv(h.movedim(2, 1)))  # (batch, 6, 3)
+        h = F.group_norm(h, 3, self.gn_w, self.gn_b)  # 3 groups of 2 channels
+        h = F.layer_norm(h.movedim(1, -1), (6,), self.w, self.b)  # (batch, 3, 6)
+        u = torch.einsum("btc,oc->bto", h, self.up.weight) + self.up.bias  # up is not called: no permutation
+        return self.head(torch.amax(torch.relu(u), dim=1))
+
+
+class CrossCovariance(nn.Module):
+    """Attention across units instead of tokens (XCiT's cross-covariance attention): ``(batch, units, tokens)``
+    operands, so the keys' and the values' units are summed over together and the queries' units are the output's;
+    a causal mask over those units, given positionally, that keeps nothing permuted; a product of two matrices."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.q, self.k, self.v, self.o = nn.Linear(3, 8), *[nn.Linear(8, 8) for _ in range(4)]
+        self.register_buffer("causal", torch.tril(torch.ones(4, 4, dtype=torch.bool)))
+        self.square, self.head = nn.Parameter(torch.randn(8, 8) / 3), nn.Linear(8, 2)
+
+    def forward(self, x):  # (batch, 4 tokens, 3)
+        h = self.a(x)
+        q, k, v = (p(h).transpose(1, 2) for p in (self.q, self.k, self.v))  # (batch, 8 units, 4 tokens)
+        h = h + self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2))
+        t = h.transpose(1, 2)  # tokens last: a causal mask over the tokens, given positionally
+        h = h + F.scaled_dot_product_attention(t.transpose(1, 2), t.transpose(1, 2), t.transpose(1, 2), self.causal)
+        return self.head(h.mean(1) @ self.square)
+
+
+CASES = {
+    "keywords": (
+        Spelled,
+        lambda: torch.randn(6, 4, 3),
+        {
+            "a": {("a.weight", 0), ("a.bias", 0), ("w", 0), ("bias", 0), ("q.weight", 1), ("k.weight", 1),
+                  ("v.weight", 1), ("o.weight", 0), ("o.bias", 0), ("mix", 0)},
+            "q": {("q.weight", 0), ("q.bias", 0), ("k.weight", 0), ("k.bias", 0)},
+            "v": {("v.weight", 0), ("v.bias", 0), ("o.weight", 1)},
+        },
+        {"q": ("<view>", 4), "v": ("<view>", 4)},  # the heads of the first view: queries, keys and values share them
+    ),
+    "positional": (
+        Positional,
+        lambda: torch.randint(0, 10, (6, 3), generator=torch.Generator().manual_seed(0)),
+        {
+            "proj_w": {("proj_w", 1), ("proj_b", 0), ("conv.weight", 1)},  # named after the weight the model holds
+            "conv": {("conv.weight", 0), ("conv.bias", 0), ("slope.weight", 0), ("gn_w", 0), ("gn_b", 0), ("w", 0),
+                     ("b", 0), ("up.weight", 1)},
+        },
+        {"conv": ("<gn_w groups>", 2)},  # the group norm's 3 groups of 2 channels move whole
+    ),
+    "cross-covariance": (
+        CrossCovariance,
+        lambda: torch.randn(6, 4, 3),
+        {
+            "a": {("a.weight", 0), ("a.bias", 0), ("q.weight", 1), ("k.weight", 1), ("v.weight", 1), ("o.weight", 0),
+                  ("o.bias", 0), ("square", 0)},  # square's columns: no layer's outputs
+            "q": {("q.weight", 0), ("q.bias", 0), ("o.weight", 1)},  # the queries' units are the output's
+            "k": {("k.weight", 0), ("k.bias", 0), ("v.weight", 0), ("v.bias", 0)},  # summed over together
+        },
+        {},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_whole_spec_is_the_one_written_by_hand(name):
+    build, inputs, axes, groups = CASES[name]
+    torch.manual_seed(0)
+    spec = infer_spec(build(), inputs())
+    assert spec.names == list(axes)  # the order the layers run
+    assert {n: set(pairs) for n, pairs in spec.axes.items()} == axes
+    assert all(len(pairs) == len(set(pairs)) for pairs in spec.axes.values())  # each pair once
+    assert (spec.groups, spec.blocks, spec.sections, spec.whole) == (groups, {}, {}, frozenset())
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_permutations_keep_the_function_and_a_planted_one_is_recovered(name):
+    build, inputs, _, _ = CASES[name]
+    torch.manual_seed(1)
+    x = inputs()
+    model = with_inferred_spec(build().eval(), x)
+    spec, state = model.permutation_spec(), model.state_dict()
+    planted = random_permutations(spec, state, torch.Generator().manual_seed(3))
+    moved = permuted_copy(model, planted)
+    assert all(not torch.equal(planted[n], torch.arange(len(planted[n]))) for n in spec.names)
+    with torch.no_grad():
+        torch.testing.assert_close(moved(x), model(x), atol=1e-5, rtol=1e-5)
+    found, expected = align("weight_matching", model, moved), invert_permutations(planted)
+    assert {n: found[n].tolist() for n in spec.names} == {n: expected[n].tolist() for n in spec.names}
