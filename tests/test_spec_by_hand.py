@@ -81,6 +81,21 @@ class CrossCovariance(nn.Module):
         return self.head(h.mean(1) @ self.square)
 
 
+class CrossAttention(nn.Module):
+    """``nn.MultiheadAttention`` from one stream to another of another width (``kdim``, ``vdim``: separate query, key
+    and value weights), without biases, called with keywords."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.c, self.head = nn.Linear(3, 8), nn.Linear(3, 6), nn.Linear(8, 2)
+        self.attention = nn.MultiheadAttention(8, 2, bias=False, kdim=6, vdim=6, batch_first=True)
+
+    def forward(self, x):  # (batch, 4 tokens, 3)
+        h, context = self.a(x), torch.relu(self.c(x))
+        y = self.attention(query=h, key=context, value=context, need_weights=False)[0]
+        return self.head((h + y).mean(1))
+
+
 CASES = {
     "keywords": (
         Spelled,
@@ -102,6 +117,18 @@ CASES = {
                      ("b", 0), ("up.weight", 1)},
         },
         {"conv": ("<gn_w groups>", 2)},  # the group norm's 3 groups of 2 channels move whole
+    ),
+    "cross-attention": (
+        CrossAttention,
+        lambda: torch.randn(6, 4, 3),
+        {
+            "a": {("a.weight", 0), ("a.bias", 0), ("attention.q_proj_weight", 1), ("attention.out_proj.weight", 0),
+                  ("head.weight", 1)},
+            "c": {("c.weight", 0), ("c.bias", 0), ("attention.k_proj_weight", 1), ("attention.v_proj_weight", 1)},
+            "attention.qk": {("attention.q_proj_weight", 0), ("attention.k_proj_weight", 0)},
+            "attention.vo": {("attention.v_proj_weight", 0), ("attention.out_proj.weight", 1)},
+        },
+        {"attention.qk": ("<attention heads>", 4), "attention.vo": ("<attention heads>", 4)},
     ),
     "cross-covariance": (
         CrossCovariance,
@@ -142,3 +169,53 @@ def test_the_permutations_keep_the_function_and_a_planted_one_is_recovered(name)
         torch.testing.assert_close(moved(x), model(x), atol=1e-5, rtol=1e-5)
     found, expected = align("weight_matching", model, moved), invert_permutations(planted)
     assert {n: found[n].tolist() for n in spec.names} == {n: expected[n].tolist() for n in spec.names}
+
+
+def swin_block(p: str) -> set:
+    """The residual stream's pairs in a Swin block: the norms, the attention's inputs and output units (its heads,
+    each with a relative-position bias, stay in place with all their dimensions), the MLP's."""
+    pairs = {(f"{p}.{n}.{w}", 0) for n in ("norm1", "norm2", "attn.proj", "mlp.3") for w in ("weight", "bias")}
+    return pairs | {(f"{p}.attn.qkv.weight", 1), (f"{p}.mlp.0.weight", 1)}
+
+
+def hidden(p: str, last: int = 3) -> set:
+    """A two-layer MLP's hidden units: its first layer's outputs, the second's inputs."""
+    return {(f"{p}.0.weight", 0), (f"{p}.0.bias", 0), (f"{p}.{last}.weight", 1)}
+
+
+def sections(param: str, axis: int) -> set:
+    """The four sections of a patch merging's concatenation of four neighbouring positions' channels."""
+    return {(f"{param}[{a}:{a + 8}]", axis) for a in (0, 8, 16, 24)}
+
+
+NORM_AND_REDUCTION = ("norm.weight", "norm.bias", "reduction.weight")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_swin_streams_are_permuted_through_window_attention_and_patch_merging(version):
+    from torchvision.models import swin_transformer as swin
+
+    blocks = {} if version == 1 else {"block": swin.SwinTransformerBlockV2, "downsample_layer": swin.PatchMergingV2}
+    torch.manual_seed(0)
+    model = swin.SwinTransformer([2, 2], 8, [1, 1], [2, 2], [2, 2], num_classes=3, **blocks).eval()
+    spec = infer_spec(model, torch.randn(2, 3, 8, 8))
+    embed = {(f"features.0.{i}.{w}", 0) for i in (0, 2) for w in ("weight", "bias")}  # patches, then a LayerNorm
+    merge_norm = {("features.2.norm.weight", 0), ("features.2.norm.bias", 0)}
+    first = embed | swin_block("features.1.0") | sections("features.2.reduction.weight", 1)
+    second = sections("features.2.reduction.weight", 0) | swin_block("features.3.0")
+    second |= {("norm.weight", 0), ("norm.bias", 0), ("head.weight", 1)}
+    if version == 1:  # the merging normalises the four copies, then reduces them
+        first |= sections("features.2.norm.weight", 0) | sections("features.2.norm.bias", 0)
+        expected = {"features.0.0": first, "features.1.0.mlp.0": hidden("features.1.0.mlp")}
+        expected |= {"features.2.reduction": second, "features.3.0.mlp.0": hidden("features.3.0.mlp")}
+        cut = {f"features.2.{p}": (0 if "norm" in p else 1, (0, 8, 16, 24, 32)) for p in NORM_AND_REDUCTION}
+    else:  # it reduces, then normalises; each block's continuous position bias is an MLP of its own
+        second |= merge_norm
+        expected = {"features.0.0": first, "features.1.0.attn.cpb_mlp.0": hidden("features.1.0.attn.cpb_mlp", 2)}
+        expected |= {"features.1.0.mlp.0": hidden("features.1.0.mlp"), "features.2.reduction": second}
+        expected |= {"features.3.0.attn.cpb_mlp.0": hidden("features.3.0.attn.cpb_mlp", 2)}
+        expected |= {"features.3.0.mlp.0": hidden("features.3.0.mlp")}
+        cut = {"features.2.reduction.weight": (1, (0, 8, 16, 24, 32))}
+    assert spec.names == list(expected)
+    assert {n: set(pairs) for n, pairs in spec.axes.items()} == expected
+    assert (spec.sections, spec.groups, spec.blocks, spec.whole) == (cut, {}, {}, frozenset())
