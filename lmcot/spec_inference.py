@@ -482,13 +482,13 @@ class _Inference:
             self.classes.set_runs(channels, heads, count // groups, whole=False)
 
     def affine(self, node: fx.Node) -> list[str]:
-        """The parameters a functional norm gets as ``weight`` and ``bias`` (arguments 2 and 3)."""
+        """The parameters (or buffers) a functional norm gets as ``weight`` and ``bias`` (arguments 2 and 3)."""
         params = []
         for index, name in ((2, "weight"), (3, "bias")):
             given = _argument(node, index, name, None)
             if isinstance(given, fx.Node):
-                if given.op != "get_attr" or given.target not in self.parameters:
-                    raise self.refusal(node, f"its {name} is computed, not a parameter of the model")
+                if given.op != "get_attr" or given.target not in self.state:
+                    raise self.refusal(node, f"its {name} is computed, not a tensor of the model's state dict")
                 params.append(given.target)
         return params
 

@@ -50,6 +50,14 @@ class Stated(nn.Module):
         return self.lin(x)
 
 
+class Constant(nn.Module):
+    """A module holding ``scale``, a buffer of ``n`` ones that is not saved in the state dict."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.register_buffer("scale", torch.ones(n), persistent=False)
+
+
 def linear(i, o):
     return nn.Linear(i, o)
 
@@ -195,8 +203,18 @@ REFUSALS = [
             lambda m, x: F.layer_norm(m.a(x), (4,), m.w * 2).sum(1), a=linear(3, 4), w=nn.Parameter(torch.ones(4))
         ),
         (2, 3),
-        refused("node 'layer_norm' (function layer_norm)", "its weight is computed, not a parameter of the model"),
+        refused(
+            "node 'layer_norm' (function layer_norm)", "its weight is computed, not a tensor of the model's state dict"
+        ),
         id="computed norm weight",
+    ),
+    pytest.param(  # a buffer that the state dict leaves out: no permutation could carry it
+        lambda: Net(lambda m, x: F.layer_norm(m.a(x), (4,), m.c.scale).sum(1), a=linear(3, 4), c=Constant(4)),
+        (2, 3),
+        refused(
+            "node 'layer_norm' (function layer_norm)", "its weight is computed, not a tensor of the model's state dict"
+        ),
+        id="norm weight not in the state dict",
     ),
     pytest.param(
         lambda: Net(
@@ -205,7 +223,9 @@ REFUSALS = [
             w=nn.Parameter(torch.ones(4)),
         ),
         (2, 3, 2),
-        refused("node 'group_norm' (function group_norm)", "its bias is computed, not a parameter of the model"),
+        refused(
+            "node 'group_norm' (function group_norm)", "its bias is computed, not a tensor of the model's state dict"
+        ),
         id="computed norm bias",
     ),
     pytest.param(
@@ -472,6 +492,11 @@ def test_each_refusal_says_exactly_where_and_why(build, shape, message):
 
 # The other side of each refusal's condition: the nearest network it must accept.
 ACCEPTED = [
+    pytest.param(  # a buffer in the state dict: permuted with the units it scales
+        lambda: Net(lambda m, x: F.layer_norm(m.a(x), (4,), m.scale).sum(1), a=linear(3, 4), scale=torch.ones(4)),
+        (2, 3),
+        id="norm weight a buffer",
+    ),
     pytest.param(
         lambda: Net(lambda m, x: (m.a(x).flatten(1) + m.b(x.flatten(1))).sum(1), a=conv(3, 2), b=linear(9, 6)),
         (2, 3, 3),
@@ -689,3 +714,8 @@ def test_a_spec_whose_axes_differ_in_length_is_refused_not_returned():
         "cannot infer the permutation spec: permutation 'q' acts on axes of different sizes (8 and 16 at "
         "'k.weight'). Write the model's permutation_spec() by hand."
     )
+
+
+def test_a_buffer_given_as_a_norm_weight_is_permuted_with_its_units():
+    model = Net(lambda m, x: F.layer_norm(m.a(x), (4,), m.scale).sum(1), a=linear(3, 4), scale=torch.rand(4))
+    assert infer_spec(model, torch.randn(2, 3)).axes == {"a": (("a.weight", 0), ("a.bias", 0), ("scale", 0))}
