@@ -1,7 +1,8 @@
 """The symmetries of today's networks, read by spec inference: depthwise and grouped convolutions, concatenation
 along the permuted axis, ``nn.MultiheadAttention`` with a class token and a position embedding, functional
 norms and squeeze-and-excitation gating. For each: the permutations keep the function, and weight matching puts
-a planted permutation back exactly."""
+a planted permutation back exactly; the
+whole spec (every permutation and every axis it acts on) is the one the rules give."""
 
 import pytest
 import torch
@@ -392,3 +393,103 @@ def test_masks_over_tokens_and_splits_of_tokens_keep_the_units_permuted(op):
 def test_attention_code_it_cannot_read_is_refused_naming_the_node(op, message):
     with pytest.raises(SpecInferenceError, match=message):
         infer_spec(Operations(op), torch.randn(2, 4, 3))
+
+
+def _bn(name: str, part: str = "") -> set:
+    """A BatchNorm's four per-channel tensors (``part``: the section they are read in)."""
+    return {(f"{name}.{t}{part}", 0) for t in ("weight", "bias", "running_mean", "running_var")}
+
+
+def _layer(name: str, part: str = "") -> set:
+    return {(f"{name}.weight{part}", 0), (f"{name}.bias", 0)}
+
+
+QKV = "attention.in_proj_weight"
+PARTS = ("[0:4]", "[4:7]", "[7:10]")  # the dense block's concatenation: stem, layer1, layer2
+WHOLE_SPECS = {  # name -> (axes, groups, sections, whole), each checked against the rules by hand
+    "depthwise": (
+        {
+            "expand": _layer("expand") | _bn("bn") | _layer("depthwise") | {("project.weight", 1)},
+            "project": _layer("project"),
+            "multiplier": _layer("multiplier") | {("head.weight", 1)},
+        },
+        {"project": ("<multiplier groups>", 1), "multiplier": ("<multiplier groups>", 2)},
+        {},
+        {"project"},
+    ),
+    "grouped": (
+        {
+            "a": _layer("a"),
+            "b": _layer("b") | {("norm.weight", 0), ("norm.bias", 0), ("c.weight", 1)},
+            "c": _layer("c") | {("head.weight", 1)},
+        },
+        {"a": ("<b groups>", 3), "b": ("<b groups>", 3)},
+        {},
+        {"a"},
+    ),
+    "dense": (
+        {
+            "stem": _layer("stem") | _bn("norm1") | _bn("norm2", "[0:4]") | {("layer1.weight", 1)}
+            | {(f"{n}.weight[0:4]", 1) for n in ("layer2", "left", "right")},
+            "layer1": _layer("layer1") | _bn("norm2", "[4:7]")
+            | {(f"{n}.weight[4:7]", 1) for n in ("layer2", "left", "right")},
+            "layer2": _layer("layer2", "[0:4]") | {("layer2.weight[4:7]", 0)}
+            | {(f"{n}.weight[7:10]", 1) for n in ("left", "right")},
+            "left": {("left.bias", 0), ("head.weight[0:2]", 1)} | {(f"left.weight{p}", 0) for p in PARTS},
+            "right": {("right.bias", 0), ("head.weight[2:7]", 1)} | {(f"right.weight{p}", 0) for p in PARTS},
+        },
+        {},
+        {f"norm2.{t}": (0, (0, 4, 7)) for t in ("weight", "bias", "running_mean", "running_var")}
+        | {"layer2.weight": (1, (0, 4, 7)), "left.weight": (1, (0, 4, 7, 10)), "right.weight": (1, (0, 4, 7, 10))}
+        | {"head.weight": (1, (0, 2, 7))},
+        set(),
+    ),
+    "channels last": (
+        {
+            "stem": _layer("stem") | _layer("depthwise") | _layer("down") | _layer("gate.fc2")
+            | {("norm_weight", 0), ("norm_bias", 0), ("scale", 0), ("up.weight", 1), ("gate.fc1.weight", 1)}
+            | {("head.weight", 1)},
+            "up": _layer("up") | {("down.weight", 1)},
+            "gate.fc1": _layer("gate.fc1") | {("gate.fc2.weight", 1)},
+        },
+        {},
+        {},
+        set(),
+    ),
+    "attention": (
+        {
+            "patch": _layer("patch") | _layer("attention.out_proj") | _layer("mlp.2") | {("token", 2), ("position", 2)}
+            | {(f"{n}.{t}", 0) for n in ("norm1", "norm2") for t in ("weight", "bias")}
+            | {(f"{QKV}[{a}:{a + 8}]", 1) for a in (0, 8, 16)} | {("mlp.0.weight", 1), ("head.weight", 1)},
+            "attention.qk": {(f"attention.in_proj_{t}[{a}:{a + 8}]", 0) for t in ("weight", "bias") for a in (0, 8)},
+            "attention.vo": {(f"{QKV}[16:24]", 0), ("attention.in_proj_bias[16:24]", 0)}
+            | {("attention.out_proj.weight", 1)},
+            "mlp.0": _layer("mlp.0") | {("mlp.2.weight", 1)},
+        },
+        {"attention.qk": ("<attention heads>", 4), "attention.vo": ("<attention heads>", 4)},
+        {QKV: (0, (0, 8, 16, 24)), "attention.in_proj_bias": (0, (0, 8, 16, 24))},
+        set(),
+    ),
+    "einsum attention": (  # queries, keys and values stay: the table holds a bias per head
+        {
+            "embed": _layer("embed") | _layer("merge") | {("head.weight", 1)}
+            | {(f"to_qkv.weight[{a}:{a + 8}]", 1) for a in (0, 8, 16)},
+        },
+        {},
+        {"to_qkv.weight": (0, (0, 8, 16, 24))},
+        set(),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", WHOLE_SPECS)
+def test_the_whole_spec_is_what_the_rules_give_nothing_more_nothing_less(name):
+    """Not only are the permutations function-preserving (above): none is missing, each acts on every axis it
+    must and no other, in the order the layers run."""
+    x = torch.randn(*INPUTS.get(name, (6, 3, 8, 8)))
+    spec = infer_spec(random_network(NETWORKS[name], x), x)
+    axes, groups, sections, whole = WHOLE_SPECS[name]
+    assert spec.names == list(axes)
+    assert {n: set(pairs) for n, pairs in spec.axes.items()} == axes
+    assert all(len(pairs) == len(set(pairs)) for pairs in spec.axes.values())
+    assert (spec.groups, spec.sections, set(spec.whole), spec.blocks) == (groups, sections, whole, {})
