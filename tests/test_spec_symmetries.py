@@ -1,8 +1,8 @@
 """The symmetries of today's networks, read by spec inference: depthwise and grouped convolutions, concatenation
 along the permuted axis, ``nn.MultiheadAttention`` with a class token and a position embedding, functional
 norms and squeeze-and-excitation gating. For each: the permutations keep the function, and weight matching puts
-a planted permutation back exactly; the
-whole spec (every permutation and every axis it acts on) is the one the rules give."""
+a planted permutation back exactly; the whole spec (every permutation and every axis it acts on) is the one the
+rules give."""
 
 import pytest
 import torch
