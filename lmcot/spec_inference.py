@@ -1063,9 +1063,6 @@ class _ConcreteTracer(_Tracer):
         self.data_dependent.append(f"{kind.__name__}() of {_describe(proxy.node, self.root)}")
         return kind(proxy.value)
 
-    def iter(self, obj):
-        return iter(obj)
-
     def keys(self, obj):
         return obj.value.keys()
 

@@ -479,6 +479,23 @@ REFUSALS = [
         "by hand.",
         id="branch on a value",
     ),
+    pytest.param(
+        lambda: Net(lambda m, x: m.a(x) * int(m.a(x).sum() > 0), a=linear(3, 4)),
+        (2, 3),
+        "torch.fx cannot trace the model past node 'gt' (function gt): int() argument must be a string, a bytes-like "
+        "object or a real number, not 'Proxy'; traced on the example input, its control flow depends on tensor values "
+        "(int() of node 'gt' (function gt)), so the graph would hold for this input only. Write the model's "
+        "permutation_spec() by hand.",
+        id="int of a value",
+    ),
+    pytest.param(
+        lambda: Net(lambda m, x: [m.a(x), -m.a(x)][m.a(x).sum() > 0], a=linear(3, 4)),
+        (2, 3),
+        "torch.fx cannot trace the model past node 'gt' (function gt): list indices must be integers or slices, not "
+        "Proxy; traced on the example input, its control flow depends on tensor values (int() of node 'gt' (function "
+        "gt)), so the graph would hold for this input only. Write the model's permutation_spec() by hand.",
+        id="index by a value",
+    ),
 ]
 
 
