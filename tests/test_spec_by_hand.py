@@ -118,6 +118,25 @@ class Kitchen(nn.Module):
         return self.head(torch.concat([h, h.new_zeros(h.shape[0], 2)], dim=1))
 
 
+class Indexing(nn.Module):
+    """Indexing by slices (part of the tokens, or written out in full), ``...``, ``None`` and integers; transposes,
+    permutes and movedims by negative axes; reductions with ``keepdim`` given either way, over a tuple of axes, over
+    the units."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(3, 8), nn.Linear(8, 5), nn.Linear(8, 2)
+
+    def forward(self, x):  # (batch, 4 tokens, 3)
+        h = self.a(x)  # (batch, 4, 8)
+        y = h[:, 1:3][..., None, :][:, 0]  # a part of the tokens, a new axis, one token: (batch, 1, 8)
+        y = y[0:6, :, 0:8].squeeze(1)  # slices written out in full keep their axes
+        z = self.b(h).permute(0, -1, 1).transpose(-1, -2).movedim(-1, 1)  # (batch, 5, 4)
+        z = torch.sum(z, 2, True).amin(-1) + z.mean(dim=(2,))  # (batch, 5)
+        z = torch.permute(z[:, None], (0, 2, 1))[:, :, -1]  # (batch, 5)
+        return self.head(y + h[..., -1, :]) + z.sum(1, keepdim=True)
+
+
 CASES = {
     "keywords": (
         Spelled,
@@ -153,6 +172,15 @@ CASES = {
         },
         {"c1": ("<gn.weight groups>", 2)},
         {"head.weight": (1, (0, 5, 7))},
+    ),
+    "indexing": (
+        Indexing,
+        lambda: torch.randn(6, 4, 3),
+        {
+            "a": {("a.weight", 0), ("a.bias", 0), ("b.weight", 1), ("head.weight", 1)},
+            "b": {("b.weight", 0), ("b.bias", 0)},  # summed over at the end: no other tensor holds them
+        },
+        {},
     ),
     "cross-attention": (
         CrossAttention,
