@@ -857,8 +857,8 @@ class _Inference:
         self.producers.setdefault(out, f"{node.target}.out_proj")
         if module.out_proj.bias is not None:
             self.classes.union(out, (f"{node.target}.out_proj.bias", 0))
-        weights_axes = [FIXED] * (len(query) if module.batch_first or len(query) == 2 else len(query))
-        return [[*query[:-1], out], weights_axes]
+        shapes = self.item_shapes.get(node)  # (output, attention weights), where the weights are returned
+        return [[*query[:-1], out], [FIXED] * len(shapes[1]) if shapes else None]
 
     # --- helpers -------------------------------------------------------------------------------------------
 

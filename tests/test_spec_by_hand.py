@@ -137,6 +137,21 @@ class Indexing(nn.Module):
         return self.head(y + h[..., -1, :]) + z.sum(1, keepdim=True)
 
 
+class AttentionWeights(nn.Module):
+    """``nn.MultiheadAttention`` whose attention weights the model reads, per head (4 axes, where its query has 3):
+    no residual, so its output units are a permutation of their own."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.head = nn.Linear(3, 8), nn.Linear(8, 2)
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):  # (batch, 4 tokens, 3)
+        h = self.a(x)
+        y, weights = self.attention(h, h, h, average_attn_weights=False)  # weights: (batch, 2 heads, 4, 4)
+        return self.head(y.mean(1)) + weights.mean((1, 2, 3))[:, None]
+
+
 CASES = {
     "keywords": (
         Spelled,
@@ -181,6 +196,20 @@ CASES = {
             "b": {("b.weight", 0), ("b.bias", 0)},  # summed over at the end: no other tensor holds them
         },
         {},
+    ),
+    "attention weights": (
+        AttentionWeights,
+        lambda: torch.randn(6, 4, 3),
+        {
+            "a": {("a.weight", 0), ("a.bias", 0)} | {(f"attention.in_proj_weight[{i}:{i + 8}]", 1) for i in (0, 8, 16)},
+            "attention.qk": {(f"attention.in_proj_{t}[{i}:{i + 8}]", 0) for t in ("weight", "bias") for i in (0, 8)},
+            "attention.vo": {("attention.in_proj_weight[16:24]", 0), ("attention.in_proj_bias[16:24]", 0)}
+            | {("attention.out_proj.weight", 1)},
+            "attention.out_proj": {("attention.out_proj.weight", 0), ("attention.out_proj.bias", 0)}
+            | {("head.weight", 1)},
+        },
+        {"attention.qk": ("<attention heads>", 4), "attention.vo": ("<attention heads>", 4)},
+        {f"attention.in_proj_{t}": (0, (0, 8, 16, 24)) for t in ("weight", "bias")},
     ),
     "cross-attention": (
         CrossAttention,
