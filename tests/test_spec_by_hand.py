@@ -312,3 +312,36 @@ def test_swin_streams_are_permuted_through_window_attention_and_patch_merging(ve
     assert spec.names == list(expected)
     assert {n: set(pairs) for n, pairs in spec.axes.items()} == expected
     assert (spec.sections, spec.groups, spec.blocks, spec.whole) == (cut, {}, {}, frozenset())
+
+
+def test_a_module_stating_its_symmetry_first_names_its_output_units():
+    """lmcot's SelfAttention reads the input (fixed) and writes units no layer before it produced: they are a
+    permutation named after it, beside its own query/key and value/output ones."""
+    from lmcot.models.transformer import SelfAttention
+
+    spec = infer_spec(nn.Sequential(SelfAttention(4, 2), nn.Linear(4, 2)), torch.randn(2, 3, 4))
+    assert spec.names == ["0.qk", "0.vo", "0"]
+    assert {n: set(pairs) for n, pairs in spec.axes.items()} == {
+        "0.qk": {("0.q.weight", 0), ("0.q.bias", 0), ("0.k.weight", 0), ("0.k.bias", 0)},
+        "0.vo": {("0.v.weight", 0), ("0.v.bias", 0), ("0.o.weight", 1)},
+        "0": {("0.o.weight", 0), ("0.o.bias", 0), ("1.weight", 1)},
+    }
+    assert spec.groups == {"0.qk": ("0.heads", 2), "0.vo": ("0.heads", 2)}
+
+
+class MergedInput(nn.Module):
+    """Swin's patch merging applied to the input: four copies of fixed channels, read whole by a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(12, 5), nn.Linear(5, 2)
+
+    def forward(self, x):  # (batch, 4, 4, 3 channels)
+        from torchvision.models.swin_transformer import _patch_merging_pad
+
+        return self.b(torch.relu(self.a(_patch_merging_pad(x)))).mean((1, 2))
+
+
+def test_a_patch_merging_of_fixed_channels_is_fixed_and_cut_into_no_sections():
+    spec = infer_spec(MergedInput(), torch.randn(2, 4, 4, 3))
+    assert spec.axes == {"a": (("a.weight", 0), ("a.bias", 0), ("b.weight", 1))} and spec.sections == {}
