@@ -789,9 +789,8 @@ class _Inference:
     def einsum(self, node: fx.Node) -> list[Element]:
         """``torch.einsum(equation, *operands)``: the axes of one index letter hold the same units (summed over or
         kept); a letter of the result carries them."""
-        equation, operands = node.args[0].replace(" ", ""), list(node.args[1:])
-        if len(operands) == 1 and isinstance(operands[0], list | tuple):
-            operands = list(operands[0])
+        # torch.einsum hands torch.fx its operands one by one, even when given as a list
+        equation, operands = node.args[0].replace(" ", ""), node.args[1:]
         if "..." in equation or "->" not in equation:
             raise self.refusal(node, f"an einsum {node.args[0]!r} without an explicit result or with '...'")
         inputs, result = equation.split("->")
@@ -857,8 +856,7 @@ class _Inference:
         self.producers.setdefault(out, f"{node.target}.out_proj")
         if module.out_proj.bias is not None:
             self.classes.union(out, (f"{node.target}.out_proj.bias", 0))
-        shapes = self.item_shapes.get(node)  # (output, attention weights), where the weights are returned
-        return [[*query[:-1], out], [FIXED] * len(shapes[1]) if shapes else None]
+        return [[*query[:-1], out], None]  # the attention weights carry no unit: read like a constant
 
     # --- helpers -------------------------------------------------------------------------------------------
 

@@ -96,6 +96,15 @@ def attention_masked_along_units(m, x):  # x (batch, 4 tokens, 3): 2 heads of 4 
     return F.scaled_dot_product_attention(q, q, q, attn_mask=q > 0).mean((1, 2, 3))
 
 
+def attention_masked_positionally(m, x):  # the same mask, given as the fourth argument
+    q = m.a(x).view(-1, 4, 2, 4).transpose(1, 2)
+    return F.scaled_dot_product_attention(q, q, q, q > 0).mean((1, 2, 3))
+
+
+def branch_on_a_layer(m, x):  # a branch on a module's own output: the node named is the module's
+    return m.a(x) if m.b(x) else -m.a(x)
+
+
 def heads_of_another_class(m, x):  # (batch, c's 2 units, a's head dimensions) merged as if c were a's heads
     return torch.einsum("bhd,bc->bcd", m.a(x).view(-1, 2, 4), m.c(x)).reshape(-1, 8).mean(1)
 
@@ -363,6 +372,15 @@ REFUSALS = [
         id="attention mask along units",
     ),
     pytest.param(
+        lambda: Net(attention_masked_positionally, a=linear(3, 8)),
+        (2, 4, 3),
+        refused(
+            "node 'scaled_dot_product_attention' (function scaled_dot_product_attention)",
+            "its attention mask varies along a permuted axis",
+        ),
+        id="attention mask along units, given positionally",
+    ),
+    pytest.param(
         lambda: Net(
             lambda m, x: m.att(m.a(x), m.a(x), m.a(x))[0].mean((1, 2)),
             a=linear(3, 4),
@@ -487,6 +505,15 @@ REFUSALS = [
         "(int() of node 'gt' (function gt)), so the graph would hold for this input only. Write the model's "
         "permutation_spec() by hand.",
         id="int of a value",
+    ),
+    pytest.param(
+        lambda: Net(branch_on_a_layer, a=linear(3, 4), b=linear(3, 1)),
+        (1, 3),
+        "torch.fx cannot trace the model past node 'b' (module 'b', Linear): symbolically traced variables cannot be "
+        "used as inputs to control flow; traced on the example input, its control flow depends on tensor values "
+        "(bool() of node 'b' (module 'b', Linear)), so the graph would hold for this input only. Write the model's "
+        "permutation_spec() by hand.",
+        id="branch on a layer's output",
     ),
     pytest.param(
         lambda: Net(lambda m, x: [m.a(x), -m.a(x)][m.a(x).sum() > 0], a=linear(3, 4)),
