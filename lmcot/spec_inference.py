@@ -735,8 +735,8 @@ class _Inference:
             if producer is not None:
                 self.producers.setdefault(parts[0], part_name(producer, start, stop))
         for param, axis in members:
-            if param in self.sections:
-                raise BlockConflict(f"{param} would be cut along two axes")
+            if base_name(param) in self.sections:  # a part of a tensor cut already: cut along two axes
+                raise BlockConflict(f"{base_name(param)} would be cut along two axes")
             self.sections[param] = (axis, bounds)
             for other in [e for e in self.classes.parent if e[0] == param and e[1] != axis]:  # read before the cut
                 self.classes.union(other, *self.elements(param, other[1]))
@@ -1052,10 +1052,11 @@ class _ConcreteTracer(_Tracer):
         self.example, self.data_dependent = example_input, []
 
     def create_args_for_root(self, root_fn, is_module, concrete_args=None):
-        """One placeholder, the input: ``forward``'s other arguments (masks, flags, ``**kwargs``) keep defaults."""
-        name = list(inspect.signature(root_fn).parameters)[1 if is_module else 0]
-        x = self.create_proxy("placeholder", name, (), {})
-        return root_fn, [self.root, x] if is_module else [x]
+        """One placeholder, the input: ``forward``'s other arguments (masks, flags, ``**kwargs``) keep defaults.
+        ``root_fn`` is a module's unbound ``forward`` (:func:`_trace` traces modules only): its first argument is
+        the module itself."""
+        x = self.create_proxy("placeholder", list(inspect.signature(root_fn).parameters)[1], (), {})
+        return root_fn, [self.root, x]
 
     def concrete(self, proxy: _ConcreteProxy, kind):
         self.data_dependent.append(f"{kind.__name__}() of {_describe(proxy.node, self.root)}")
@@ -1064,13 +1065,11 @@ class _ConcreteTracer(_Tracer):
     def keys(self, obj):
         return obj.value.keys()
 
-    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
-        value = self.run(kind, target, args, kwargs)
-        if kind not in ("placeholder", "get_attr", "output") and not any(
-            isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(value)
-        ):
+    def create_proxy(self, kind, target, args, kwargs, *rest, **options):
+        value = self.run(kind, target, args, kwargs)  # the input, a parameter or a buffer: a tensor
+        if not any(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(value)):
             return value  # a size, a shape, a flag: a constant of the graph
-        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        proxy = super().create_proxy(kind, target, args, kwargs, *rest, **options)
         return _ConcreteProxy(proxy.node, self, value)
 
     def run(self, kind, target, args, kwargs):

@@ -429,6 +429,17 @@ REFUSALS = [
         refused("node 'split' (method .split())", "l.weight would be cut along two axes"),
         id="split of a residual's square weight",
     ),
+    pytest.param(  # b reads a concatenation in sections along its inputs; its outputs are split as well
+        lambda: Net(
+            lambda m, x: m.b(torch.cat([m.a(x), m.c(x)], 1)).split(2, 1)[0].sum(1),
+            a=linear(3, 2),
+            c=linear(3, 3),
+            b=linear(5, 4),
+        ),
+        (2, 3),
+        refused("node 'split' (method .split())", "b.weight would be cut along two axes"),
+        id="split of a layer that reads a concatenation",
+    ),
     pytest.param(
         lambda: Net(lambda m, x: m.l(m.a(x).view(-1, 2, 4)).mean((1, 2)), a=linear(3, 8), l=linear(4, 2)),
         (2, 3),
