@@ -446,3 +446,24 @@ class MergedInput(nn.Module):
 def test_a_patch_merging_of_fixed_channels_is_fixed_and_cut_into_no_sections():
     spec = infer_spec(MergedInput(), torch.randn(2, 4, 4, 3))
     assert spec.axes == {"a": (("a.weight", 0), ("a.bias", 0), ("b.weight", 1))} and spec.sections == {}
+
+
+class ShapeBranch(nn.Module):
+    """Python code that branches on a shape: torch.fx cannot trace it symbolically, the example input can."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.drop, self.head = nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        if h.shape[-1] > 2:  # taken on every input of this model
+            h = self.drop(torch.relu(h))
+        return self.head(h)
+
+
+def test_a_model_traced_on_its_example_keeps_its_training_mode():
+    model = ShapeBranch().train()
+    spec = infer_spec(model, torch.randn(2, 3))
+    assert spec.axes == {"a": (("a.weight", 0), ("a.bias", 0), ("head.weight", 1))}
+    assert model.training and model.drop.training and model.a.training
