@@ -624,7 +624,7 @@ class _Inference:
         elif isinstance(dim, int):
             dim = [dim]
         elif not all(isinstance(d, int) for d in dim):
-            raise self.refusal(node, f"a reduction over {dim!r}")
+            raise self.refusal(node, f"a reduction over axes the model computes ({', '.join(map(str, dim))})")
         reduced = {d % len(x) for d in dim}
         heads = {self.classes.find(h) for h, _, _ in self.classes.runs.values()}
         if any(self.classes.find(x[a]) in heads for a in reduced) and any(

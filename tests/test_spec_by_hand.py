@@ -119,22 +119,27 @@ class Kitchen(nn.Module):
 
 
 class Indexing(nn.Module):
-    """Indexing by slices (part of the tokens, or written out in full), ``...``, ``None`` and integers; transposes,
-    permutes and movedims by negative axes; reductions with ``keepdim`` given either way, over a tuple of axes, over
-    the units."""
+    """Indexing by slices (part of the tokens, or written out in full), ``...``, ``None``, integers and a tensor of
+    indices (a gather from a table, and from the input); transposes, permutes and movedims by negative axes and by
+    keywords; reductions with ``keepdim`` given either way, over a tuple of axes, over the units (then read by a
+    layer of one input)."""
 
     def __init__(self):
         super().__init__()
-        self.a, self.b, self.head = nn.Linear(3, 8), nn.Linear(8, 5), nn.Linear(8, 2)
+        self.a, self.b, self.head, self.one = nn.Linear(3, 8), nn.Linear(8, 5), nn.Linear(8, 2), nn.Linear(1, 2)
+        self.table = nn.Parameter(torch.randn(3, 7))
+        self.register_buffer("index", torch.tensor([0, 2, 1, 2]))
 
     def forward(self, x):  # (batch, 4 tokens, 3)
         h = self.a(x)  # (batch, 4, 8)
         y = h[:, 1:3][..., None, :][:, 0]  # a part of the tokens, a new axis, one token: (batch, 1, 8)
-        y = y[0:6, :, 0:8].squeeze(1)  # slices written out in full keep their axes
-        z = self.b(h).permute(0, -1, 1).transpose(-1, -2).movedim(-1, 1)  # (batch, 5, 4)
-        z = torch.sum(z, 2, True).amin(-1) + z.mean(dim=(2,))  # (batch, 5)
+        y = y[0:6, :, 0:8].squeeze(1) + h[:, None, 0].squeeze(1)  # slices written out in full keep their axes
+        z = self.b(h).permute(0, -1, 1).transpose(-1, -2).movedim(source=-1, destination=1)  # (batch, 5, 4)
+        z = torch.sum(z, 2, True).amin(-1) + torch.movedim(z, 1, 2).mean(dim=(1,))  # (batch, 5)
         z = torch.permute(z[:, None], (0, 2, 1))[:, :, -1]  # (batch, 5)
-        return self.head(y + h[..., -1, :]) + z.sum(1, keepdim=True)
+        gathered = (self.table[:, self.index] * 2).sum() + (self.table[self.index, 0] * 2).sum()
+        gathered = gathered + (x[:, self.index] * 2).mean()  # tokens of the input, by position
+        return self.head(y + h[..., -1, :]) + self.one(z.sum(1, keepdim=True)) + gathered
 
 
 class AttentionWeights(nn.Module):
@@ -215,6 +220,19 @@ class Joined(nn.Module):
         y = torch.cat([y, y]).mean((0, 2, 3))[None]  # (1, 2): the batch concatenated, then averaged
         first, second = x.split(3)  # halves of the batch
         return self.head(y) + (first - second)[:, None, 0].mean()
+
+
+class Unaffine(nn.Module):
+    """Two group norms without affine parameters, each of 2 groups of 2 channels: each layer's channels move in runs
+    of their own heads."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1), nn.Linear(4, 2)
+        self.norm_a, self.norm_b = nn.GroupNorm(2, 4, affine=False), nn.GroupNorm(2, 4, affine=False)
+
+    def forward(self, x):  # (batch, 3, 2, 2)
+        return self.head(self.norm_b(self.b(self.norm_a(self.a(x)))).mean((2, 3)))
 
 
 CASES = {
@@ -310,6 +328,15 @@ CASES = {
         {},
         {"reader.weight": (1, (0, 2, 5, 9)), "whole.weight": (1, (0, 2, 6))}
         | {"split_me.weight": (0, (0, 2, 6)), "split_me.bias": (0, (0, 2, 6))},
+    ),
+    "group norms without weights": (
+        Unaffine,
+        lambda: torch.randn(6, 3, 2, 2),
+        {
+            "a": {("a.weight", 0), ("a.bias", 0), ("b.weight", 1)},
+            "b": {("b.weight", 0), ("b.bias", 0), ("head.weight", 1)},
+        },
+        {"a": ("<a.weight groups>", 2), "b": ("<b.weight groups>", 2)},  # each norm's groups: heads of their own
     ),
     "cross-attention": (
         CrossAttention,

@@ -441,6 +441,12 @@ REFUSALS = [
         id="split of a layer that reads a concatenation",
     ),
     pytest.param(
+        lambda: Net(lambda m, x: m.a(x).sum(dim=(x.dim() - 1,)), a=linear(3, 4)),
+        (2, 3),
+        refused("node 'sum_1' (method .sum())", "a reduction over axes the model computes (sub)"),
+        id="reduction over computed axes",
+    ),
+    pytest.param(
         lambda: Net(lambda m, x: m.l(m.a(x).view(-1, 2, 4)).mean((1, 2)), a=linear(3, 8), l=linear(4, 2)),
         (2, 3),
         refused(
