@@ -494,3 +494,23 @@ def test_a_model_traced_on_its_example_keeps_its_training_mode():
     spec = infer_spec(model, torch.randn(2, 3))
     assert spec.axes == {"a": (("a.weight", 0), ("a.bias", 0), ("head.weight", 1))}
     assert model.training and model.drop.training and model.a.training
+
+
+class BranchOnKeywords(nn.Module):
+    """A branch on the shape of what a layer returns for its keyword arguments (attention weights per head: 4 axes),
+    so traced on the example input, with those keywords."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.head, self.other = nn.Linear(3, 8), nn.Linear(8, 2), nn.Linear(8, 2)
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):  # (batch, 4 tokens, 3)
+        h = self.a(x)
+        y, weights = self.attention(h, h, h, average_attn_weights=False)
+        return self.head((h + y).mean(1)) if weights.dim() == 4 else self.other(h.mean(1))
+
+
+def test_layers_called_with_keywords_run_with_them_when_traced_on_the_example():
+    spec = infer_spec(BranchOnKeywords(), torch.randn(2, 4, 3))
+    assert ("head.weight", 1) in spec.axes["a"] and not any(p.startswith("other.") for p, _ in spec.axes["a"])
