@@ -430,8 +430,10 @@ class _Inference:
             return self.indexing(node)
         if target in _MATRIX_PRODUCTS:
             return self.matrix_product(node)
+        # torch.nn.functional hands torch.fx the tensor and the next arguments by position, weight and bias of the
+        # norms by keyword (its handle_torch_function calls), however the model spelled them
         if target is F.embedding:  # (indices, weight)
-            return [*self.axes[node.args[0]], self.axes[_argument(node, 1, "weight", None)][1]]
+            return [*self.axes[node.args[0]], self.axes[node.args[1]][1]]
         if target is torch.addmm:  # bias + x @ weight, weight (in, out): a Linear stored transposed (GPT-2's Conv1D)
             return self.transposed_linear(node)
         if target is F.scaled_dot_product_attention:
@@ -440,14 +442,12 @@ class _Inference:
             return self.einsum(node)
         if target in _SWIN:  # torchvision wraps these for torch.fx: one node each
             return getattr(self, _SWIN[target])(node)
-        if target is F.layer_norm:  # (x, normalized_shape, weight, bias, eps)
-            shape = _argument(node, 1, "normalized_shape", ())
-            k = len(shape) if isinstance(shape, tuple | list) else 1
-            self.layer_norm(self.axes[node.args[0]], k, self.affine(node))
+        if target is F.layer_norm:  # (x, normalized_shape, weight=, bias=, eps=): a tuple of ints (or a Size)
+            self.layer_norm(self.axes[node.args[0]], len(node.args[1]), self.affine(node))
             return self.axes[node.args[0]]
-        if target is F.group_norm:  # (x, num_groups, weight, bias, eps): channels on axis 1
+        if target is F.group_norm:  # (x, num_groups, weight=, bias=, eps=): channels on axis 1
             x, channels = self.axes[node.args[0]], self.shapes[node][1]
-            self.normalise(x[1], channels, self.affine(node), _argument(node, 1, "num_groups", 1))
+            self.normalise(x[1], channels, self.affine(node), node.args[1])
             return x
         raise self.refusal(node, "an operation the inference does not know")
 
@@ -482,10 +482,10 @@ class _Inference:
             self.classes.set_runs(channels, heads, count // groups, whole=False)
 
     def affine(self, node: fx.Node) -> list[str]:
-        """The parameters (or buffers) a functional norm gets as ``weight`` and ``bias`` (arguments 2 and 3)."""
+        """The parameters (or buffers) a functional norm gets as ``weight`` and ``bias`` (keywords of the node)."""
         params = []
-        for index, name in ((2, "weight"), (3, "bias")):
-            given = _argument(node, index, name, None)
+        for name in ("weight", "bias"):
+            given = node.kwargs.get(name)
             if isinstance(given, fx.Node):
                 if given.op != "get_attr" or given.target not in self.state:
                     raise self.refusal(node, f"its {name} is computed, not a tensor of the model's state dict")

@@ -24,11 +24,11 @@ class Spelled(nn.Module):
     def __init__(self):
         super().__init__()
         self.a, self.q, self.k, self.v, self.o = nn.Linear(3, 8), *[nn.Linear(8, 8) for _ in range(4)]
-        self.w, self.bias = nn.Parameter(torch.rand(8) + 0.5), nn.Parameter(torch.randn(8))
+        self.w, self.bias = nn.Parameter(torch.rand(4, 8) + 0.5), nn.Parameter(torch.randn(4, 8))  # (tokens, units)
         self.mix, self.head = nn.Parameter(torch.randn(8, 6) / 3), nn.Linear(6, 2)
 
     def forward(self, x):  # (batch, 4 tokens, 3)
-        h = F.layer_norm(self.a(x), normalized_shape=(8,), weight=self.w, bias=self.bias)
+        h = F.layer_norm(self.a(x), normalized_shape=(4, 8), weight=self.w, bias=self.bias)  # over two axes
         q = self.q(h).view(h.shape[0], 4, 2, 4).permute((0, 2, 1, 3))  # (batch, 2 heads, 4 tokens, 4)
         k = self.k(h).view(h.shape[0], 4, 2, 4).permute(0, 2, 1, 3)
         v = self.v(h).view(h.shape[0], 4, 2, 4).transpose(dim0=1, dim1=2)
@@ -52,10 +52,10 @@ class Positional(nn.Module):
         self.up, self.head = nn.Linear(6, 5), nn.Linear(5, 2)
 
     def forward(self, tokens):  # (batch, 3) indices
-        h = self.embed(tokens) + F.embedding(tokens, self.table)  # (batch, 3, 6): no layer's outputs
+        h = self.embed(tokens) + F.embedding(tokens, weight=self.table)  # (batch, 3, 6): no layer's outputs
         h = torch.addmm(self.proj_b, h.flatten(0, 1), self.proj_w).view(-1, 3, 4)  # (batch, 3, 4)
         h = self.slope(self.conv(h.movedim(2, 1)))  # (batch, 6, 3)
-        h = F.group_norm(h, 3, self.gn_w, self.gn_b)  # 3 groups of 2 channels
+        h = F.group_norm(h, num_groups=3, weight=self.gn_w, bias=self.gn_b)  # 3 groups of 2 channels
         h = F.layer_norm(h.movedim(1, -1), (6,), self.w, self.b)  # (batch, 3, 6)
         u = torch.einsum("btc,oc->bto", h, self.up.weight) + self.up.bias  # up is not called: no permutation
         return self.head(torch.amax(torch.relu(u), dim=1))
@@ -240,7 +240,7 @@ CASES = {
         Spelled,
         lambda: torch.randn(6, 4, 3),
         {
-            "a": {("a.weight", 0), ("a.bias", 0), ("w", 0), ("bias", 0), ("q.weight", 1), ("k.weight", 1),
+            "a": {("a.weight", 0), ("a.bias", 0), ("w", 1), ("bias", 1), ("q.weight", 1), ("k.weight", 1),
                   ("v.weight", 1), ("o.weight", 0), ("o.bias", 0), ("mix", 0)},
             "q": {("q.weight", 0), ("q.bias", 0), ("k.weight", 0), ("k.bias", 0)},
             "v": {("v.weight", 0), ("v.bias", 0), ("o.weight", 1)},
