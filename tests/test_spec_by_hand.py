@@ -218,8 +218,8 @@ class Joined(nn.Module):
         left, right = cut.split([2, 4], dim=1)  # its units cut in two sections...
         y = y + self.left(left) + self.right(right) + self.whole(cut)  # ...and read whole too
         y = torch.cat([y, y]).mean((0, 2, 3))[None]  # (1, 2): the batch concatenated, then averaged
-        first, second = x.split(3)  # halves of the batch
-        return self.head(y) + (first - second)[:, None, 0].mean()
+        first, second = cut.split(3)  # halves of the batch
+        return self.head(y) + (first - second).mean() + x[:, None, 0].mean()
 
 
 class Unaffine(nn.Module):
@@ -514,3 +514,41 @@ class BranchOnKeywords(nn.Module):
 def test_layers_called_with_keywords_run_with_them_when_traced_on_the_example():
     spec = infer_spec(BranchOnKeywords(), torch.randn(2, 4, 3))
     assert ("head.weight", 1) in spec.axes["a"] and not any(p.startswith("other.") for p, _ in spec.axes["a"])
+
+
+class EmbeddedStream(nn.Module):
+    """An embedding's output on a residual stream that a layer writes to: the stream's units are the table's columns."""
+
+    def __init__(self):
+        super().__init__()
+        self.table, self.lin, self.head = nn.Parameter(torch.randn(5, 4)), nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, tokens):  # (batch, 3) indices
+        h = F.embedding(tokens, self.table)  # (batch, 3, 4)
+        return self.head((h + self.lin(h)).mean(1))
+
+
+def test_a_stream_started_by_an_embedding_carries_the_table_columns():
+    spec = infer_spec(EmbeddedStream(), torch.randint(0, 5, (2, 3)))
+    pairs = {("table", 1), ("lin.weight", 1), ("lin.weight", 0), ("lin.bias", 0), ("head.weight", 1)}
+    assert {n: set(p) for n, p in spec.axes.items()} == {"lin": pairs}
+
+
+class SplitStream(nn.Module):
+    """A stream two layers write to, split in sections: both layers' units are cut, and no permutation is left of
+    the whole stream."""
+
+    def __init__(self):
+        super().__init__()
+        self.p, self.q, self.left, self.right = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(1, 2), nn.Linear(3, 2)
+
+    def forward(self, x):
+        first, rest = (self.p(x) + self.q(x)).split([1, 3], dim=-1)
+        return self.left(first) + self.right(rest)
+
+
+def test_a_split_stream_written_by_two_layers_is_cut_for_both():
+    spec = infer_spec(SplitStream(), torch.randn(2, 3))
+    cut = {f"{n}.{t}[{a}:{b}]" for n in "pq" for t in ("weight", "bias") for a, b in ((0, 1), (1, 4))}
+    assert {p for pairs in spec.axes.values() for p, _ in pairs} == cut | {"left.weight", "right.weight"}
+    assert spec.names == ["p[0:1]", "p[1:4]"]
