@@ -15,6 +15,7 @@ from lmcot.any_network import (
     UnknownArchitectureError,
     build_architecture,
     infer_num_classes,
+    load_network,
     load_state_into,
     module_tensors,
     read_state_dict,
@@ -197,3 +198,43 @@ def test_a_state_dict_that_does_not_fit_names_the_first_keys():
     new = {k: torch.full_like(v, 0.5) for k, v in own.items()}
     load_state_into(model, new, "net.pt", "tiny")
     assert all(torch.equal(v, new[k]) for k, v in model.state_dict().items())
+
+
+def test_a_loading_error_is_named_by_its_first_sentence(tmp_path, monkeypatch):
+    path = tmp_path / "net.pt"
+    path.write_bytes(b"anything")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Unreadable record X.\nMore detail. And more.")
+
+    monkeypatch.setattr(torch, "load", fail)
+    with pytest.raises(DamagedFileError) as error:
+        read_state_dict(path)
+    assert str(error.value).startswith(f"{path}: cannot read it as a PyTorch state dict (Unreadable record X): ")
+
+
+@pytest.mark.parametrize("state, held", [({}, "dict"), ({"w": 1}, "dict"), ({"model": {}}, "dict")])
+def test_a_dict_that_holds_no_tensors_is_no_state_dict(tmp_path, state, held):
+    path = tmp_path / "net.pt"
+    torch.save(state, path)
+    with pytest.raises(DamagedFileError) as error:
+        read_state_dict(path)
+    assert str(error.value) == f"{path}: holds {held}, not a state dict of tensors; {WEIGHTS_ONLY}"
+
+
+def test_a_file_without_an_architecture_must_be_an_lmcot_model_file(tmp_path):
+    with pytest.raises(UnknownArchitectureError) as error:
+        load_network(tmp_path / "net.pt")
+    assert str(error.value) == (
+        f"{tmp_path / 'net.pt'}: not an lmcot model file (.safetensors with its .json sidecar); for a plain state "
+        "dict give its arch (a torchvision model name or 'package.module:function')"
+    )
+    with pytest.raises(MissingFileError):  # a sidecar's path is an lmcot model file's: read as one
+        load_network(tmp_path / "net.json")
+
+
+def test_a_state_dict_without_a_matrix_loads_into_the_default_classes(tmp_path):
+    path = tmp_path / "net.pt"
+    torch.save({"bn1.weight": torch.ones(64)}, path)  # no classifier to count classes from: 1000 by default
+    with pytest.raises(DamagedFileError, match=r"does not fit arch 'resnet18' \(\d+ missing: conv1.weight, bn1.bias"):
+        load_network(path, "resnet18")
