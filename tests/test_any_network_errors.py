@@ -10,20 +10,26 @@ import torch
 from torch import nn
 
 from lmcot.any_network import (
+    InferredSpec,
     LayerInputs,
     ProducerOutputs,
     UnknownArchitectureError,
     build_architecture,
     infer_num_classes,
+    layer_input_modules,
     load_network,
     load_state_into,
     module_tensors,
     read_state_dict,
     read_tensor,
+    stating_modules,
+    with_inferred_spec,
     with_spec,
 )
 from lmcot.errors import DamagedFileError, MissingFileError, UnsupportedModelError
 from lmcot.models import build_model
+from lmcot.models.transformer import SelfAttention
+from lmcot.spec_inference import infer_spec
 
 WEIGHTS_ONLY = "give a file saved with torch.save(model.state_dict())"
 
@@ -238,3 +244,46 @@ def test_a_state_dict_without_a_matrix_loads_into_the_default_classes(tmp_path):
     torch.save({"bn1.weight": torch.ones(64)}, path)  # no classifier to count classes from: 1000 by default
     with pytest.raises(DamagedFileError, match=r"does not fit arch 'resnet18' \(\d+ missing: conv1.weight, bn1.bias"):
         load_network(path, "resnet18")
+
+
+class WithoutInputs(SelfAttention):
+    """An attention that states its symmetry but gives no ``layer_inputs``."""
+
+    @property
+    def layer_inputs(self):
+        raise AttributeError("layer_inputs")
+
+
+def attention_stack(attention=SelfAttention) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), attention(8, 2), attention(8, 2), nn.Linear(8, 2))
+
+
+def test_every_module_that_states_its_symmetry_owns_its_permutations():
+    model = attention_stack()
+    spec = infer_spec(model, torch.randn(2, 3, 4))
+    assert stating_modules(model, spec) == {"1.qk": "1", "1.vo": "1", "2.qk": "2", "2.vo": "2"}
+    inputs = {"0": "0", "1.qk": "1", "1.vo": "1", "1": "1.o", "2.qk": "2", "2.vo": "2", "2": "2.o"}  # no residual
+    assert layer_input_modules(model, spec) == (inputs, None)
+
+
+def test_layer_inputs_are_refused_where_a_module_or_a_convolution_cannot_give_them():
+    model = attention_stack(WithoutInputs)
+    modules, why = layer_input_modules(model, infer_spec(model, torch.randn(2, 3, 4)))
+    assert modules is None and why.startswith("permutation '1.qk' has 2 incoming weight matrices (1.q.weight, ")
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, dilation=2, padding=2), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    assert layer_input_modules(model, infer_spec(model, torch.randn(2, 3, 6, 6))) == (
+        None,
+        "permutation '0': Conv2d '0' has dilation (2, 2), 1 groups, padding (2, 2) (zeros); only dilation 1, one "
+        "group and numeric zero padding are unfolded",
+    )
+
+
+def test_the_model_given_is_left_as_it_was():
+    model, x = attention_stack(), torch.randn(2, 3, 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    inferred = with_inferred_spec(model, x)
+    with torch.no_grad():
+        inferred[0].weight.add_(1.0)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not hasattr(model, "permutation_spec") or not isinstance(model.permutation_spec, InferredSpec)
