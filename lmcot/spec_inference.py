@@ -242,12 +242,13 @@ def infer_spec(model: nn.Module, example_input: torch.Tensor) -> PermutationSpec
     gradients (its training flags are restored), to learn every intermediate tensor's shape."""
     graph_module = _trace(model, example_input)
     shapes, items = _shapes(graph_module, example_input)
-    inference = _Inference(graph_module, shapes, set(model.state_dict()), items)
+    state = model.state_dict()
+    inference = _Inference(graph_module, shapes, set(state), items)
     for node in graph_module.graph.nodes:
         inference.visit(node)
     spec = inference.spec()
     try:  # a rule that joined axes of different lengths (a comparison of heads of other sizes) gives no permutation
-        spec.sizes(model.state_dict())
+        spec.sizes(state)
     except (KeyError, ValueError) as error:
         raise SpecInferenceError(
             f"cannot infer the permutation spec: {error.args[0]}. Write the model's permutation_spec() by hand."
