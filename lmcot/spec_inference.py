@@ -6,8 +6,8 @@ follows, for each intermediate tensor, which element's permutation each of its a
 class (union-find) the elements that one permutation must act on together:
 
 - a Linear or Conv (or ``torch.addmm`` of a weight stored ``(in, out)``) produces a class: its weight's output
-  axis and its bias; the input axis it reads joins its weight's input axis; an Embedding's weight axis 1 is its
-  output's last axis;
+  axis and its bias; the input axis it reads joins its weight's input axis; an Embedding (module, or
+  ``F.embedding`` of a table the model holds) produces one too: its weight's axis 1, the output's last axis;
 - elementwise and broadcasting operations (activations, dropout, ``+ - * /``, softmax, casts, ``where``) join the
   operands' aligned axes: a residual addition merges the two streams' classes; ``expand`` keeps the axes;
 - BatchNorm, LayerNorm and GroupNorm (modules or functions) keep the axes; their weights, biases and running
@@ -295,8 +295,8 @@ class _Inference:
                     heads, size, keep = self.classes.runs[root]
                     if unit != 1:
                         raise SpecInferenceError(
-                            f"cannot infer the permutation spec: module {name!r}'s units move in runs and in blocks "
-                            "of several entries at once. Write the model's permutation_spec() by hand."
+                            f"cannot infer the permutation spec: the units of module {name!r} move in runs and in "
+                            f"blocks of {unit} entries at once. Write the model's permutation_spec() by hand."
                         )
                     groups[name] = (self.classes.find(heads)[0], size)
                     if keep:
@@ -305,8 +305,9 @@ class _Inference:
                     b, rest = divmod(self.classes.block(e), unit)
                     if rest:
                         raise SpecInferenceError(
-                            f"cannot infer the permutation spec: {e} holds parts of the units of module {name!r}. "
-                            "Write the model's permutation_spec() by hand."
+                            f"cannot infer the permutation spec: {e} moves blocks of {self.classes.block(e)} entries, "
+                            f"not whole units of module {name!r} ({unit} entries each). Write the model's "
+                            "permutation_spec() by hand."
                         )
                     if b > 1:
                         blocks[e] = b
@@ -397,7 +398,9 @@ class _Inference:
             self.layer_norm(x, len(module.normalized_shape), params)
             return x
         if isinstance(module, nn.Embedding):  # indices (fixed) -> (..., dim): the weight's axis 1 is the output's
-            return [*x, (self.param(node, "weight"), 1)]
+            columns = (self.param(node, "weight"), 1)
+            self.producers.setdefault(columns, node.target)
+            return [*x, columns]
         if isinstance(module, nn.PReLU) and module.num_parameters > 1:  # one slope per channel (axis 1)
             self.read(x[1], self.param(node, "weight"), 0)
             return x
@@ -434,7 +437,10 @@ class _Inference:
         # torch.nn.functional hands torch.fx the tensor and the next arguments by position, weight and bias of the
         # norms by keyword (its handle_torch_function calls), however the model spelled them
         if target is F.embedding:  # (indices, weight)
-            return [*self.axes[node.args[0]], self.axes[node.args[1]][1]]
+            columns = self.axes[node.args[1]][1]
+            if columns == (node.args[1].target, 1):  # a table the model holds, not a computed one
+                self.producers.setdefault(columns, _holder(columns[0]))
+            return [*self.axes[node.args[0]], columns]
         if target is torch.addmm:  # bias + x @ weight, weight (in, out): a Linear stored transposed (GPT-2's Conv1D)
             return self.transposed_linear(node)
         if target is F.scaled_dot_product_attention:

@@ -52,7 +52,7 @@ class Positional(nn.Module):
         self.up, self.head = nn.Linear(6, 5), nn.Linear(5, 2)
 
     def forward(self, tokens):  # (batch, 3) indices
-        h = self.embed(tokens) + F.embedding(tokens, weight=self.table)  # (batch, 3, 6): no layer's outputs
+        h = self.embed(tokens) + F.embedding(tokens, weight=self.table)  # (batch, 3, 6): the tables' columns
         h = torch.addmm(self.proj_b, h.flatten(0, 1), self.proj_w).view(-1, 3, 4)  # (batch, 3, 4)
         h = self.slope(self.conv(h.movedim(2, 1)))  # (batch, 6, 3)
         h = F.group_norm(h, num_groups=3, weight=self.gn_w, bias=self.gn_b)  # 3 groups of 2 channels
@@ -251,6 +251,7 @@ CASES = {
         Positional,
         lambda: torch.randint(0, 10, (6, 3), generator=torch.Generator().manual_seed(0)),
         {
+            "embed": {("embed.weight", 1), ("table", 1), ("proj_w", 0)},  # named after the first embedding
             "proj_w": {("proj_w", 1), ("proj_b", 0), ("conv.weight", 1)},  # named after the weight the model holds
             "conv": {("conv.weight", 0), ("conv.bias", 0), ("slope.weight", 0), ("gn_w", 0), ("gn_b", 0), ("w", 0),
                      ("b", 0), ("up.weight", 1)},
@@ -305,9 +306,11 @@ CASES = {
             "packed[0:4]": {("packed.weight[0:4]", 0), ("packed.weight[4:8]", 0), ("head.weight", 1)},  # multiplied
             "single": {("single.weight", 0), ("single.bias", 0)},
             "embedded": {("embedded.weight", 0), ("embedded.bias", 0), ("position", 1), ("out.weight", 1)},
-        },  # wide's units meet a copy of single's one unit: fixed; the embedding's split halves have no producer
+            "embed[0:2]": {("embed.weight[0:2]", 1)},  # summed over: free
+            "embed[2:4]": {("embed.weight[2:4]", 1)},  # never read: free
+        },  # wide's units meet a copy of single's one unit: fixed
         {},
-        {"packed.weight": (0, (0, 4, 8))},
+        {"packed.weight": (0, (0, 4, 8)), "embed.weight": (1, (0, 2, 4))},
         {("flat.weight", 1): 6},  # 2 x 3 positions per channel
     ),
     "joined": (
@@ -531,7 +534,23 @@ class EmbeddedStream(nn.Module):
 def test_a_stream_started_by_an_embedding_carries_the_table_columns():
     spec = infer_spec(EmbeddedStream(), torch.randint(0, 5, (2, 3)))
     pairs = {("table", 1), ("lin.weight", 1), ("lin.weight", 0), ("lin.bias", 0), ("head.weight", 1)}
-    assert {n: set(p) for n, p in spec.axes.items()} == {"lin": pairs}
+    assert {n: set(p) for n, p in spec.axes.items()} == {"table": pairs}
+
+
+class TokenLogits(nn.Module):
+    """Logits per token: the indices' token axis reaches the output, and the table's columns are still free."""
+
+    def __init__(self):
+        super().__init__()
+        self.table, self.head = nn.Embedding(5, 4), nn.Linear(4, 2)
+
+    def forward(self, tokens):  # (batch, 3) indices -> (batch, 3, 2)
+        return self.head(self.table(tokens))
+
+
+def test_an_embedding_whose_token_axis_reaches_the_output_keeps_the_table_columns_free():
+    spec = infer_spec(TokenLogits(), torch.randint(0, 5, (2, 3)))
+    assert {n: set(p) for n, p in spec.axes.items()} == {"table": {("table.weight", 1), ("head.weight", 1)}}
 
 
 class SplitStream(nn.Module):
