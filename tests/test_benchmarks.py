@@ -63,3 +63,36 @@ def test_the_torchvision_zoo_table_accepts_or_refuses_each_model_and_counts_what
     table = subprocess.run([*cmd[:-1], "--table"], check=True, capture_output=True, text=True).stdout
     assert "| squeezenet1_1 | 0.7 M | 25 (0, 8) |" in table and "2944 / 2944" in table
     assert "| shufflenet_v2_x0_5 | 0.4 M | refused: node 'view' (method .view()): it merges" in table
+
+
+def lstm_kernels():
+    """benchmarks/lstm_kernels.py as a module (it imports benchmarks/run.py by its script name)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import lstm_kernels
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return lstm_kernels
+
+
+@pytest.mark.parametrize("kernel", ["block-diagonal", "batched steps"])
+def test_each_lstm_kernel_gives_the_outputs_and_gradients_of_one_fused_call_per_seed(kernel):
+    import torch
+
+    bench = lstm_kernels()
+    g = torch.Generator().manual_seed(0)
+    seeds, batch, steps, features, width = 3, 4, 5, 2, 3
+    shapes = [
+        (seeds, batch, steps, features),
+        (seeds, 4 * width, features),
+        (seeds, 4 * width, width),
+        (seeds, 4 * width),
+    ]
+    inputs = [torch.randn(s, generator=g, dtype=torch.float64).requires_grad_() for s in shapes]
+    upstream = torch.randn(seeds, batch, steps, width, generator=g, dtype=torch.float64)
+    results = []
+    for run in (bench.per_seed, bench.KERNELS[kernel]):
+        out = run(*inputs)
+        results.append([out, *torch.autograd.grad((out * upstream).sum(), inputs)])
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
