@@ -290,7 +290,9 @@ class _Inference:
                 axes[name] = tuple(
                     e for e in self.classes.members(root) if not _merged(e) and e[0] not in self.sections
                 )
-                unit = self.classes.block(element)  # the producer's axis 0 holds one entry per unit
+                # the finest units every named tensor moves whole: the producers' units may be runs of another
+                # tensor's (channels x positions flattened into a Linear's units), whichever came first
+                unit = math.gcd(*(self.classes.block(e) for e in axes[name])) or 1
                 if root in self.classes.runs:
                     heads, size, keep = self.classes.runs[root]
                     if unit != 1:
@@ -302,15 +304,8 @@ class _Inference:
                     if keep:
                         whole.add(name)
                 for e in axes[name]:
-                    b, rest = divmod(self.classes.block(e), unit)
-                    if rest:
-                        raise SpecInferenceError(
-                            f"cannot infer the permutation spec: {e} moves blocks of {self.classes.block(e)} entries, "
-                            f"not whole units of module {name!r} ({unit} entries each). Write the model's "
-                            "permutation_spec() by hand."
-                        )
-                    if b > 1:
-                        blocks[e] = b
+                    if self.classes.block(e) > unit:
+                        blocks[e] = self.classes.block(e) // unit
         sections = {
             p: v for p, v in self.sections.items() if any(base_name(e[0]) == p for ps in axes.values() for e in ps)
         }

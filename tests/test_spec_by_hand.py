@@ -235,6 +235,23 @@ class Unaffine(nn.Module):
         return self.head(self.norm_b(self.b(self.norm_a(self.a(x)))).mean((2, 3)))
 
 
+class FlattenedFirst(nn.Module):
+    """A Linear's 8 units added to 4 channels x 2 positions flattened: the channels are the units, and the
+    Linear's moves blocks of 2 of them, whichever of the two the model computes first."""
+
+    def __init__(self, linear_first: bool = False):
+        super().__init__()
+        self.conv, self.linear, self.head = nn.Conv1d(1, 4, 1), nn.Linear(3, 8), nn.Linear(8, 2)
+        self.linear_first = linear_first
+
+    def forward(self, x):  # (batch, 3)
+        if self.linear_first:
+            h = self.linear(x) + self.conv(x[:, None, :2]).flatten(1)
+        else:
+            h = self.conv(x[:, None, :2]).flatten(1) + self.linear(x)
+        return self.head(h)
+
+
 CASES = {
     "keywords": (
         Spelled,
@@ -312,6 +329,23 @@ CASES = {
         {},
         {"packed.weight": (0, (0, 4, 8)), "embed.weight": (1, (0, 2, 4))},
         {("flat.weight", 1): 6},  # 2 x 3 positions per channel
+    ),
+    "flattened_first": (
+        FlattenedFirst,
+        lambda: torch.randn(6, 3),
+        {"conv": {("conv.weight", 0), ("conv.bias", 0), ("linear.weight", 0), ("linear.bias", 0), ("head.weight", 1)}},
+        {},
+        {},
+        {("linear.weight", 0): 2, ("linear.bias", 0): 2, ("head.weight", 1): 2},
+    ),
+    "linear_first": (  # the same classes, named after the first producer
+        lambda: FlattenedFirst(linear_first=True),
+        lambda: torch.randn(6, 3),
+        {"linear": {("conv.weight", 0), ("conv.bias", 0), ("linear.weight", 0), ("linear.bias", 0)}
+         | {("head.weight", 1)}},
+        {},
+        {},
+        {("linear.weight", 0): 2, ("linear.bias", 0): 2, ("head.weight", 1): 2},
     ),
     "joined": (
         Joined,
