@@ -252,6 +252,42 @@ class FlattenedFirst(nn.Module):
         return self.head(h)
 
 
+class PooledFlatten(nn.Module):
+    """Channels pooled to 2 x 3 positions and flattened: each channel a block of 6 inputs of the Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool, self.fc = nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d((2, 3)), nn.Linear(24, 2)
+
+    def forward(self, x):  # (batch, 3, 4, 4)
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+
+
+class HeadsBehindOne(nn.Module):
+    """Units split into 2 heads of 4 behind an axis of size 1, and merged back."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.head = nn.Linear(3, 8), nn.Linear(8, 2)
+
+    def forward(self, x):  # (batch, 3)
+        h = self.lin(x)[:, None].view(-1, 1, 2, 4).relu()
+        return self.head(h.reshape(-1, 1, 8)[:, 0])
+
+
+class OuterHeads(nn.Module):
+    """Two layers' units on two axes of one tensor (an outer product); the first's split into heads and merged
+    back: the second's axis, after them, keeps its class through both reshapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(3, 4), nn.Linear(3, 3), nn.Linear(3, 2)
+
+    def forward(self, x):  # (batch, 3)
+        h = (self.a(x)[:, :, None] * self.b(x)[:, None, :]).view(-1, 2, 2, 3).relu()  # (batch, heads, size, 3)
+        return self.head(h.reshape(-1, 4, 3).mean(1))
+
+
 CASES = {
     "keywords": (
         Spelled,
@@ -346,6 +382,26 @@ CASES = {
         {},
         {},
         {("linear.weight", 0): 2, ("linear.bias", 0): 2, ("head.weight", 1): 2},
+    ),
+    "pooled_flatten": (
+        PooledFlatten,
+        lambda: torch.randn(6, 3, 4, 4),
+        {"conv": {("conv.weight", 0), ("conv.bias", 0), ("fc.weight", 1)}},
+        {},
+        {},
+        {("fc.weight", 1): 6},
+    ),
+    "heads_behind_one": (
+        HeadsBehindOne,
+        lambda: torch.randn(6, 3),
+        {"lin": {("lin.weight", 0), ("lin.bias", 0), ("head.weight", 1)}},
+        {"lin": ("<view>", 4)},
+    ),
+    "outer_heads": (
+        OuterHeads,
+        lambda: torch.randn(6, 3),
+        {"a": {("a.weight", 0), ("a.bias", 0)}, "b": {("b.weight", 0), ("b.bias", 0), ("head.weight", 1)}},
+        {"a": ("<view>", 2)},  # a's units are summed over: its heads move, nothing reads them
     ),
     "joined": (
         Joined,
