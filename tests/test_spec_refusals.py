@@ -302,6 +302,19 @@ REFUSALS = [
         id="units merged with the batch",
     ),
     pytest.param(
+        lambda: Net(
+            lambda m, x: (m.a(x)[:, :, None] * m.b(x)[:, None, :]).flatten(1).mean(1), a=linear(3, 4), b=linear(3, 2)
+        ),
+        (2, 3),
+        refused(
+            "node 'flatten' (method .flatten())",
+            "it mixes permuted axis 1 (4 units) with other axes of size > 1 ([2, 4, 2] -> [2, 8]) other than by "
+            "merging it with the unpermuted axes after it: a permutation of those units would act on parts of the "
+            "result, which a PermutationSpec cannot express",
+        ),
+        id="units merged with another class's units",
+    ),
+    pytest.param(
         lambda: Net(lambda m, x: m.a(x).view(-1, 2, 4).sum(1).mean(1), a=linear(3, 8)),
         (2, 3),
         refused("node 'sum_1' (method .sum())", "it reduces over heads and keeps their dimensions"),
@@ -723,6 +736,15 @@ ACCEPTED = [
         ),
         (2, 3),
         id="concatenations of one size",
+    ),
+    pytest.param(  # units merged with a constant's axis; another class's units on the next axis stay apart
+        lambda: Net(
+            lambda m, x: (m.a(x)[:, :, None, None] * torch.ones(2, 1) * m.b(x)[:, None, None, :]).reshape(-1, 8, 2),
+            a=linear(3, 4),
+            b=linear(3, 2),
+        ),
+        (2, 3),
+        id="merge beside another class",
     ),
 ]
 
