@@ -277,7 +277,7 @@ class _Inference:
 
     def spec(self) -> PermutationSpec:
         self.fix_unmoved_runs()
-        axes, blocks, groups, whole, seen = {}, {}, {}, set(), set()
+        axes, blocks, groups, runs, whole, seen = {}, {}, {}, {}, set(), set()
         for element, name in self.producers.items():
             if element in self.inner:
                 axes.update(self.inner[element].axes)
@@ -300,12 +300,16 @@ class _Inference:
                             f"cannot infer the permutation spec: the units of module {name!r} move in runs and in "
                             f"blocks of {unit} entries at once. Write the model's permutation_spec() by hand."
                         )
-                    groups[name] = (self.classes.find(heads)[0], size)
+                    runs[name] = (self.classes.find(heads), size)
                     if keep:
                         whole.add(name)
                 for e in axes[name]:
                     if self.classes.block(e) > unit:
                         blocks[e] = self.classes.block(e) // unit
+        # a group is named after its heads' tensor, and after the axis too where one view made several
+        tensors = [heads[0] for heads in {heads for heads, _ in runs.values()}]
+        for name, ((tensor, axis), size) in runs.items():
+            groups[name] = (f"{tensor} axis {axis}" if tensors.count(tensor) > 1 else tensor, size)
         sections = {
             p: v for p, v in self.sections.items() if any(base_name(e[0]) == p for ps in axes.values() for e in ps)
         }

@@ -288,6 +288,18 @@ class OuterHeads(nn.Module):
         return self.head(h.reshape(-1, 4, 3).mean(1))
 
 
+class TwoSplits(nn.Module):
+    """One view splits two classes' units into heads (2 of 2, 3 of 2): two groups, named by their axes."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(3, 4), nn.Linear(3, 6), nn.Linear(6, 2)
+
+    def forward(self, x):  # (batch, 3)
+        h = (self.a(x)[:, :, None] * self.b(x)[:, None, :]).view(-1, 2, 2, 3, 2).relu()
+        return self.head(h.reshape(-1, 4, 6).mean(1))
+
+
 CASES = {
     "keywords": (
         Spelled,
@@ -402,6 +414,12 @@ CASES = {
         lambda: torch.randn(6, 3),
         {"a": {("a.weight", 0), ("a.bias", 0)}, "b": {("b.weight", 0), ("b.bias", 0), ("head.weight", 1)}},
         {"a": ("<view>", 2)},  # a's units are summed over: its heads move, nothing reads them
+    ),
+    "two_splits": (
+        TwoSplits,
+        lambda: torch.randn(6, 3),
+        {"a": {("a.weight", 0), ("a.bias", 0)}, "b": {("b.weight", 0), ("b.bias", 0), ("head.weight", 1)}},
+        {"a": ("<view> axis 1", 2), "b": ("<view> axis 3", 2)},  # one heads tensor each, not one group
     ),
     "joined": (
         Joined,
