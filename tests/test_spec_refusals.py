@@ -746,6 +746,29 @@ ACCEPTED = [
         (2, 3),
         id="merge beside another class",
     ),
+    pytest.param(  # the units fixed after their split into heads: a part of a head's dimensions may be indexed
+        lambda: Net(
+            lambda m, x: (lambda heads: (m.a(x) + torch.ones(8)).sum(1) + heads[:, :, 0].sum(1))(m.a(x).view(-1, 2, 4)),
+            a=linear(3, 8),
+        ),
+        (2, 3),
+        id="heads fixed later, then indexed",
+    ),
+    pytest.param(  # both parts of a concatenation fixed after it: the concatenated axis may be split
+        lambda: Net(
+            lambda m, x: (
+                lambda joined: (
+                    (m.a(x) + torch.ones(4)).sum(1)
+                    + (m.b(x) + torch.ones(4)).sum(1)
+                    + joined.view(-1, 2, 4).sum((1, 2))
+                )
+            )(torch.cat([m.a(x), m.b(x)], 1)),
+            a=linear(3, 4),
+            b=linear(3, 4),
+        ),
+        (2, 3),
+        id="parts fixed later, then split",
+    ),
 ]
 
 
