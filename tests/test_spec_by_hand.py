@@ -300,6 +300,29 @@ class TwoSplits(nn.Module):
         return self.head(h.reshape(-1, 4, 6).mean(1))
 
 
+class ScalarFirst(nn.Module):
+    """A layer's outputs scaled by a size the model reads from them, the number written first."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.head = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):  # (batch, 3)
+        h = self.lin(x)
+        return self.head(h.shape[1] * h)
+
+
+class ConcatPlusConstant(nn.Module):
+    """A concatenation of two layers' units plus a constant that differs along them: both parts fixed."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head, self.out = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(8, 3), nn.Linear(3, 2)
+
+    def forward(self, x):  # (batch, 3)
+        return self.out(torch.relu(self.head(torch.cat([self.a(x), self.b(x)], 1) + torch.arange(8.0))))
+
+
 CASES = {
     "keywords": (
         Spelled,
@@ -420,6 +443,19 @@ CASES = {
         lambda: torch.randn(6, 3),
         {"a": {("a.weight", 0), ("a.bias", 0)}, "b": {("b.weight", 0), ("b.bias", 0), ("head.weight", 1)}},
         {"a": ("<view> axis 1", 2), "b": ("<view> axis 3", 2)},  # one heads tensor each, not one group
+    ),
+    "scalar_first": (
+        ScalarFirst,
+        lambda: torch.randn(6, 3),
+        {"lin": {("lin.weight", 0), ("lin.bias", 0), ("head.weight", 1)}},
+        {},
+    ),
+    "concat_plus_constant": (
+        ConcatPlusConstant,
+        lambda: torch.randn(6, 3),
+        {"head": {("head.weight[0:4]", 0), ("head.weight[4:8]", 0), ("head.bias", 0), ("out.weight", 1)}},
+        {},
+        {"head.weight": (1, (0, 4, 8))},  # cut where the parts meet, though both are fixed
     ),
     "joined": (
         Joined,
