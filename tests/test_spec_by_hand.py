@@ -323,6 +323,18 @@ class ConcatPlusConstant(nn.Module):
         return self.out(torch.relu(self.head(torch.cat([self.a(x), self.b(x)], 1) + torch.arange(8.0))))
 
 
+class TwoConcatenations(nn.Module):
+    """Two concatenations of two layers each, added: their parts join one by one."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.d = nn.Linear(3, 2), nn.Linear(3, 3), nn.Linear(3, 2), nn.Linear(3, 3)
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x):  # (batch, 3)
+        return self.head(torch.cat([self.a(x), self.b(x)], 1) + torch.cat([self.c(x), self.d(x)], 1))
+
+
 CASES = {
     "keywords": (
         Spelled,
@@ -456,6 +468,16 @@ CASES = {
         {"head": {("head.weight[0:4]", 0), ("head.weight[4:8]", 0), ("head.bias", 0), ("out.weight", 1)}},
         {},
         {"head.weight": (1, (0, 4, 8))},  # cut where the parts meet, though both are fixed
+    ),
+    "two_concatenations": (
+        TwoConcatenations,
+        lambda: torch.randn(6, 3),
+        {
+            "a": {("a.weight", 0), ("a.bias", 0), ("c.weight", 0), ("c.bias", 0), ("head.weight[0:2]", 1)},
+            "b": {("b.weight", 0), ("b.bias", 0), ("d.weight", 0), ("d.bias", 0), ("head.weight[2:5]", 1)},
+        },
+        {},
+        {"head.weight": (1, (0, 2, 5))},
     ),
     "joined": (
         Joined,
