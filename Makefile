@@ -45,6 +45,7 @@ preset: setup  # make preset NAME=ferbach_mnist
 
 bench: setup
 	python benchmarks/run.py
+	python benchmarks/lstm_kernels.py
 
 mutate: setup  # mutation score of the science modules: reports/mutation.md (tests what changed since the committed verdicts; all mutants: about 2.5 hours on 2 cores; not in CI)
 	@python -c "import mutmut" 2>/dev/null || python -m pip install -q mutmut==3.8.1
