@@ -335,6 +335,18 @@ class TwoConcatenations(nn.Module):
         return self.head(torch.cat([self.a(x), self.b(x)], 1) + torch.cat([self.c(x), self.d(x)], 1))
 
 
+class TwoSlopes(nn.Module):
+    """A PReLU of two channels: its slopes move with the units (one slope for all would not)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.act, self.head, self.out = nn.Linear(3, 2), nn.PReLU(2), nn.Linear(2, 4), nn.Linear(4, 2)
+        nn.init.uniform_(self.act.weight, -1.0, 1.0)
+
+    def forward(self, x):  # (batch, 3)
+        return self.out(torch.relu(self.head(self.act(self.lin(x)))))
+
+
 CASES = {
     "keywords": (
         Spelled,
@@ -478,6 +490,15 @@ CASES = {
         },
         {},
         {"head.weight": (1, (0, 2, 5))},
+    ),
+    "two_slopes": (
+        TwoSlopes,
+        lambda: torch.randn(6, 3),
+        {
+            "lin": {("lin.weight", 0), ("lin.bias", 0), ("act.weight", 0), ("head.weight", 1)},
+            "head": {("head.weight", 0), ("head.bias", 0), ("out.weight", 1)},
+        },
+        {},
     ),
     "joined": (
         Joined,
