@@ -92,3 +92,18 @@ def test_runs_must_hold_whole_blocks():
     with pytest.raises(BlockConflict) as error:  # c's class would hang under a's in blocks of 2
         classes.union(D, C)
     assert str(error.value) == "it joins runs of ('c', 0) to ('a', 0) in blocks of 2"
+
+
+def test_a_class_joined_from_its_finer_side_hangs_under_the_coarser_in_whole_blocks():
+    classes = UnionFind()
+    classes.attach(D, A, 2)  # d: blocks of 2 entries of a's units
+    classes.union(C, D)  # c's single entries join d's blocks: c's class hangs under a's
+    assert classes.find(C) == A
+    assert classes.block(C) == 2
+    assert type(classes.block(C)) is int  # block sizes reach torch's view() as they are
+    classes = UnionFind()
+    classes.set_runs(C, H, 2, whole=False)
+    classes.attach(D, A, 2)
+    with pytest.raises(BlockConflict) as error:  # the same join, c's class moving runs: they would split blocks
+        classes.union(C, D)
+    assert str(error.value) == "it joins runs of ('c', 0) to ('a', 0) in blocks of 2"
