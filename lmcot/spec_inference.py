@@ -332,10 +332,11 @@ class _Inference:
     def visit(self, node: fx.Node) -> None:
         shape = self.shapes.get(node)
         tensors = [n for n in node.all_input_nodes if self.axes.get(n) is not None]
-        if node.op == "output":
-            for n in tensors:
-                for element in self.axes[n]:
-                    self.join(FIXED, element)
+        if node.op == "output":  # every tensor returned, also the items of a tuple returned whole
+            for n in node.all_input_nodes:
+                for axes in self.items.get(n, [self.axes.get(n)]):
+                    for element in axes or []:
+                        self.join(FIXED, element)
             return
         if node.op == "call_module" and isinstance(self.module.get_submodule(node.target), nn.MultiheadAttention):
             try:
@@ -351,6 +352,8 @@ class _Inference:
             self.axes[node] = None
         elif node.target is operator.getitem and node.args[0] in self.items:  # an item of a module's tuple
             self.axes[node] = self.items[node.args[0]][node.args[1]]
+        elif any(n in self.items for n in node.all_input_nodes):
+            raise self.refusal(node, "it reads a tuple of tensors whole; index its items first")
         elif shape is None:  # a size, a shape or a tuple
             if tensors and node.target not in _METADATA:
                 raise self.refusal(node, "it returns no single tensor (a number, or a tuple of tensors)")

@@ -347,6 +347,29 @@ class TwoSlopes(nn.Module):
         return self.out(torch.relu(self.head(self.act(self.lin(x)))))
 
 
+class ReturnsSplit(nn.Module):
+    """A model that returns a split's pieces as they are: the returned units are fixed."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.mid = nn.Linear(3, 4), nn.Linear(4, 4)
+
+    def forward(self, x):  # (batch, 3) -> two (batch, 2)
+        return self.mid(torch.relu(self.lin(x))).split(2, dim=1)
+
+
+class ReturnsAttention(nn.Module):
+    """A model that returns ``nn.MultiheadAttention``'s tuple as it is: the output projection's units are fixed."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.mha = nn.Linear(3, 4), nn.MultiheadAttention(4, 2, batch_first=True)
+
+    def forward(self, x):  # (batch, tokens, 3) -> ((batch, tokens, 4), attention weights)
+        h = self.lin(x)
+        return self.mha(h, h, h)
+
+
 CASES = {
     "keywords": (
         Spelled,
@@ -499,6 +522,25 @@ CASES = {
             "head": {("head.weight", 0), ("head.bias", 0), ("out.weight", 1)},
         },
         {},
+    ),
+    "returns_split": (
+        ReturnsSplit,
+        lambda: torch.randn(6, 3),
+        {"lin": {("lin.weight", 0), ("lin.bias", 0), ("mid.weight[0:2]", 1), ("mid.weight[2:4]", 1)}},
+        {},
+        {"mid.weight": (0, (0, 2, 4))},  # the cut of its bias is in no permutation
+    ),
+    "returns_attention": (
+        ReturnsAttention,
+        lambda: torch.randn(6, 5, 3),
+        {
+            "lin": {("lin.weight", 0), ("lin.bias", 0)}
+            | {(f"mha.in_proj_weight[{a}:{a + 4}]", 1) for a in (0, 4, 8)},
+            "mha.qk": {(f"mha.in_proj_{k}[{a}:{a + 4}]", 0) for k in ("weight", "bias") for a in (0, 4)},
+            "mha.vo": {("mha.in_proj_weight[8:12]", 0), ("mha.in_proj_bias[8:12]", 0), ("mha.out_proj.weight", 1)},
+        },
+        {"mha.qk": ("<mha heads>", 2), "mha.vo": ("<mha heads>", 2)},
+        {"mha.in_proj_weight": (0, (0, 4, 8, 12)), "mha.in_proj_bias": (0, (0, 4, 8, 12))},
     ),
     "joined": (
         Joined,

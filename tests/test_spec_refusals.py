@@ -315,6 +315,12 @@ REFUSALS = [
         id="units merged with another class's units",
     ),
     pytest.param(
+        lambda: Net(lambda m, x: torch.cat(m.a(x).split(2, dim=1), dim=1).sum(1), a=linear(3, 4)),
+        (2, 3),
+        refused("node 'cat' (function cat)", "it reads a tuple of tensors whole; index its items first"),
+        id="a tuple read whole",
+    ),
+    pytest.param(
         lambda: Net(lambda m, x: m.a(x).view(-1, 2, 4).sum(1).mean(1), a=linear(3, 8)),
         (2, 3),
         refused("node 'sum_1' (method .sum())", "it reduces over heads and keeps their dimensions"),
