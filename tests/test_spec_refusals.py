@@ -831,3 +831,12 @@ def test_a_spec_whose_axes_differ_in_length_is_refused_not_returned():
 def test_a_buffer_given_as_a_norm_weight_is_permuted_with_its_units():
     model = Net(lambda m, x: F.layer_norm(m.a(x), (4,), m.scale).sum(1), a=linear(3, 4), scale=torch.rand(4))
     assert infer_spec(model, torch.randn(2, 3)).axes == {"a": (("a.weight", 0), ("a.bias", 0), ("scale", 0))}
+
+
+def test_a_model_that_fails_on_the_example_input_is_refused_naming_the_node_and_the_error():
+    with pytest.raises(SpecInferenceError) as error:
+        infer_spec(nn.Sequential(nn.Linear(3, 2)), torch.randn(2, 5))
+    assert str(error.value).splitlines()[0] == (
+        "the model fails on the example input at node '_0' (module '0', Linear): mat1 and mat2 shapes cannot be "
+        "multiplied (2x5 and 3x2)"
+    )
