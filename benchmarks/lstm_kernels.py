@@ -19,6 +19,7 @@ kernel, so the pipeline can only gain what it saves around the kernel. This scri
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -28,13 +29,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from run import plain_lstm_training  # noqa: E402  (benchmarks/run.py)
-
 from lmcot.data import make_mnist1d, standardise  # noqa: E402
 from lmcot.device import resolve_device  # noqa: E402
 from lmcot.io import write_json, write_text  # noqa: E402
 from lmcot.models.recurrent import recurrent_layer  # noqa: E402
 from lmcot.training import Recipe, train_models  # noqa: E402
+
+
+def _bench_suite():
+    """benchmarks/run.py, loaded from its file: a module named ``run`` may already be another one."""
+    spec = importlib.util.spec_from_file_location("lmcot_benchmark_suite", Path(__file__).with_name("run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 SHAPES = [(3, 32), (3, 64), (3, 128), (10, 32), (3, 512)]  # (seeds, width)
 KERNEL_OPS = ("rnn", "lstm")  # profiler names of the fused kernel, forward and backward, on either device
@@ -173,6 +181,8 @@ def kernel_share(device, seeds=3, width=32):
 
     def pipeline():
         train_models(data, "lstm", width, 1, recipe, list(range(seeds)), device, progress=False)
+
+    plain_lstm_training = _bench_suite().plain_lstm_training
 
     def naive():
         for seed in range(seeds):

@@ -66,13 +66,13 @@ def test_the_torchvision_zoo_table_accepts_or_refuses_each_model_and_counts_what
 
 
 def lstm_kernels():
-    """benchmarks/lstm_kernels.py as a module (it imports benchmarks/run.py by its script name)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import lstm_kernels
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return lstm_kernels
+    """benchmarks/lstm_kernels.py, loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lmcot_lstm_kernels", ROOT / "benchmarks/lstm_kernels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("kernel", ["block-diagonal", "batched steps"])
