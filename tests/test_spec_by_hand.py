@@ -370,6 +370,17 @@ class ReturnsAttention(nn.Module):
         return self.mha(h, h, h)
 
 
+class BatchMean(nn.Module):
+    """An output averaged over the batch: no fixed axis comes before the output units that the output fixes."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):  # (batch, 3) -> (2,)
+        return self.b(torch.relu(self.a(x))).mean(0)
+
+
 CASES = {
     "keywords": (
         Spelled,
@@ -542,6 +553,7 @@ CASES = {
         {"mha.qk": ("<mha heads>", 2), "mha.vo": ("<mha heads>", 2)},
         {"mha.in_proj_weight": (0, (0, 4, 8, 12)), "mha.in_proj_bias": (0, (0, 4, 8, 12))},
     ),
+    "batch_mean": (BatchMean, lambda: torch.randn(6, 3), {"a": {("a.weight", 0), ("a.bias", 0), ("b.weight", 1)}}, {}),
     "joined": (
         Joined,
         lambda: torch.randn(6, 3, 3, 3),
